@@ -1,0 +1,70 @@
+//! # redlock-core
+//!
+//! The Redlock distributed-lock algorithm over N independent Redis nodes,
+//! independent of any Redis client or async runtime.
+//!
+//! ## The model
+//!
+//! A *resource* is a name ("nightly-export", "account:322456"). To lock it,
+//! a client writes a fresh random *token* under the resource's key on every
+//! node, only where the key does not exist, with a time to live (TTL). The
+//! lock is held when a *quorum* (`N / 2 + 1`) of nodes took the token, and it
+//! is safe to rely on until its *validity* ends:
+//!
+//! ```text
+//! drift       = floor(ttl_ms * drift_factor) + 2 ms
+//! valid_until = start + ttl - drift        (start: before the first request)
+//! success     = acquired >= quorum  and  now < valid_until
+//! ```
+//!
+//! All nodes are asked at once, each within a per-node timeout small next to
+//! the TTL, and the attempt is decided as soon as the outcome is known either
+//! way, so a slow or paused minority costs nothing. A failed attempt releases
+//! on every node before the next one starts (or in the background when the
+//! caller's future is dropped), so nothing is left behind. Extending needs a
+//! quorum too and never recreates a vanished key; a failed extension keeps the
+//! old validity and does not release. If the holder dies, the keys expire with
+//! their TTL.
+//!
+//! ## The API
+//!
+//! - [`Node`]: the seam to a Redis client, implemented by the adapter crates
+//!   (`redlock-redis-rs`, `redlock-fred`) and by the in-memory node of
+//!   `redlock-testkit`. [`scripts`] holds the Lua every node runs.
+//! - [`Redlock`] from nodes and [`Options`] (node-redlock's drift factor, retry
+//!   count, delay and jitter, plus a deadline, a per-node timeout, a key
+//!   prefix and a per-node error hook).
+//! - [`Redlock::lock`], [`Redlock::try_lock`], [`Redlock::extend`],
+//!   [`Redlock::unlock`], [`Redlock::quit`]; the [`Lock`] value carries its
+//!   token and validity.
+//! - [`LockError`] tells contention, infrastructure failure, lost validity,
+//!   bad input and deadlines apart, each with a bounded [`Failure`] summary.
+//! - [`Runtime`]: clock, sleep and spawn; [`TokioRuntime`] with the `tokio`
+//!   feature, [`ManualClock`] for tests.
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![warn(missing_docs)]
+
+pub mod error;
+mod lock;
+pub mod node;
+pub mod options;
+mod redlock;
+mod resources;
+mod round;
+pub mod runtime;
+pub mod scripts;
+pub mod token;
+
+pub use error::{Failure, InvalidArgument, LockError, NodeOutcome, NodeReport, Operation};
+pub use lock::Lock;
+pub use node::{Acquire, Extend, KeyState, Node, NodeError};
+pub use options::{NodeErrorEvent, NodeErrorHook, Options, Retries, RetryPolicy, MAX_TTL};
+pub use redlock::Redlock;
+pub use resources::IntoResources;
+#[cfg(feature = "tokio")]
+pub use runtime::TokioRuntime;
+pub use runtime::{BoxFuture, ManualClock, Runtime};
+pub use scripts::Scripts;
+
+/// Re-exported so that `Node` implementations can use the same macro version.
+pub use async_trait::async_trait;

@@ -1,0 +1,146 @@
+//! [`Lock`]: a held lock, its token and validity.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::LockError;
+use crate::redlock::{spawn_release, Redlock, Shared, Target};
+
+/// A lock held on a quorum of nodes until [`valid_until`](Lock::valid_until).
+///
+/// Release it with [`Lock::unlock`]. A lock dropped without release is
+/// released in the background when the runtime can spawn (tokio can);
+/// otherwise its keys expire with the TTL. Dropping never blocks.
+#[must_use = "a lock is released as soon as it is dropped"]
+pub struct Lock {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) target: Target,
+    pub(crate) token: Arc<str>,
+    pub(crate) ttl: Duration,
+    pub(crate) acquired_at: Instant,
+    pub(crate) valid_until: Instant,
+    pub(crate) attempts: u32,
+    pub(crate) released: AtomicBool,
+}
+
+impl fmt::Debug for Lock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lock")
+            .field("resources", &self.target.names)
+            .field("token", &self.token)
+            .field("ttl", &self.ttl)
+            .field("remaining", &self.remaining())
+            .field("attempts", &self.attempts)
+            .field("released", &self.released.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Lock {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        target: Target,
+        token: Arc<str>,
+        ttl: Duration,
+        acquired_at: Instant,
+        valid_until: Instant,
+        attempts: u32,
+    ) -> Self {
+        Lock {
+            shared,
+            target,
+            token,
+            ttl,
+            acquired_at,
+            valid_until,
+            attempts,
+            released: AtomicBool::new(false),
+        }
+    }
+
+    /// The resource names, without key prefix.
+    pub fn resources(&self) -> &[String] {
+        &self.target.names
+    }
+
+    /// The Redis keys (prefix included).
+    pub fn keys(&self) -> &[String] {
+        &self.target.keys
+    }
+
+    /// The random token stored under every key.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The TTL of the last acquire or extend.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// When the successful attempt (or last extension) started, on the
+    /// runtime's monotonic clock.
+    pub fn acquired_at(&self) -> Instant {
+        self.acquired_at
+    }
+
+    /// The lock is safe to rely on strictly before this instant (runtime's
+    /// monotonic clock): `start + ttl - drift`.
+    pub fn valid_until(&self) -> Instant {
+        self.valid_until
+    }
+
+    /// Time left before [`valid_until`](Lock::valid_until); zero once passed.
+    pub fn remaining(&self) -> Duration {
+        self.valid_until
+            .saturating_duration_since(self.shared.runtime.now())
+    }
+
+    /// Whether the validity time has passed.
+    pub fn is_expired(&self) -> bool {
+        self.shared.runtime.now() >= self.valid_until
+    }
+
+    /// Attempts it took to acquire.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The [`Redlock`] this lock belongs to.
+    pub fn redlock(&self) -> Redlock {
+        Redlock {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Releases the lock on every node. See [`Redlock::unlock`].
+    pub async fn unlock(self) -> Result<(), LockError> {
+        self.redlock().unlock(&self).await
+    }
+
+    /// Extends the lock to expire `ttl` from now. See [`Redlock::extend`].
+    pub async fn extend(&mut self, ttl: Duration) -> Result<(), LockError> {
+        self.redlock().extend(self, ttl).await
+    }
+
+    /// Keeps the keys until their TTL runs out: the lock is not released on
+    /// drop. For handing a lock over to a process that outlives this one.
+    pub fn leave_to_ttl(self) {
+        self.released.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if !self.released.load(Ordering::Acquire) {
+            spawn_release(
+                &self.shared,
+                self.target.keys.clone(),
+                self.token.clone(),
+                self.ttl,
+            );
+        }
+    }
+}

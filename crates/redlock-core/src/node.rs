@@ -1,0 +1,153 @@
+//! The seam between the algorithm and a Redis client: the [`Node`] trait.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// What one node answered to an acquire request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acquire {
+    /// Every key of the request now holds our token with the requested TTL.
+    Acquired,
+    /// At least one key is held by someone else; the node took none of them.
+    Held,
+}
+
+/// What one node answered to an extend request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extend {
+    /// Every key still held our token and now has the new TTL.
+    Extended,
+    /// At least one key is gone or holds another token; the node changed nothing.
+    NotHeld,
+}
+
+/// The state of one key on one node, as returned by [`Node::inspect`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyState {
+    /// The key that was asked about (prefix included).
+    pub key: String,
+    /// The token stored under the key, or `None` when the key does not exist.
+    pub holder: Option<String>,
+    /// Remaining time to live, or `None` when the key does not exist or has
+    /// no expiry.
+    pub ttl: Option<Duration>,
+}
+
+/// An error from one node. It never contains a password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// The node could not be reached or the connection broke.
+    #[error("connection to node failed: {0}")]
+    Connection(String),
+    /// The server answered with an error reply.
+    #[error("server replied with an error: {0}")]
+    Server(String),
+    /// The server answered something the scripts never return.
+    #[error("unexpected reply from server: {0}")]
+    Protocol(String),
+    /// The operation is not supported by this node implementation.
+    #[error("operation not supported by this node: {0}")]
+    Unsupported(&'static str),
+    /// The node has been closed with [`Node::quit`].
+    #[error("node is closed")]
+    Closed,
+}
+
+/// One Redlock node: an independent Redis master, or one whole Redis Cluster
+/// or Sentinel deployment, seen through a client.
+///
+/// The trait speaks in lock terms rather than Redis commands, so any client
+/// can be plugged in. The algorithm (quorum, validity, retries, timeouts)
+/// lives in [`Redlock`](crate::Redlock); a `Node` only carries out single
+/// requests.
+///
+/// # Contract for implementors
+///
+/// The conformance suite in `redlock-testkit` checks these points; every
+/// adapter runs it.
+///
+/// 1. **Atomic.** Each call is one atomic script on the server (see
+///    [`Scripts`](crate::Scripts)), sent with EVALSHA and falling back to
+///    EVAL (or reloading) on `NOSCRIPT`. `acquire` and `extend` are
+///    all-or-nothing over the keys of one call.
+/// 2. **Ordered, also when dropped.** The core races every request against a
+///    per-node timeout and decides as soon as a quorum is known, so it drops
+///    futures that are still in flight and then sends a release to the same
+///    node. Once a returned future has been polled once, its request must be
+///    committed to this node's order: dropping the future must neither cancel
+///    a request already handed to the connection nor let a later request
+///    (the release) reach the server before it. A multiplexed connection, or
+///    a queue that is fed when the call is made and drained in order, gives
+///    this. A bounded queue that a dropped future leaves early does not.
+/// 3. **No hidden retries.** A lock command is sent at most once. A retried
+///    `SET` that lands after the release would leave a stale key behind.
+/// 4. **No unbounded blocking.** Timeouts are the core's job, but a call must
+///    not hold resources forever either: a node that does not answer must not
+///    block requests to other nodes.
+/// 5. **Cluster keys.** On Redis Cluster, keys of one call that live in
+///    different hash slots are split by slot; a conflict on one slot releases
+///    what the others took. A `CROSSSLOT` error never surfaces.
+/// 6. **No secrets.** [`Node::id`], `Debug` and every [`NodeError`] are free
+///    of passwords.
+#[async_trait]
+pub trait Node: Send + Sync + fmt::Debug {
+    /// A name for logs and error summaries: the address, never a password.
+    fn id(&self) -> &str;
+
+    /// Sets every key to `token` with `ttl`, if and only if none of the keys
+    /// exists.
+    async fn acquire(
+        &self,
+        keys: &[String],
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Acquire, NodeError>;
+
+    /// Deletes every key that still holds `token`; returns how many it
+    /// deleted. Zero is not an error: the keys may have expired.
+    async fn release(&self, keys: &[String], token: &str) -> Result<u64, NodeError>;
+
+    /// Sets the TTL of every key to `ttl`, if and only if every key still
+    /// holds `token`. Never creates a key.
+    async fn extend(
+        &self,
+        keys: &[String],
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Extend, NodeError>;
+
+    /// Reads the holder token and remaining TTL of every key, in order.
+    async fn inspect(&self, keys: &[String]) -> Result<Vec<KeyState>, NodeError>;
+
+    /// Closes the node's connections. Later calls may fail with
+    /// [`NodeError::Closed`]. The default does nothing.
+    async fn quit(&self) -> Result<(), NodeError> {
+        Ok(())
+    }
+}
+
+/// Converts a TTL to whole milliseconds for Redis' `PX`, rounding up so that a
+/// sub-millisecond TTL never becomes zero.
+pub fn ttl_millis(ttl: Duration) -> u64 {
+    let ms = ttl.as_millis();
+    let ms = if Duration::from_millis(ms as u64) < ttl {
+        ms + 1
+    } else {
+        ms
+    };
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_millis_rounds_up() {
+        assert_eq!(ttl_millis(Duration::from_millis(10)), 10);
+        assert_eq!(ttl_millis(Duration::from_micros(10_001)), 11);
+        assert_eq!(ttl_millis(Duration::from_nanos(1)), 1);
+    }
+}

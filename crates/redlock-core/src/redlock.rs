@@ -1,0 +1,567 @@
+//! [`Redlock`]: the lock manager over a set of nodes.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::Instrument;
+
+use crate::error::{Failure, InvalidArgument, LockError, NodeOutcome, Operation};
+use crate::lock::Lock;
+use crate::node::{Acquire, Extend, Node, NodeError};
+use crate::options::{default_node_timeout, drift, Options, RetryPolicy, MAX_TTL};
+use crate::resources::IntoResources;
+use crate::round::{self, Round, Vote};
+use crate::runtime::Runtime;
+use crate::token::new_token;
+
+/// State shared by a [`Redlock`] and the locks it hands out.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub nodes: Vec<Arc<dyn Node>>,
+    pub quorum: usize,
+    pub options: Options,
+    pub runtime: Arc<dyn Runtime>,
+}
+
+/// A Redlock over N independent nodes. Cheap to clone; clones share nodes.
+///
+/// See the [crate docs](crate) for the model and an example.
+#[derive(Debug, Clone)]
+pub struct Redlock {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// The validated keys and names of one lock call.
+pub(crate) struct Target {
+    pub names: Arc<[String]>,
+    pub keys: Arc<[String]>,
+}
+
+impl Redlock {
+    /// A Redlock over `nodes`: one per independent Redis master, or one for a
+    /// whole cluster or sentinel deployment.
+    ///
+    /// Fails on an empty node list or invalid options; warns through
+    /// `tracing` when the number of nodes is even (an even count tolerates no
+    /// more failures than the odd count below it).
+    pub fn new<N, I>(nodes: I, options: Options) -> Result<Self, InvalidArgument>
+    where
+        N: Node + 'static,
+        I: IntoIterator<Item = N>,
+    {
+        let nodes = nodes
+            .into_iter()
+            .map(|n| Arc::new(n) as Arc<dyn Node>)
+            .collect();
+        Self::from_nodes(nodes, options)
+    }
+
+    /// Like [`Redlock::new`], for nodes of different types or nodes already
+    /// shared.
+    pub fn from_nodes(
+        nodes: Vec<Arc<dyn Node>>,
+        options: Options,
+    ) -> Result<Self, InvalidArgument> {
+        if nodes.is_empty() {
+            return Err(InvalidArgument::NoNodes);
+        }
+        if let Some(e) = options.retry_count_error.clone() {
+            return Err(e);
+        }
+        if !(0.0..1.0).contains(&options.drift_factor) {
+            return Err(InvalidArgument::DriftFactor(options.drift_factor));
+        }
+        options.retry.validate()?;
+        if options.node_timeout == Some(Duration::ZERO) {
+            return Err(InvalidArgument::ZeroNodeTimeout);
+        }
+        let runtime = match options.runtime.clone() {
+            Some(rt) => rt,
+            None => default_runtime()?,
+        };
+        if nodes.len() % 2 == 0 {
+            tracing::warn!(
+                nodes = nodes.len(),
+                "an even number of Redlock nodes tolerates no more failures than one node fewer; \
+                 prefer an odd number"
+            );
+        }
+        let quorum = nodes.len() / 2 + 1;
+        Ok(Redlock {
+            shared: Arc::new(Shared {
+                nodes,
+                quorum,
+                options,
+                runtime,
+            }),
+        })
+    }
+
+    /// The nodes, in the order given.
+    pub fn nodes(&self) -> &[Arc<dyn Node>] {
+        &self.shared.nodes
+    }
+
+    /// How many nodes must agree: `N / 2 + 1`.
+    pub fn quorum(&self) -> usize {
+        self.shared.quorum
+    }
+
+    /// The options this Redlock was built with.
+    pub fn options(&self) -> &Options {
+        &self.shared.options
+    }
+
+    /// The clock-drift allowance for `ttl`: `floor(ttl_ms * drift_factor) + 2 ms`.
+    pub fn drift(&self, ttl: Duration) -> Duration {
+        drift(ttl, self.shared.options.drift_factor)
+    }
+
+    /// Locks one resource or several at once (all or nothing), retrying by the
+    /// configured policy.
+    pub async fn lock(
+        &self,
+        resources: impl IntoResources,
+        ttl: Duration,
+    ) -> Result<Lock, LockError> {
+        let policy = self.shared.options.retry;
+        self.lock_with(resources, ttl, &policy).await
+    }
+
+    /// One attempt only: node-redlock's "is it locked?" answered with
+    /// `retryCount = 0`. A [`LockError::Conflict`] means unavailable.
+    pub async fn try_lock(
+        &self,
+        resources: impl IntoResources,
+        ttl: Duration,
+    ) -> Result<Lock, LockError> {
+        self.lock_with(resources, ttl, &RetryPolicy::once()).await
+    }
+
+    /// Locks with a retry policy for this call only.
+    pub async fn lock_with(
+        &self,
+        resources: impl IntoResources,
+        ttl: Duration,
+        policy: &RetryPolicy,
+    ) -> Result<Lock, LockError> {
+        let target = self.target(resources.into_resources())?;
+        self.check_ttl(ttl)?;
+        policy.validate()?;
+        let span = tracing::debug_span!(
+            "redlock.lock",
+            resources = ?target.names,
+            ttl_ms = ttl.as_millis() as u64,
+            attempts = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let result = self
+            .acquire_loop(target, ttl, policy)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok(lock) => {
+                span.record("attempts", lock.attempts());
+                span.record("outcome", "acquired");
+            }
+            Err(e) => {
+                span.record("attempts", e.failure().map_or(0, |f| f.attempts));
+                span.record("outcome", tracing::field::display(e));
+            }
+        }
+        result
+    }
+
+    async fn acquire_loop(
+        &self,
+        target: Target,
+        ttl: Duration,
+        policy: &RetryPolicy,
+    ) -> Result<Lock, LockError> {
+        let rt = &self.shared.runtime;
+        let began = rt.now();
+        let deadline = policy.deadline.and_then(|d| began.checked_add(d));
+        let mut attempts: u32 = 0;
+        loop {
+            attempts = attempts.saturating_add(1);
+            let token: Arc<str> = Arc::from(new_token());
+            match self.attempt(&target, &token, ttl).await {
+                Ok((start, valid_until)) => {
+                    tracing::debug!(attempt = attempts, "acquired");
+                    return Ok(Lock::new(
+                        self.shared.clone(),
+                        target,
+                        token,
+                        ttl,
+                        start,
+                        valid_until,
+                        attempts,
+                    ));
+                }
+                Err(round) => {
+                    let failure = self.failure(Operation::Acquire, &target, attempts, &round);
+                    tracing::debug!(attempt = attempts, "attempt failed: {failure}");
+                    if !policy.may_retry(attempts) {
+                        return Err(classify_acquire(
+                            &round,
+                            self.shared.nodes.len(),
+                            self.shared.quorum,
+                            failure,
+                        ));
+                    }
+                    let delay = policy.next_delay();
+                    if let Some(deadline) = deadline {
+                        if rt.now() + delay >= deadline {
+                            return Err(LockError::DeadlineExceeded(failure));
+                        }
+                    }
+                    rt.sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// One attempt. On failure everything taken is released on all nodes
+    /// before returning; if the caller's future is dropped instead, the
+    /// release is spawned on the runtime.
+    async fn attempt(
+        &self,
+        target: &Target,
+        token: &Arc<str>,
+        ttl: Duration,
+    ) -> Result<(Instant, Instant), Round> {
+        let shared = &self.shared;
+        let start = shared.runtime.now();
+        let allowance = drift(ttl, shared.options.drift_factor);
+        // `check_ttl` guarantees ttl > drift and no overflow.
+        let valid_until = start + (ttl - allowance);
+        let mut guard = ReleaseGuard {
+            shared: shared.clone(),
+            keys: target.keys.clone(),
+            token: token.clone(),
+            armed: true,
+        };
+        let keys: &[String] = &target.keys;
+        let token_str: &str = token;
+        let round = self
+            .round(Operation::Acquire, target, ttl, Some(valid_until), |node| {
+                Box::pin(async move {
+                    node.acquire(keys, token_str, ttl).await.map(|a| match a {
+                        Acquire::Acquired => (Vote::Yes, NodeOutcome::Acquired),
+                        Acquire::Held => (Vote::No, NodeOutcome::Held),
+                    })
+                })
+            })
+            .await;
+        if round.yes >= shared.quorum && shared.runtime.now() < valid_until {
+            guard.armed = false;
+            return Ok((start, valid_until));
+        }
+        release_all(shared, &target.names, &target.keys, token, ttl).await;
+        guard.armed = false;
+        Err(round)
+    }
+
+    /// Releases the lock on every node. Releasing a lock that already expired
+    /// is not an error. Fails only when no quorum of nodes answered (the keys
+    /// then expire with their TTL).
+    pub async fn unlock(&self, lock: &Lock) -> Result<(), LockError> {
+        if lock.released.load(Ordering::Acquire) {
+            return Err(LockError::Released);
+        }
+        let span = tracing::debug_span!("redlock.release", resources = ?lock.target.names);
+        let round = release_all(
+            &self.shared,
+            &lock.target.names,
+            &lock.target.keys,
+            &lock.token,
+            lock.ttl,
+        )
+        .instrument(span)
+        .await;
+        if round.yes >= self.shared.quorum {
+            lock.released.store(true, Ordering::Release);
+            Ok(())
+        } else {
+            Err(LockError::NoQuorum(self.failure(
+                Operation::Release,
+                &lock.target,
+                1,
+                &round,
+            )))
+        }
+    }
+
+    /// Extends the lock so it expires `ttl` from now. Needs a quorum and a new
+    /// validity in the future. On failure the lock keeps its old validity and
+    /// is NOT released: the caller decides. Never recreates a vanished key.
+    pub async fn extend(&self, lock: &mut Lock, ttl: Duration) -> Result<(), LockError> {
+        if lock.released.load(Ordering::Acquire) {
+            return Err(LockError::Released);
+        }
+        self.check_ttl(ttl)?;
+        let shared = &self.shared;
+        let span = tracing::debug_span!(
+            "redlock.extend",
+            resources = ?lock.target.names,
+            ttl_ms = ttl.as_millis() as u64,
+            outcome = tracing::field::Empty,
+        );
+        let _entered = span.clone();
+        let start = shared.runtime.now();
+        if start >= lock.valid_until {
+            span.record("outcome", "validity already over");
+            let round = Round {
+                outcomes: vec![NodeOutcome::Undecided; shared.nodes.len()],
+                yes: 0,
+                no: 0,
+                fail: 0,
+                out_of_time: true,
+            };
+            return Err(LockError::Lost(self.failure(
+                Operation::Extend,
+                &lock.target,
+                1,
+                &round,
+            )));
+        }
+        let valid_until = start + (ttl - drift(ttl, shared.options.drift_factor));
+        let keys: &[String] = &lock.target.keys;
+        let token: &str = &lock.token;
+        let round = self
+            .round(
+                Operation::Extend,
+                &lock.target,
+                ttl,
+                Some(valid_until),
+                |node| {
+                    Box::pin(async move {
+                        node.extend(keys, token, ttl).await.map(|e| match e {
+                            Extend::Extended => (Vote::Yes, NodeOutcome::Extended),
+                            Extend::NotHeld => (Vote::No, NodeOutcome::NotHeld),
+                        })
+                    })
+                },
+            )
+            .instrument(span.clone())
+            .await;
+        let n = shared.nodes.len();
+        let q = shared.quorum;
+        if round.yes >= q && shared.runtime.now() < valid_until {
+            lock.valid_until = valid_until;
+            lock.ttl = ttl;
+            span.record("outcome", "extended");
+            return Ok(());
+        }
+        let failure = self.failure(Operation::Extend, &lock.target, 1, &round);
+        let err = if round.no > n - q {
+            LockError::Lost(failure)
+        } else if round.fail > n - q || round.yes < q && !round.out_of_time {
+            LockError::NoQuorum(failure)
+        } else {
+            LockError::ValidityExpired(failure)
+        };
+        span.record("outcome", tracing::field::display(&err));
+        Err(err)
+    }
+
+    /// Closes every node's connections (node-redlock's `quit`). Returns the
+    /// first error after all nodes were asked.
+    pub async fn quit(&self) -> Result<(), NodeError> {
+        let results =
+            futures_util::future::join_all(self.shared.nodes.iter().map(|n| n.quit())).await;
+        results.into_iter().collect()
+    }
+
+    pub(crate) async fn round<'a, F>(
+        &'a self,
+        operation: Operation,
+        target: &'a Target,
+        ttl: Duration,
+        until: Option<Instant>,
+        call: F,
+    ) -> Round
+    where
+        F: Fn(
+            &'a dyn Node,
+        ) -> crate::runtime::BoxFuture<'a, Result<(Vote, NodeOutcome), NodeError>>,
+    {
+        let shared = &self.shared;
+        round::run(
+            &shared.nodes,
+            shared.quorum,
+            &shared.runtime,
+            &shared.options,
+            operation,
+            &target.names,
+            node_timeout(&shared.options, ttl),
+            until,
+            call,
+        )
+        .await
+    }
+
+    pub(crate) fn failure(
+        &self,
+        operation: Operation,
+        target: &Target,
+        attempts: u32,
+        round: &Round,
+    ) -> Box<Failure> {
+        Box::new(Failure {
+            operation,
+            resources: target.names.to_vec(),
+            attempts,
+            quorum: self.shared.quorum,
+            nodes: round.reports(&self.shared.nodes),
+        })
+    }
+
+    pub(crate) fn target(&self, names: Vec<String>) -> Result<Target, InvalidArgument> {
+        if names.is_empty() {
+            return Err(InvalidArgument::NoResources);
+        }
+        let mut unique: Vec<String> = Vec::with_capacity(names.len());
+        for (i, name) in names.into_iter().enumerate() {
+            if name.is_empty() {
+                return Err(InvalidArgument::EmptyResource(i));
+            }
+            if !unique.contains(&name) {
+                unique.push(name);
+            }
+        }
+        let prefix = &self.shared.options.key_prefix;
+        let keys: Arc<[String]> = if prefix.is_empty() {
+            unique.clone().into()
+        } else {
+            unique.iter().map(|n| format!("{prefix}{n}")).collect()
+        };
+        Ok(Target {
+            names: unique.into(),
+            keys,
+        })
+    }
+
+    pub(crate) fn check_ttl(&self, ttl: Duration) -> Result<(), InvalidArgument> {
+        if ttl.is_zero() {
+            return Err(InvalidArgument::ZeroTtl);
+        }
+        if ttl > MAX_TTL {
+            return Err(InvalidArgument::TtlTooLarge { ttl, max: MAX_TTL });
+        }
+        let allowance = self.drift(ttl);
+        if ttl <= allowance {
+            return Err(InvalidArgument::TtlTooSmall {
+                ttl,
+                drift: allowance,
+            });
+        }
+        if self.shared.runtime.now().checked_add(ttl).is_none() {
+            return Err(InvalidArgument::TtlTooLarge { ttl, max: MAX_TTL });
+        }
+        Ok(())
+    }
+}
+
+fn classify_acquire(round: &Round, n: usize, q: usize, failure: Box<Failure>) -> LockError {
+    if round.yes >= q {
+        LockError::ValidityExpired(failure)
+    } else if round.fail > n - q {
+        LockError::NoQuorum(failure)
+    } else if round.no > 0 {
+        LockError::Conflict(failure)
+    } else if round.out_of_time {
+        LockError::ValidityExpired(failure)
+    } else {
+        LockError::NoQuorum(failure)
+    }
+}
+
+pub(crate) fn node_timeout(options: &Options, ttl: Duration) -> Duration {
+    options
+        .node_timeout
+        .unwrap_or_else(|| default_node_timeout(ttl))
+}
+
+/// Sends the release to every node and waits until a quorum answered, a
+/// quorum became impossible, or every node answered or timed out.
+pub(crate) async fn release_all(
+    shared: &Arc<Shared>,
+    names: &[String],
+    keys: &[String],
+    token: &str,
+    ttl: Duration,
+) -> Round {
+    round::run(
+        &shared.nodes,
+        shared.quorum,
+        &shared.runtime,
+        &shared.options,
+        Operation::Release,
+        names,
+        node_timeout(&shared.options, ttl),
+        None,
+        |node| {
+            Box::pin(async move {
+                node.release(keys, token)
+                    .await
+                    .map(|n| (Vote::Yes, NodeOutcome::Released(n)))
+            })
+        },
+    )
+    .await
+}
+
+/// Spawns a release when dropped armed: the attempt's future was cancelled
+/// between sending acquires and finishing its own release.
+struct ReleaseGuard {
+    shared: Arc<Shared>,
+    keys: Arc<[String]>,
+    token: Arc<str>,
+    armed: bool,
+}
+
+impl Drop for ReleaseGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            spawn_release(
+                &self.shared,
+                self.keys.clone(),
+                self.token.clone(),
+                Duration::from_secs(1),
+            );
+        }
+    }
+}
+
+/// Spawns a release on the runtime, detached. Without a runtime that can
+/// spawn, the keys are left to their TTL (logged).
+pub(crate) fn spawn_release(
+    shared: &Arc<Shared>,
+    keys: Arc<[String]>,
+    token: Arc<str>,
+    ttl: Duration,
+) {
+    let owned = shared.clone();
+    let keys_for_log = keys.clone();
+    let spawned = shared.runtime.spawn(Box::pin(async move {
+        release_all(&owned, &keys, &keys, &token, ttl).await;
+    }));
+    if spawned {
+        tracing::debug!(keys = ?keys_for_log, "release spawned in the background");
+    } else {
+        tracing::warn!(keys = ?keys_for_log, "no runtime to release on; keys expire with their TTL");
+    }
+}
+
+fn default_runtime() -> Result<Arc<dyn Runtime>, InvalidArgument> {
+    #[cfg(feature = "tokio")]
+    {
+        Ok(Arc::new(crate::runtime::TokioRuntime))
+    }
+    #[cfg(not(feature = "tokio"))]
+    {
+        Err(InvalidArgument::NoRuntime)
+    }
+}

@@ -1,0 +1,133 @@
+//! The Lua scripts every node runs, in one place.
+//!
+//! Each operation of the [`Node`](crate::Node) trait is one script so that it
+//! is atomic on the server. Every adapter runs these same texts, and a user can
+//! substitute their own through [`Scripts`] (node-redlock's `lockScript`,
+//! `unlockScript` and `extendScript` options).
+//!
+//! The calling convention, which a substitute script must keep:
+//!
+//! | script | `KEYS` | `ARGV` | reply |
+//! |---|---|---|---|
+//! | acquire | resource keys | token, TTL in ms | `1` all set, `0` none set (a key exists) |
+//! | release | resource keys | token | number of keys deleted |
+//! | extend | resource keys | token, TTL in ms | `1` all extended, `0` none (a key is not ours) |
+//! | inspect | resource keys | — | per key `{pttl, value or nil}` |
+
+use std::borrow::Cow;
+
+/// Sets every key to the token with a TTL, only if none of them exists.
+pub const ACQUIRE: &str = r#"-- redlock acquire: all keys or none
+for i = 1, #KEYS do
+  if redis.call('exists', KEYS[i]) == 1 then
+    return 0
+  end
+end
+for i = 1, #KEYS do
+  redis.call('set', KEYS[i], ARGV[1], 'px', ARGV[2])
+end
+return 1
+"#;
+
+/// Deletes every key that still holds the token and announces it on the
+/// key's release channel (see [`release_channel`]).
+pub const RELEASE: &str = r#"-- redlock release: only what holds our token
+local n = 0
+for i = 1, #KEYS do
+  if redis.call('get', KEYS[i]) == ARGV[1] then
+    redis.call('del', KEYS[i])
+    redis.call('publish', 'redlock:release:' .. KEYS[i], ARGV[1])
+    n = n + 1
+  end
+end
+return n
+"#;
+
+/// Sets a new TTL on every key, only if every key still holds the token.
+/// Never creates a key.
+pub const EXTEND: &str = r#"-- redlock extend: all keys or none, never recreate
+for i = 1, #KEYS do
+  if redis.call('get', KEYS[i]) ~= ARGV[1] then
+    return 0
+  end
+end
+for i = 1, #KEYS do
+  redis.call('pexpire', KEYS[i], ARGV[2])
+end
+return 1
+"#;
+
+/// Reads `{pttl, value}` of every key.
+pub const INSPECT: &str = r#"-- redlock inspect
+local r = {}
+for i = 1, #KEYS do
+  r[i] = { redis.call('pttl', KEYS[i]), redis.call('get', KEYS[i]) }
+end
+return r
+"#;
+
+/// The channel on which the release script announces that `key` was freed.
+pub fn release_channel(key: &str) -> String {
+    format!("redlock:release:{key}")
+}
+
+/// The four scripts a node runs. `Scripts::default()` holds the built-in
+/// texts; replace any of them to customise behaviour while keeping the calling
+/// convention described in the [module docs](self).
+///
+/// ```
+/// use redlock_core::Scripts;
+///
+/// let scripts = Scripts::default().with_acquire(
+///     "return redis.call('set', KEYS[1], ARGV[1], 'nx', 'px', ARGV[2]) and 1 or 0",
+/// );
+/// assert!(scripts.acquire.contains("nx"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scripts {
+    /// The acquire script.
+    pub acquire: Cow<'static, str>,
+    /// The release script.
+    pub release: Cow<'static, str>,
+    /// The extend script.
+    pub extend: Cow<'static, str>,
+    /// The inspect script.
+    pub inspect: Cow<'static, str>,
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Scripts {
+            acquire: Cow::Borrowed(ACQUIRE),
+            release: Cow::Borrowed(RELEASE),
+            extend: Cow::Borrowed(EXTEND),
+            inspect: Cow::Borrowed(INSPECT),
+        }
+    }
+}
+
+impl Scripts {
+    /// Replaces the acquire script.
+    pub fn with_acquire(mut self, source: impl Into<Cow<'static, str>>) -> Self {
+        self.acquire = source.into();
+        self
+    }
+
+    /// Replaces the release script.
+    pub fn with_release(mut self, source: impl Into<Cow<'static, str>>) -> Self {
+        self.release = source.into();
+        self
+    }
+
+    /// Replaces the extend script.
+    pub fn with_extend(mut self, source: impl Into<Cow<'static, str>>) -> Self {
+        self.extend = source.into();
+        self
+    }
+
+    /// Replaces the inspect script.
+    pub fn with_inspect(mut self, source: impl Into<Cow<'static, str>>) -> Self {
+        self.inspect = source.into();
+        self
+    }
+}
