@@ -53,6 +53,7 @@ mod resources;
 mod round;
 pub mod runtime;
 pub mod scripts;
+pub mod slot;
 pub mod token;
 
 pub use error::{Failure, InvalidArgument, LockError, NodeOutcome, NodeReport, Operation};

@@ -80,7 +80,7 @@ impl Redlock {
             Some(rt) => rt,
             None => default_runtime()?,
         };
-        if nodes.len() % 2 == 0 {
+        if nodes.len().is_multiple_of(2) {
             tracing::warn!(
                 nodes = nodes.len(),
                 "an even number of Redlock nodes tolerates no more failures than one node fewer; \
