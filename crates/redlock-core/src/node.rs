@@ -121,6 +121,18 @@ pub trait Node: Send + Sync + fmt::Debug {
     /// Reads the holder token and remaining TTL of every key, in order.
     async fn inspect(&self, keys: &[String]) -> Result<Vec<KeyState>, NodeError>;
 
+    /// Fencing counters: for every key (a counter key, not a lock key), reads
+    /// the counter (missing = 0); when `floor` is above the largest value
+    /// read, sets every counter to `floor`. Returns the largest value before
+    /// the write. Counters never expire. Runs [`Scripts::fence`](crate::Scripts::fence).
+    ///
+    /// The default reports [`NodeError::Unsupported`]; then fenced locks are
+    /// unavailable on this node.
+    async fn fence(&self, keys: &[String], floor: u64) -> Result<u64, NodeError> {
+        let _ = (keys, floor);
+        Err(NodeError::Unsupported("fence"))
+    }
+
     /// Closes the node's connections. Later calls may fail with
     /// [`NodeError::Closed`]. The default does nothing.
     async fn quit(&self) -> Result<(), NodeError> {

@@ -13,6 +13,7 @@
 //! | release | resource keys | token | number of keys deleted |
 //! | extend | resource keys | token, TTL in ms | `1` all extended, `0` none (a key is not ours) |
 //! | inspect | resource keys | — | per key `{pttl, value or nil}` |
+//! | fence | counter keys | floor | largest counter before the write (as a string) |
 
 use std::borrow::Cow;
 
@@ -66,6 +67,24 @@ end
 return r
 "#;
 
+/// Reads fencing counters and raises them all to a floor when it is above
+/// the largest; returns the largest value seen before (as a string, so values
+/// above 2^53 survive Lua's numbers for comparison up to that range).
+pub const FENCE: &str = r#"-- redlock fence counters
+local max = 0
+for i = 1, #KEYS do
+  local v = tonumber(redis.call('get', KEYS[i]) or '0') or 0
+  if v > max then max = v end
+end
+local floor = tonumber(ARGV[1]) or 0
+if floor > max then
+  for i = 1, #KEYS do
+    redis.call('set', KEYS[i], ARGV[1])
+  end
+end
+return tostring(max)
+"#;
+
 /// The channel on which the release script announces that `key` was freed.
 pub fn release_channel(key: &str) -> String {
     format!("redlock:release:{key}")
@@ -93,6 +112,8 @@ pub struct Scripts {
     pub extend: Cow<'static, str>,
     /// The inspect script.
     pub inspect: Cow<'static, str>,
+    /// The fencing-counter script.
+    pub fence: Cow<'static, str>,
 }
 
 impl Default for Scripts {
@@ -102,6 +123,7 @@ impl Default for Scripts {
             release: Cow::Borrowed(RELEASE),
             extend: Cow::Borrowed(EXTEND),
             inspect: Cow::Borrowed(INSPECT),
+            fence: Cow::Borrowed(FENCE),
         }
     }
 }
@@ -122,6 +144,12 @@ impl Scripts {
     /// Replaces the extend script.
     pub fn with_extend(mut self, source: impl Into<Cow<'static, str>>) -> Self {
         self.extend = source.into();
+        self
+    }
+
+    /// Replaces the fencing-counter script.
+    pub fn with_fence(mut self, source: impl Into<Cow<'static, str>>) -> Self {
+        self.fence = source.into();
         self
     }
 
