@@ -1,5 +1,10 @@
 //! Test support for redlock-rs.
 
+/// An in-memory [`Node`](redlock_core::Node) on a controllable clock, with
+/// fault switches (down, slow, hung, failing after N calls, early expiry) and
+/// introspection, for deterministic tests of the algorithm.
+pub mod sim;
+
 /// Real `redis-server` processes (single, cluster, sentinel) on free loopback
 /// ports, with fault injection (pause, kill, restart), stopped on drop.
 pub mod server;
