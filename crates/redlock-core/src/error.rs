@@ -69,6 +69,8 @@ pub enum Operation {
     Release,
     /// Reading keys.
     Inspect,
+    /// Reading or raising fencing counters.
+    Fence,
 }
 
 impl fmt::Display for Operation {
@@ -78,6 +80,7 @@ impl fmt::Display for Operation {
             Operation::Extend => "extend",
             Operation::Release => "release",
             Operation::Inspect => "inspect",
+            Operation::Fence => "fence",
         })
     }
 }
@@ -97,6 +100,8 @@ pub enum NodeOutcome {
     Released(u64),
     /// The node answered an inspect request.
     Inspected,
+    /// The node's fencing counter (largest before any write).
+    Counter(u64),
     /// The node failed.
     Error(NodeError),
     /// The node did not answer within the per-node timeout.
@@ -114,6 +119,7 @@ impl fmt::Display for NodeOutcome {
             NodeOutcome::NotHeld => f.write_str("not held"),
             NodeOutcome::Released(n) => write!(f, "released {n}"),
             NodeOutcome::Inspected => f.write_str("inspected"),
+            NodeOutcome::Counter(n) => write!(f, "counter {n}"),
             NodeOutcome::Error(e) => write!(f, "error: {e}"),
             NodeOutcome::TimedOut => f.write_str("timed out"),
             NodeOutcome::Undecided => f.write_str("undecided"),

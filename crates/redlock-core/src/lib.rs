@@ -45,6 +45,8 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod fence;
+mod lease;
 mod lock;
 pub mod node;
 pub mod options;
@@ -53,10 +55,13 @@ mod resources;
 mod round;
 pub mod runtime;
 pub mod scripts;
+mod signal;
 pub mod slot;
+pub mod status;
 pub mod token;
 
 pub use error::{Failure, InvalidArgument, LockError, NodeOutcome, NodeReport, Operation};
+pub use lease::{Lease, Lost, ScopeOptions};
 pub use lock::Lock;
 pub use node::{Acquire, Extend, KeyState, Node, NodeError};
 pub use options::{NodeErrorEvent, NodeErrorHook, Options, Retries, RetryPolicy, MAX_TTL};
@@ -66,6 +71,7 @@ pub use resources::IntoResources;
 pub use runtime::TokioRuntime;
 pub use runtime::{BoxFuture, ManualClock, Runtime};
 pub use scripts::Scripts;
+pub use status::{Holder, NodeView, ResourceStatus, Verdict};
 
 /// Re-exported so that `Node` implementations can use the same macro version.
 pub use async_trait::async_trait;

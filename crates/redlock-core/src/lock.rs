@@ -23,6 +23,7 @@ pub struct Lock {
     pub(crate) valid_until: Instant,
     pub(crate) attempts: u32,
     pub(crate) released: AtomicBool,
+    pub(crate) fence: Option<u64>,
 }
 
 impl fmt::Debug for Lock {
@@ -33,6 +34,7 @@ impl fmt::Debug for Lock {
             .field("ttl", &self.ttl)
             .field("remaining", &self.remaining())
             .field("attempts", &self.attempts)
+            .field("fence", &self.fence)
             .field("released", &self.released.load(Ordering::Relaxed))
             .finish()
     }
@@ -57,6 +59,7 @@ impl Lock {
             valid_until,
             attempts,
             released: AtomicBool::new(false),
+            fence: None,
         }
     }
 
@@ -101,6 +104,13 @@ impl Lock {
     /// Whether the validity time has passed.
     pub fn is_expired(&self) -> bool {
         self.shared.runtime.now() >= self.valid_until
+    }
+
+    /// The fencing token, for locks taken with
+    /// [`Redlock::lock_fenced`]: strictly greater than any earlier holder's
+    /// (see [`fence`](crate::fence) for the guarantee).
+    pub fn fence(&self) -> Option<u64> {
+        self.fence
     }
 
     /// Attempts it took to acquire.

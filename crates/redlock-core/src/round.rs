@@ -141,7 +141,7 @@ where
     round
 }
 
-fn report(
+pub(crate) fn report(
     options: &Options,
     node: &str,
     operation: Operation,
