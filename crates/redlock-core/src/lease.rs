@@ -241,11 +241,27 @@ impl Redlock {
         Fut: Future<Output = T>,
     {
         let policy = options.retry.unwrap_or(self.shared.options.retry);
-        let mut lock = if options.fenced {
+        let lock = if options.fenced {
             self.lock_fenced_with(resources, ttl, &policy).await?
         } else {
             self.lock_with(resources, ttl, &policy).await?
         };
+        self.scope(lock, options, work).await
+    }
+
+    /// Like [`Redlock::using_with`] for a lock already held: keeps it extended
+    /// while `work` runs, then releases it.
+    pub async fn scope<F, Fut, T>(
+        &self,
+        mut lock: Lock,
+        options: &ScopeOptions,
+        work: F,
+    ) -> Result<T, LockError>
+    where
+        F: FnOnce(Lease) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let policy = options.retry.unwrap_or(self.shared.options.retry);
         let lease = Lease::new(&lock, self.shared.runtime.clone());
         let outcome = {
             let work = work(lease.clone());

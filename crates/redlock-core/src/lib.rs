@@ -44,6 +44,7 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 #![warn(missing_docs)]
 
+mod admin;
 pub mod error;
 pub mod fence;
 mod lease;
@@ -60,6 +61,7 @@ pub mod slot;
 pub mod status;
 pub mod token;
 
+pub use admin::Released;
 pub use error::{Failure, InvalidArgument, LockError, NodeOutcome, NodeReport, Operation};
 pub use lease::{Lease, Lost, ScopeOptions};
 pub use lock::Lock;
