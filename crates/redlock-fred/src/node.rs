@@ -1,0 +1,602 @@
+//! [`FredNode`]: the [`Node`] implementation over fred clients.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::clients::{Client, Pool};
+use fred::interfaces::{ClientLike, LuaInterface};
+use fred::types::config::{Config, Options, ServerConfig};
+use fred::types::Value;
+use futures_util::future::join_all;
+use redlock_core::node::ttl_millis;
+use redlock_core::slot::{group_by_slot, hash_slot};
+use redlock_core::{async_trait, Acquire, Extend, KeyState, Node, NodeError};
+
+use crate::builder::FredNodeBuilder;
+use crate::error::{is_noscript, node_error, ConnectError, Secrets};
+use crate::reply;
+use crate::scripts::{self, LoadedScripts, Script};
+
+/// One Redlock node over a fred client or pool: an independent Redis server,
+/// or one whole Redis Cluster or Sentinel deployment.
+///
+/// Cheap to clone; clones share the clients. See the [crate docs](crate) for
+/// the model and the guarantees.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use redlock_core::{Options, Redlock};
+/// use redlock_fred::FredNode;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let node = FredNode::connect("redis://127.0.0.1:6379").await?;
+/// let redlock = Redlock::new([node], Options::default())?;
+/// let lock = redlock.lock("nightly-export", Duration::from_secs(10)).await?;
+/// // ... do the work while `!lock.is_expired()` ...
+/// lock.unlock().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct FredNode {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: String,
+    kind: Kind,
+    clients: Vec<Client>,
+    options: Options,
+    scripts: LoadedScripts,
+    secrets: Secrets,
+    /// Bumped before every release is sent; see [`FredNode::run`].
+    release_epoch: AtomicU64,
+    closed: AtomicBool,
+}
+
+/// What the clients are connected to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Centralized,
+    Cluster,
+    Sentinel,
+}
+
+impl fmt::Debug for FredNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FredNode")
+            .field("id", &self.inner.id)
+            .field("kind", &self.inner.kind)
+            .field("clients", &self.inner.clients.len())
+            .field("command_timeout", &self.inner.options.timeout)
+            .field("fail_fast", &self.inner.options.fail_fast)
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl FredNode {
+    /// Connects to the deployment a URL names, with the defaults of
+    /// [`FredNodeBuilder`]: `redis://` (or `rediss://` with a TLS feature)
+    /// for one server, `redis-cluster://host:port?node=host:port` for a
+    /// cluster, `redis-sentinel://host:port?sentinelServiceName=name` for a
+    /// master behind sentinels.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), redlock_fred::ConnectError> {
+    /// let node = redlock_fred::FredNode::connect("redis://:secret@10.0.0.1:6379/0").await?;
+    /// assert_eq!(node.id(), "redis://10.0.0.1:6379/0");
+    /// # Ok(())
+    /// # }
+    /// # use redlock_core::Node;
+    /// ```
+    pub async fn connect(url: &str) -> Result<Self, ConnectError> {
+        FredNodeBuilder::new().connect(url).await
+    }
+
+    /// Wraps a client the application built (centralized, clustered or
+    /// sentinel), with the defaults of [`FredNodeBuilder`]. The client is
+    /// initialised here when it has not been connected yet.
+    ///
+    /// Give it a [`ReconnectPolicy`](fred::types::config::ReconnectPolicy):
+    /// without one, a node that restarts stays unreachable.
+    ///
+    /// ```no_run
+    /// use fred::prelude::*;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = Config::from_url("redis-cluster://127.0.0.1:7000")?;
+    /// let client = Builder::from_config(config)
+    ///     .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+    ///     .build()?;
+    /// let node = redlock_fred::FredNode::from_client(client).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn from_client(client: Client) -> Result<Self, ConnectError> {
+        FredNodeBuilder::new().client(client).await
+    }
+
+    /// Wraps a pool of clients to the same deployment. Requests for the same
+    /// keys always go through the same client of the pool, so that their
+    /// order on the wire is kept.
+    pub async fn from_pool(pool: Pool) -> Result<Self, ConnectError> {
+        FredNodeBuilder::new().pool(pool).await
+    }
+
+    /// A builder to set the command timeout, fail-fast behaviour, custom
+    /// scripts and, for [`FredNodeBuilder::connect`], the reconnect policy.
+    pub fn builder() -> FredNodeBuilder {
+        FredNodeBuilder::new()
+    }
+
+    /// The first (for a plain client, the only) fred client.
+    pub fn client(&self) -> &Client {
+        // `new` never builds a node without clients.
+        &self.inner.clients[0]
+    }
+
+    /// Every fred client of this node (more than one for a pool).
+    pub fn clients(&self) -> &[Client] {
+        &self.inner.clients
+    }
+
+    /// Whether the node is a Redis Cluster (keys are then split by slot).
+    pub fn is_clustered(&self) -> bool {
+        self.inner.kind == Kind::Cluster
+    }
+
+    /// The per-command options every lock command is sent with: one write
+    /// attempt, the command timeout and the fail-fast flag.
+    pub fn command_options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    /// Loads the node's scripts into the server's script cache again (on
+    /// every primary of a cluster). Done at connect time; only needed by
+    /// hand after a `SCRIPT FLUSH`, and not even then: a missing script is
+    /// sent in full once and cached again.
+    pub async fn load_scripts(&self) -> Result<(), NodeError> {
+        let clustered = self.is_clustered();
+        for script in self.inner.scripts.all() {
+            scripts::load(self.client(), clustered, script)
+                .await
+                .map_err(|e| node_error(&e, &self.inner.secrets))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn new(
+        clients: Vec<Client>,
+        options: Options,
+        scripts: &redlock_core::Scripts,
+        mut secrets: Secrets,
+    ) -> Result<Self, ConnectError> {
+        let Some(first) = clients.first() else {
+            return Err(ConnectError::EmptyPool);
+        };
+        let config = first.client_config();
+        add_config_secrets(&mut secrets, &config);
+        let kind = if config.server.is_clustered() {
+            Kind::Cluster
+        } else if config.server.is_sentinel() {
+            Kind::Sentinel
+        } else {
+            Kind::Centralized
+        };
+        let node = FredNode {
+            inner: Arc::new(Inner {
+                id: node_id(&config),
+                kind,
+                clients,
+                options,
+                scripts: LoadedScripts::new(scripts),
+                secrets,
+                release_epoch: AtomicU64::new(0),
+                closed: AtomicBool::new(false),
+            }),
+        };
+        if !node.client().has_reconnect_policy() {
+            tracing::warn!(
+                node = %node.inner.id,
+                "fred client has no reconnect policy: after a restart this node stays unreachable"
+            );
+        }
+        if let Err(e) = node.load_scripts().await {
+            tracing::warn!(
+                node = %node.inner.id,
+                error = %e,
+                "could not preload the redlock scripts; they will be sent in full on first use"
+            );
+        }
+        Ok(node)
+    }
+
+    /// The client that carries requests for `slot`: always the same one for
+    /// the same keys, so requests for them stay in order.
+    fn client_for(&self, slot: u16) -> &Client {
+        let clients = &self.inner.clients;
+        &clients[usize::from(slot) % clients.len()]
+    }
+
+    /// The keys of one call split into single-slot groups on a cluster; one
+    /// group otherwise. Each group carries the slot that picks its client.
+    fn groups(&self, keys: &[String]) -> Vec<(u16, Vec<String>)> {
+        if self.is_clustered() && keys.len() > 1 {
+            group_by_slot(keys)
+        } else {
+            let slot = keys.first().map_or(0, |k| hash_slot(k.as_bytes()));
+            vec![(slot, keys.to_vec())]
+        }
+    }
+
+    /// Runs `script` with EVALSHA, falling back to EVAL on `NOSCRIPT`.
+    ///
+    /// Ordering: fred hands the command to its router over a channel when
+    /// the returned future is first polled (no await comes before that), so
+    /// the request is committed to this client's order even if the future is
+    /// dropped right after. The EVAL fallback is a second request, though;
+    /// for an acquire it is only sent when no release went out on this node
+    /// in between, so a fallback acquire can never land after a release that
+    /// was meant to follow it.
+    async fn run(
+        &self,
+        slot: u16,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<Value, NodeError> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(NodeError::Closed);
+        }
+        let client = self.client_for(slot).with_options(&inner.options);
+        let is_acquire = std::ptr::eq(script, &inner.scripts.acquire);
+        let epoch = inner.release_epoch.load(Ordering::SeqCst);
+        let first = client
+            .evalsha::<Value, _, _, _>(script.sha.as_str(), keys.clone(), args.clone())
+            .await;
+        match first {
+            Ok(v) => Ok(v),
+            Err(e) if is_noscript(&e) => {
+                if is_acquire && inner.release_epoch.load(Ordering::SeqCst) != epoch {
+                    // Cache the script again for the next attempt, but do not
+                    // send this acquire a second time.
+                    let _ = scripts::load(self.client_for(slot), self.is_clustered(), script).await;
+                    return Err(NodeError::Server(
+                        "NOSCRIPT: the script cache was flushed; the acquire was not resent \
+                         because a release followed it"
+                            .to_owned(),
+                    ));
+                }
+                tracing::debug!(node = %inner.id, script = script.name, "NOSCRIPT: sending the script in full");
+                client
+                    .eval::<Value, _, _, _>(script.source.as_str(), keys, args)
+                    .await
+                    .map_err(|e| node_error(&e, &inner.secrets))
+            }
+            Err(e) => Err(node_error(&e, &inner.secrets)),
+        }
+    }
+
+    async fn acquire_group(
+        &self,
+        slot: u16,
+        keys: Vec<String>,
+        token: &str,
+        ttl_ms: &str,
+    ) -> Result<Acquire, NodeError> {
+        let args = vec![token.to_owned(), ttl_ms.to_owned()];
+        let v = self
+            .run(slot, &self.inner.scripts.acquire, keys, args)
+            .await?;
+        reply::acquire(&v)
+    }
+
+    async fn release_group(
+        &self,
+        slot: u16,
+        keys: Vec<String>,
+        token: &str,
+    ) -> Result<u64, NodeError> {
+        self.inner.release_epoch.fetch_add(1, Ordering::SeqCst);
+        let v = self
+            .run(
+                slot,
+                &self.inner.scripts.release,
+                keys,
+                vec![token.to_owned()],
+            )
+            .await?;
+        reply::release(&v)
+    }
+
+    async fn extend_group(
+        &self,
+        slot: u16,
+        keys: Vec<String>,
+        token: &str,
+        ttl_ms: &str,
+    ) -> Result<Extend, NodeError> {
+        let args = vec![token.to_owned(), ttl_ms.to_owned()];
+        let v = self
+            .run(slot, &self.inner.scripts.extend, keys, args)
+            .await?;
+        reply::extend(&v)
+    }
+
+    async fn inspect_group(
+        &self,
+        slot: u16,
+        keys: Vec<String>,
+    ) -> Result<Vec<KeyState>, NodeError> {
+        let v = self
+            .run(slot, &self.inner.scripts.inspect, keys.clone(), Vec::new())
+            .await?;
+        reply::inspect(&keys, v)
+    }
+
+    async fn fence_group(
+        &self,
+        slot: u16,
+        keys: Vec<String>,
+        floor: u64,
+    ) -> Result<u64, NodeError> {
+        let v = self
+            .run(
+                slot,
+                &self.inner.scripts.fence,
+                keys,
+                vec![floor.to_string()],
+            )
+            .await?;
+        reply::fence(&v)
+    }
+}
+
+#[async_trait]
+impl Node for FredNode {
+    fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// All or nothing. On a cluster, keys in different slots are sent as one
+    /// request per slot (all sent at once); if any slot conflicts or fails,
+    /// every slot is released again (only keys holding `token` are deleted)
+    /// before the answer is returned.
+    async fn acquire(
+        &self,
+        keys: &[String],
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Acquire, NodeError> {
+        let ttl_ms = ttl_millis(ttl).to_string();
+        let mut groups = self.groups(keys);
+        if groups.len() == 1 {
+            let (slot, keys) = groups.remove(0);
+            return self.acquire_group(slot, keys, token, &ttl_ms).await;
+        }
+        let answers = join_all(
+            groups
+                .into_iter()
+                .map(|(slot, keys)| self.acquire_group(slot, keys, token, &ttl_ms)),
+        )
+        .await;
+        if answers.iter().all(|a| matches!(a, Ok(Acquire::Acquired))) {
+            return Ok(Acquire::Acquired);
+        }
+        // Compensate: take back whatever the other slots took.
+        if let Err(e) = self.release(keys, token).await {
+            tracing::warn!(
+                node = %self.inner.id,
+                error = %e,
+                "could not release the slots taken by a partial cluster acquire; they expire with their ttl"
+            );
+        }
+        if answers.iter().any(|a| matches!(a, Ok(Acquire::Held))) {
+            return Ok(Acquire::Held);
+        }
+        match answers.into_iter().find_map(Result::err) {
+            Some(e) => Err(e),
+            None => Ok(Acquire::Held),
+        }
+    }
+
+    async fn release(&self, keys: &[String], token: &str) -> Result<u64, NodeError> {
+        let mut groups = self.groups(keys);
+        if groups.len() == 1 {
+            let (slot, keys) = groups.remove(0);
+            return self.release_group(slot, keys, token).await;
+        }
+        let answers = join_all(
+            groups
+                .into_iter()
+                .map(|(slot, keys)| self.release_group(slot, keys, token)),
+        )
+        .await;
+        let mut deleted = 0u64;
+        let mut error = None;
+        for a in answers {
+            match a {
+                Ok(n) => deleted = deleted.saturating_add(n),
+                Err(e) => error = error.or(Some(e)),
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(deleted),
+        }
+    }
+
+    /// On a cluster with keys in several slots, each slot is extended on its
+    /// own; if one slot's keys are no longer ours the answer is
+    /// [`Extend::NotHeld`], though other slots may have been extended (their
+    /// keys still hold our token and expire with the new TTL).
+    async fn extend(
+        &self,
+        keys: &[String],
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Extend, NodeError> {
+        let ttl_ms = ttl_millis(ttl).to_string();
+        let mut groups = self.groups(keys);
+        if groups.len() == 1 {
+            let (slot, keys) = groups.remove(0);
+            return self.extend_group(slot, keys, token, &ttl_ms).await;
+        }
+        let answers = join_all(
+            groups
+                .into_iter()
+                .map(|(slot, keys)| self.extend_group(slot, keys, token, &ttl_ms)),
+        )
+        .await;
+        if answers.iter().any(|a| matches!(a, Ok(Extend::NotHeld))) {
+            return Ok(Extend::NotHeld);
+        }
+        match answers.into_iter().find_map(Result::err) {
+            Some(e) => Err(e),
+            None => Ok(Extend::Extended),
+        }
+    }
+
+    async fn inspect(&self, keys: &[String]) -> Result<Vec<KeyState>, NodeError> {
+        let mut groups = self.groups(keys);
+        if groups.len() == 1 {
+            let (slot, keys) = groups.remove(0);
+            return self.inspect_group(slot, keys).await;
+        }
+        let answers = join_all(
+            groups
+                .into_iter()
+                .map(|(slot, keys)| self.inspect_group(slot, keys)),
+        )
+        .await;
+        let mut by_key: HashMap<String, KeyState> = HashMap::with_capacity(keys.len());
+        for answer in answers {
+            for state in answer? {
+                by_key.insert(state.key.clone(), state);
+            }
+        }
+        keys.iter()
+            .map(|k| {
+                by_key.get(k).cloned().ok_or_else(|| {
+                    NodeError::Protocol(format!("inspect reply is missing key {k:?}"))
+                })
+            })
+            .collect()
+    }
+
+    /// On a cluster with counters in several slots, each slot is read and
+    /// raised on its own; the answer is the largest value any slot had.
+    async fn fence(&self, keys: &[String], floor: u64) -> Result<u64, NodeError> {
+        let mut groups = self.groups(keys);
+        if groups.len() == 1 {
+            let (slot, keys) = groups.remove(0);
+            return self.fence_group(slot, keys, floor).await;
+        }
+        let answers = join_all(
+            groups
+                .into_iter()
+                .map(|(slot, keys)| self.fence_group(slot, keys, floor)),
+        )
+        .await;
+        let mut max = 0u64;
+        for a in answers {
+            max = max.max(a?);
+        }
+        Ok(max)
+    }
+
+    async fn quit(&self) -> Result<(), NodeError> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let results = join_all(self.inner.clients.iter().map(|c| c.quit())).await;
+        match results.into_iter().find_map(Result::err) {
+            Some(e) => Err(node_error(&e, &self.inner.secrets)),
+            None => Ok(()),
+        }
+    }
+}
+
+fn add_config_secrets(secrets: &mut Secrets, config: &Config) {
+    if let Some(p) = &config.password {
+        secrets.add(p);
+    }
+}
+
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// The node's id: scheme, hosts and database or service, never credentials.
+pub(crate) fn node_id(config: &Config) -> String {
+    let tls = config_uses_tls(config);
+    let s = if tls { "s" } else { "" };
+    let join = |servers: &[fred::types::config::Server]| {
+        let mut hosts: Vec<String> = servers
+            .iter()
+            .map(|sv| host_port(&sv.host, sv.port))
+            .collect();
+        // fred may keep hosts in any order; sort so the id is stable.
+        hosts.sort();
+        hosts.dedup();
+        hosts.join(",")
+    };
+    let db = config.database.map(|d| format!("/{d}")).unwrap_or_default();
+    match &config.server {
+        ServerConfig::Centralized { server } => {
+            format!("redis{s}://{}{db}", host_port(&server.host, server.port))
+        }
+        ServerConfig::Clustered { hosts, .. } => format!("redis{s}-cluster://{}", join(hosts)),
+        ServerConfig::Sentinel {
+            hosts,
+            service_name,
+            ..
+        } => format!("redis{s}-sentinel://{}/{service_name}{db}", join(hosts)),
+        #[allow(unreachable_patterns)]
+        other => format!("redis{s}://{}{db}", join(&other.hosts())),
+    }
+}
+
+#[cfg(any(feature = "enable-rustls", feature = "enable-rustls-ring"))]
+fn config_uses_tls(config: &Config) -> bool {
+    config.tls.is_some()
+}
+
+#[cfg(not(any(feature = "enable-rustls", feature = "enable-rustls-ring")))]
+fn config_uses_tls(_: &Config) -> bool {
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_have_no_password() {
+        let config = Config::from_url("redis://user:hunter2@10.0.0.1:6380/3").expect("valid url");
+        let id = node_id(&config);
+        assert_eq!(id, "redis://10.0.0.1:6380/3");
+        let config = Config::from_url("redis-cluster://:pw@127.0.0.1:7000?node=127.0.0.1:7001")
+            .expect("valid url");
+        assert_eq!(
+            node_id(&config),
+            "redis-cluster://127.0.0.1:7000,127.0.0.1:7001"
+        );
+        let config =
+            Config::from_url("redis-sentinel://:pw@127.0.0.1:26379?sentinelServiceName=mymaster")
+                .expect("valid url");
+        assert_eq!(
+            node_id(&config),
+            "redis-sentinel://127.0.0.1:26379/mymaster"
+        );
+    }
+}
