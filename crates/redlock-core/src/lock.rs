@@ -83,8 +83,8 @@ impl Lock {
         self.ttl
     }
 
-    /// When the successful attempt (or last extension) started, on the
-    /// runtime's monotonic clock.
+    /// When the successful acquire attempt started, on the runtime's
+    /// monotonic clock. Extensions do not change it.
     pub fn acquired_at(&self) -> Instant {
         self.acquired_at
     }

@@ -296,6 +296,11 @@ impl Redlock {
     /// Extends the lock so it expires `ttl` from now. Needs a quorum and a new
     /// validity in the future. On failure the lock keeps its old validity and
     /// is NOT released: the caller decides. Never recreates a vanished key.
+    ///
+    /// One exception keeps the validity honest: a failed extension to a
+    /// *shorter* time may still have shortened the keys on the nodes that
+    /// processed it, so the validity becomes the earlier of the old one and
+    /// the one this extension would have given.
     pub async fn extend(&self, lock: &mut Lock, ttl: Duration) -> Result<(), LockError> {
         if lock.released.load(Ordering::Acquire) {
             return Err(LockError::Released);
@@ -353,6 +358,11 @@ impl Redlock {
             lock.ttl = ttl;
             span.record("outcome", "extended");
             return Ok(());
+        }
+        // The requests are sent: any node that processed (or will process)
+        // this extension keeps the keys only until `start + ttl`.
+        if valid_until < lock.valid_until {
+            lock.valid_until = valid_until;
         }
         let failure = self.failure(Operation::Extend, &lock.target, 1, &round);
         let err = if round.no > n - q {
