@@ -303,6 +303,8 @@ impl Redlock {
         loop {
             let valid_until = lock.valid_until();
             let lost_at = valid_until.checked_sub(margin).unwrap_or(valid_until);
+            let extend_at = valid_until.checked_sub(threshold).unwrap_or(valid_until);
+            sleep_until(&*rt, extend_at.min(lost_at)).await;
             let capped = options.max_extensions.is_some_and(|m| extensions >= m)
                 || options.max_hold.is_some_and(|h| rt.now() >= began + h);
             if capped {
@@ -310,8 +312,6 @@ impl Redlock {
                 lease.inner.lost.fire();
                 return LockError::Lost(self.lease_failure(lock, NodeOutcome::Undecided));
             }
-            let extend_at = valid_until.checked_sub(threshold).unwrap_or(valid_until);
-            sleep_until(&*rt, extend_at.min(lost_at)).await;
             loop {
                 let now = rt.now();
                 if now >= lost_at {

@@ -162,13 +162,13 @@ impl Redlock {
             .iter()
             .enumerate()
             .map(|(k, name)| {
-                let views: Vec<NodeView> = shared
+                let (views, tokens): (Vec<NodeView>, Vec<Option<&str>>) = shared
                     .nodes
                     .iter()
                     .zip(&answers)
                     .map(|(node, answer)| view(node.id(), answer, k, ours))
-                    .collect();
-                let verdict = verdict(&views, shared.quorum, shared.options.drift_factor);
+                    .unzip();
+                let verdict = verdict(&views, &tokens, shared.quorum, shared.options.drift_factor);
                 ResourceStatus {
                     resource: name.clone(),
                     nodes: views,
@@ -188,30 +188,33 @@ impl Lock {
     }
 }
 
-fn view(
+/// One node's view, and the full token behind it (kept for grouping only).
+fn view<'a>(
     node: &str,
-    answer: &Result<Vec<KeyState>, NodeOutcome>,
+    answer: &'a Result<Vec<KeyState>, NodeOutcome>,
     k: usize,
     ours: Option<&str>,
-) -> NodeView {
+) -> (NodeView, Option<&'a str>) {
     let states = match answer {
         Ok(states) => states,
         Err(outcome) => {
-            return NodeView {
+            let view = NodeView {
                 node: node.to_owned(),
                 holder: Err(outcome.clone()),
                 ttl: None,
-            }
+            };
+            return (view, None);
         }
     };
     let Some(state) = states.get(k) else {
-        return NodeView {
+        let view = NodeView {
             node: node.to_owned(),
             holder: Err(NodeOutcome::Error(crate::NodeError::Protocol(
                 "inspect returned fewer entries than keys".into(),
             ))),
             ttl: None,
         };
+        return (view, None);
     };
     let holder = state.holder.as_ref().map(|t| {
         if Some(t.as_str()) == ours {
@@ -220,51 +223,55 @@ fn view(
             Holder::Other(t.chars().take(REDACTED_PREFIX).collect())
         }
     });
-    NodeView {
+    let view = NodeView {
         node: node.to_owned(),
         holder: Ok(holder),
         ttl: state.ttl,
-    }
+    };
+    (view, state.holder.as_deref())
 }
 
-fn verdict(views: &[NodeView], quorum: usize, drift_factor: f64) -> Verdict {
-    let answered: Vec<&NodeView> = views.iter().filter(|v| v.holder.is_ok()).collect();
-    if answered.len() < quorum {
+fn verdict(
+    views: &[NodeView],
+    tokens: &[Option<&str>],
+    quorum: usize,
+    drift_factor: f64,
+) -> Verdict {
+    let answered = views.iter().filter(|v| v.holder.is_ok()).count();
+    if answered < quorum {
         return Verdict::Unknown;
     }
-    let free = answered
+    let free = views
         .iter()
         .filter(|v| matches!(v.holder, Ok(None)))
         .count();
     if free >= quorum {
         return Verdict::Free;
     }
-    // Group the held keys by holder.
-    let mut groups: Vec<(&Holder, Vec<Duration>)> = Vec::new();
-    for v in &answered {
-        if let Ok(Some(h)) = &v.holder {
-            let ttl = v.ttl.unwrap_or(Duration::MAX);
-            match groups.iter_mut().find(|(g, _)| *g == h) {
-                Some((_, ttls)) => ttls.push(ttl),
-                None => groups.push((h, vec![ttl])),
-            }
+    // Group the held keys by full token (redacted prefixes may collide).
+    let mut groups: Vec<(&str, bool, Vec<Duration>)> = Vec::new();
+    for (v, token) in views.iter().zip(tokens) {
+        let (Ok(Some(holder)), Some(token)) = (&v.holder, token) else {
+            continue;
+        };
+        let ttl = v.ttl.unwrap_or(Duration::MAX);
+        match groups.iter_mut().find(|(t, _, _)| t == token) {
+            Some((_, _, ttls)) => ttls.push(ttl),
+            None => groups.push((token, matches!(holder, Holder::Us(_)), vec![ttl])),
         }
     }
-    for (holder, mut ttls) in groups {
+    for (_, ours, mut ttls) in groups {
         if ttls.len() >= quorum {
             ttls.sort_unstable_by(|a, b| b.cmp(a));
             let quorum_ttl = ttls[quorum - 1];
             let remaining = quorum_ttl.saturating_sub(drift(quorum_ttl, drift_factor));
-            return match holder {
-                Holder::Us(_) => Verdict::HeldByUs { remaining },
-                Holder::Other(_) => Verdict::HeldByOther { remaining },
+            return if ours {
+                Verdict::HeldByUs { remaining }
+            } else {
+                Verdict::HeldByOther { remaining }
             };
         }
     }
-    let until_free = answered
-        .iter()
-        .filter_map(|v| v.ttl)
-        .max()
-        .unwrap_or_default();
+    let until_free = views.iter().filter_map(|v| v.ttl).max().unwrap_or_default();
     Verdict::Contended { until_free }
 }
