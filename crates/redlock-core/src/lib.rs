@@ -39,8 +39,43 @@
 //!   token and validity.
 //! - [`LockError`] tells contention, infrastructure failure, lost validity,
 //!   bad input and deadlines apart, each with a bounded [`Failure`] summary.
-//! - [`Runtime`]: clock, sleep and spawn; [`TokioRuntime`] with the `tokio`
+//! - [`Runtime`]: clock, sleep and spawn; `TokioRuntime` with the `tokio`
 //!   feature, [`ManualClock`] for tests.
+//! - Beyond node-redlock: [`Redlock::using`] holds a lock while a future runs,
+//!   extends it automatically and pushes its loss ([`Lease::lost`]);
+//!   [`Redlock::status`] says who holds a resource by quorum;
+//!   [`Redlock::lock_fenced`] adds a [fencing token](fence).
+//!
+//! ## Example
+//!
+//! The nodes come from an adapter crate (`redlock-redis-rs`, `redlock-fred`);
+//! this function works with any of them.
+//!
+//! ```
+//! use std::time::Duration;
+//! use redlock_core::{LockError, Node, Options, Redlock};
+//!
+//! async fn nightly_export<N: Node + 'static>(nodes: Vec<N>) -> Result<(), LockError> {
+//!     let redlock = Redlock::new(nodes, Options::new().retry_count(3))?;
+//!
+//!     // By hand, as in node-redlock:
+//!     let mut lock = redlock.lock("nightly-export", Duration::from_secs(30)).await?;
+//!     // ... work, then more time if needed:
+//!     lock.extend(Duration::from_secs(30)).await?;
+//!     lock.unlock().await?;
+//!
+//!     // Scoped: extended while the future runs, released afterwards; the
+//!     // future is cancelled if the lock is lost.
+//!     let rows = redlock
+//!         .using("nightly-export", Duration::from_secs(30), |lease| async move {
+//!             assert!(lease.is_held());
+//!             42
+//!         })
+//!         .await?;
+//!     assert_eq!(rows, 42);
+//!     Ok(())
+//! }
+//! ```
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 #![warn(missing_docs)]
 

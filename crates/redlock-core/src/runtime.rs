@@ -1,7 +1,7 @@
 //! Timing without a runtime dependency: the [`Runtime`] trait.
 //!
 //! The algorithm needs a monotonic clock, a sleep and (for releases that must
-//! outlive a dropped future) a way to spawn. [`TokioRuntime`] provides them on
+//! outlive a dropped future) a way to spawn. `TokioRuntime` provides them on
 //! tokio (feature `tokio`); [`ManualClock`] is a clock that only moves when a
 //! test says so.
 
