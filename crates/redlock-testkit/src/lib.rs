@@ -9,4 +9,11 @@ pub mod sim;
 /// ports, with fault injection (pause, kill, restart), stopped on drop.
 pub mod server;
 
+/// A TCP proxy that delays traffic (per connection, order kept), for
+/// slow-node tests.
+pub mod proxy;
+
+/// The `Node` conformance suite every adapter runs.
+pub mod conformance;
+
 pub use server::{test_nodes, RedisCluster, RedisServer, Sentinel, ServerError, TestNodes};

@@ -473,9 +473,9 @@ impl RedisServer {
     }
 
     fn signal(&self, sig: libc::c_int) -> Result<()> {
-        let pid = self
-            .pid()
-            .ok_or_else(|| ServerError::Settle(format!("server on {} is not running", self.port)))?;
+        let pid = self.pid().ok_or_else(|| {
+            ServerError::Settle(format!("server on {} is not running", self.port))
+        })?;
         let pid = libc::pid_t::try_from(pid)
             .map_err(|_| ServerError::Settle(format!("pid {pid} out of range")))?;
         // SAFETY: sending a signal to our own child process.
@@ -802,7 +802,9 @@ impl Sentinel {
         };
         let ok = wait_until(SETTLE_TIMEOUT, || {
             master.info_field("replication", "role").as_deref() == Some("master")
-                && replica.info_field("replication", "master_link_status").as_deref()
+                && replica
+                    .info_field("replication", "master_link_status")
+                    .as_deref()
                     == Some("up")
                 && replica.info_field("replication", "master_port").as_deref()
                     == Some(master.port().to_string().as_str())
@@ -964,7 +966,11 @@ mod tests {
         let port = s.port();
         s.restart().unwrap();
         assert_eq!(s.port(), port);
-        assert_eq!(s.command(&["GET", "k"]).unwrap(), Reply::Bulk(None), "no persistence");
+        assert_eq!(
+            s.command(&["GET", "k"]).unwrap(),
+            Reply::Bulk(None),
+            "no persistence"
+        );
         let pid = s.pid().unwrap();
         drop(s);
         assert!(wait_until(Duration::from_secs(5), || {
@@ -1027,7 +1033,9 @@ mod tests {
         assert_ne!(before, after);
         assert_eq!(s.current_master().port(), after);
         assert_eq!(
-            s.current_master().info_field("replication", "role").as_deref(),
+            s.current_master()
+                .info_field("replication", "role")
+                .as_deref(),
             Some("master")
         );
     }

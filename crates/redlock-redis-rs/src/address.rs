@@ -1,0 +1,118 @@
+//! Names for logs: addresses without passwords, and scrubbing of secrets
+//! from error text.
+
+use redis::{ConnectionAddr, ConnectionInfo};
+
+/// `redis://user@host:port/db` for a connection, never with the password.
+pub(crate) fn display_id(info: &ConnectionInfo) -> String {
+    let settings = info.redis_settings();
+    let scheme = match info.addr() {
+        ConnectionAddr::Tcp(..) => "redis",
+        ConnectionAddr::TcpTls { .. } => "rediss",
+        ConnectionAddr::Unix(..) => "redis+unix",
+        _ => "redis",
+    };
+    let user = settings
+        .username()
+        .map(|u| format!("{u}@"))
+        .unwrap_or_default();
+    let db = if settings.db() != 0 {
+        format!("/{}", settings.db())
+    } else {
+        String::new()
+    };
+    format!("{scheme}://{user}{}{db}", info.addr())
+}
+
+/// Removes the password from a `scheme://user:password@host` text; other
+/// text is returned as is.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let user = if user.is_empty() {
+                String::new()
+            } else {
+                format!("{user}@")
+            };
+            format!(
+                "{}://{user}{}{}",
+                &url[..scheme_end],
+                &authority[at + 1..],
+                &rest[authority_end..]
+            )
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Replaces known secrets in error text.
+#[derive(Clone, Default)]
+pub(crate) struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Redactor(..)")
+    }
+}
+
+impl Redactor {
+    pub(crate) fn new(info: &ConnectionInfo) -> Self {
+        let mut r = Redactor::default();
+        r.add(info.redis_settings().password());
+        r
+    }
+
+    pub(crate) fn add(&mut self, secret: Option<&str>) {
+        if let Some(s) = secret {
+            if !s.is_empty() && !self.secrets.iter().any(|x| x == s) {
+                self.secrets.push(s.to_string());
+            }
+        }
+    }
+
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for s in &self.secrets {
+            out = out.replace(s.as_str(), "***");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_password() {
+        assert_eq!(
+            redact_url("redis://alice:s3cret@host:6379/2"),
+            "redis://alice@host:6379/2"
+        );
+        assert_eq!(redact_url("redis://:s3cret@host:6379"), "redis://host:6379");
+        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+        assert_eq!(redact_url("rediss://u:p@h"), "rediss://u@h");
+    }
+
+    #[test]
+    fn ids_from_connection_info() {
+        use redis::IntoConnectionInfo;
+        let info = "redis://alice:s3cret@127.0.0.1:6380/3"
+            .into_connection_info()
+            .unwrap();
+        let id = display_id(&info);
+        assert_eq!(id, "redis://alice@127.0.0.1:6380/3");
+        let r = Redactor::new(&info);
+        assert_eq!(r.scrub("bad s3cret here"), "bad *** here");
+    }
+}

@@ -1,0 +1,67 @@
+//! Errors of constructing a node, and mapping of `redis` errors to
+//! [`NodeError`].
+
+use redlock_core::NodeError;
+
+use crate::address::Redactor;
+
+/// Why a node could not be created. Never contains a password.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The URL or connection settings are invalid.
+    #[error("invalid redis connection settings: {0}")]
+    InvalidConfig(String),
+    /// The server could not be reached or refused the connection.
+    #[error("could not connect to {node}: {cause}")]
+    Connect {
+        /// The node (address without password).
+        node: String,
+        /// What went wrong.
+        cause: NodeError,
+    },
+    /// No tokio runtime is running; nodes run a background task.
+    #[error("no tokio runtime: create nodes from within a tokio runtime")]
+    NoRuntime,
+    /// The Redlock options were invalid.
+    #[error(transparent)]
+    InvalidArgument(#[from] redlock_core::InvalidArgument),
+}
+
+/// Maps a `redis` error to a [`NodeError`], scrubbing secrets.
+pub(crate) fn node_error(e: &redis::RedisError, redact: &Redactor) -> NodeError {
+    let text = redact.scrub(&e.to_string());
+    if e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.is_unrecoverable_error()
+    {
+        NodeError::Connection(text)
+    } else if e.code().is_some() {
+        NodeError::Server(text)
+    } else if matches!(e.kind(), redis::ErrorKind::UnexpectedReturnType) {
+        NodeError::Protocol(text)
+    } else {
+        NodeError::Connection(text)
+    }
+}
+
+/// Whether the connection should be replaced after this error: it broke, or
+/// the server became a replica (after a failover).
+pub(crate) fn needs_reconnect(e: &redis::RedisError) -> bool {
+    if e.is_timeout() {
+        // The connection still keeps order; replacing it could let a later
+        // request overtake one still queued on the old socket.
+        return false;
+    }
+    e.is_connection_dropped() || e.is_unrecoverable_error() || e.is_io_error() || is_readonly(e)
+}
+
+pub(crate) fn is_readonly(e: &redis::RedisError) -> bool {
+    e.code() == Some("READONLY") || e.to_string().contains("READONLY")
+}
+
+pub(crate) fn is_noscript(e: &redis::RedisError) -> bool {
+    e.code() == Some("NOSCRIPT") || e.to_string().contains("NOSCRIPT")
+}

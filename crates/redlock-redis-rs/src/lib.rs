@@ -1,0 +1,120 @@
+//! # redlock-redis-rs
+//!
+//! [Redlock](redlock_core) distributed locks over the [`redis`] crate: one
+//! [`RedisNode`] per independent Redis server, or one for a whole Redis
+//! Cluster (feature `cluster`) or Sentinel deployment (feature `sentinel`).
+//!
+//! ## The model
+//!
+//! A lock is held when a majority (quorum) of N independent Redis masters
+//! store the same random token under the resource's key, each with a time to
+//! live. The algorithm — quorum, validity time, retries, timeouts — lives in
+//! [`redlock_core::Redlock`]; this crate only carries single requests to one
+//! node each, as atomic Lua scripts.
+//!
+//! Each [`RedisNode`] owns an ordered queue and one background task. A call
+//! is put on the queue when its future is first polled, and the task sends
+//! whatever has queued up as one pipeline (one round trip), waits for the
+//! replies, then sends the next batch. So:
+//!
+//! - **Order is kept.** The core decides as soon as a quorum answered and
+//!   drops the slower nodes' futures; the release it sends next can never
+//!   overtake the acquire still in flight on a slow node, so no stale key is
+//!   left behind.
+//! - **No hidden retries.** A lock command is sent at most once. Only a
+//!   command the server refused without running it (`NOSCRIPT`, and in a
+//!   cluster `MOVED`/`TRYAGAIN`/`CLUSTERDOWN`) is sent again.
+//! - **Shared round trips.** Concurrent lock requests to one node travel in
+//!   the same pipeline.
+//! - **Reconnects.** A broken connection is replaced on the next request;
+//!   after a server restart the scripts are loaded again (and `NOSCRIPT`
+//!   falls back to `EVAL`, so a `SCRIPT FLUSH` does no harm). Behind
+//!   Sentinel, a `READONLY` answer makes the node ask for the master again.
+//! - **No secrets.** [`Node::id`](redlock_core::Node::id), `Debug` and every
+//!   error show the address without the password.
+//!
+//! ## The API
+//!
+//! - [`redlock`] / [`redlock_with`]: URLs in, a [`Redlock`] out.
+//! - [`RedisNode`]: [`open`](RedisNode::open) /
+//!   [`connect`](RedisNode::connect) a URL, wrap a
+//!   [`Client`](redis::Client), a `MultiplexedConnection` or a
+//!   `ConnectionManager`, a cluster or a sentinel; tune it with
+//!   [`RedisNode::builder`].
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let redlock = redlock_redis_rs::redlock(&[
+//!     "redis://127.0.0.1:6381", "redis://127.0.0.1:6382", "redis://127.0.0.1:6383",
+//! ])?;
+//! let lock = redlock.lock("nightly-export", Duration::from_secs(10)).await?;
+//! // ... only one process at a time gets here ...
+//! lock.unlock().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Features
+//!
+//! - `cluster`: [`RedisNode::connect_cluster`], a whole Redis Cluster as one
+//!   node; multi-resource locks spanning hash slots are split by slot and
+//!   compensated, `CROSSSLOT` never surfaces.
+//! - `sentinel`: [`RedisNode::connect_sentinel`], following the master across
+//!   failovers.
+//! - `tls`: `rediss://` URLs over rustls.
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![warn(missing_docs)]
+
+mod address;
+#[cfg(feature = "cluster")]
+mod cluster;
+mod error;
+mod node;
+mod queue;
+mod scripts;
+#[cfg(feature = "sentinel")]
+mod sentinel;
+mod single;
+
+pub use error::Error;
+pub use node::{Builder, RedisNode};
+pub use redlock_core::{self, Lock, LockError, Options, Redlock};
+
+#[cfg(feature = "sentinel")]
+pub use redis::sentinel::SentinelNodeConnectionInfo;
+
+/// A [`Redlock`] over one independent Redis server per URL, with default
+/// options. Nodes connect in the background, so servers that are down now
+/// count as failed nodes until they come up. Must be called within a tokio
+/// runtime.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let redlock = redlock_redis_rs::redlock(&["redis://a:6379", "redis://b:6379", "redis://c:6379"])?;
+/// let lock = redlock.lock("account:322456", std::time::Duration::from_secs(5)).await?;
+/// lock.unlock().await?;
+/// # Ok(()) }
+/// ```
+pub fn redlock<S: AsRef<str>>(urls: &[S]) -> Result<Redlock, Error> {
+    redlock_with(urls, Options::default())
+}
+
+/// Like [`redlock`], with [`Options`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use redlock_redis_rs::Options;
+/// let redlock = redlock_redis_rs::redlock_with(
+///     &["redis://a:6379", "redis://b:6379", "redis://c:6379"],
+///     Options::new().retry_count(3).key_prefix("locks:"),
+/// )?;
+/// # let _ = redlock; Ok(()) }
+/// ```
+pub fn redlock_with<S: AsRef<str>>(urls: &[S], options: Options) -> Result<Redlock, Error> {
+    let nodes = urls
+        .iter()
+        .map(|u| RedisNode::open(u.as_ref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Redlock::new(nodes, options)?)
+}

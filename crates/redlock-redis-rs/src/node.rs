@@ -1,0 +1,417 @@
+//! [`RedisNode`]: one Redlock node over the `redis` crate.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, Value};
+use redlock_core::node::ttl_millis;
+use redlock_core::{Acquire, Extend, KeyState, Node, NodeError, Scripts};
+
+use crate::address::{display_id, redact_url, Redactor};
+use crate::queue::{Executor, Queue};
+use crate::scripts::{Call, Kind, LoadedScripts};
+use crate::single::{
+    Connector, SingleExecutor, DEFAULT_CONNECTION_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
+};
+use crate::Error;
+
+/// One Redlock node: an independent Redis server, a whole Redis Cluster
+/// (feature `cluster`) or the master of a Sentinel deployment (feature
+/// `sentinel`).
+///
+/// Every call goes through this node's ordered queue (see the
+/// [crate docs](crate#the-model)): it is sent once, in the order calls were
+/// made, pipelined with whatever else is waiting. Cheap to clone; clones
+/// share the queue and the connection.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use redlock_core::{Node, Acquire};
+/// use redlock_redis_rs::RedisNode;
+///
+/// let node = RedisNode::connect("redis://127.0.0.1:6379").await?;
+/// let keys = ["report".to_string()];
+/// let answer = node.acquire(&keys, "my-token", Duration::from_secs(10)).await?;
+/// assert_eq!(answer, Acquire::Acquired);
+/// node.release(&keys, "my-token").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisNode {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: String,
+    queue: Queue,
+}
+
+impl fmt::Debug for RedisNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisNode")
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings for building a [`RedisNode`]; start with [`RedisNode::builder`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), redlock_redis_rs::Error> {
+/// use std::time::Duration;
+/// use redlock_redis_rs::RedisNode;
+///
+/// let node = RedisNode::builder()
+///     .response_timeout(Duration::from_secs(2))
+///     .connect("redis://:secret@127.0.0.1:6379/1")
+///     .await?;
+/// assert_eq!(redlock_core::Node::id(&node), "redis://127.0.0.1:6379/1");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    scripts: Scripts,
+    response_timeout: Option<Duration>,
+    connection_timeout: Option<Duration>,
+    max_batch: usize,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            scripts: Scripts::default(),
+            response_timeout: Some(DEFAULT_RESPONSE_TIMEOUT),
+            connection_timeout: Some(DEFAULT_CONNECTION_TIMEOUT),
+            max_batch: 256,
+        }
+    }
+}
+
+impl Builder {
+    /// Substitute Lua scripts (node-redlock's `lockScript`, `unlockScript`,
+    /// `extendScript`); they must keep the calling convention of
+    /// [`redlock_core::scripts`].
+    pub fn scripts(mut self, scripts: Scripts) -> Self {
+        self.scripts = scripts;
+        self
+    }
+
+    /// How long the connection waits for a reply before reporting an error
+    /// (default 10 s; `None` waits forever). The core bounds every request
+    /// by its own, much shorter per-node timeout; this one only frees the
+    /// node's queue from a server that never answers. A timed-out request
+    /// stays on the same connection, so order is kept.
+    pub fn response_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.response_timeout = timeout.into();
+        self
+    }
+
+    /// How long establishing a connection may take (default 1 s).
+    pub fn connection_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.connection_timeout = timeout.into();
+        self
+    }
+
+    /// The most calls sent in one pipeline (default 256).
+    pub fn max_batch(mut self, max: usize) -> Self {
+        self.max_batch = max.max(1);
+        self
+    }
+
+    fn config(&self) -> AsyncConnectionConfig {
+        AsyncConnectionConfig::new()
+            .set_response_timeout(self.response_timeout)
+            .set_connection_timeout(self.connection_timeout)
+    }
+
+    /// A node for the server at `url` (`redis://[user:password@]host:port[/db]`,
+    /// `rediss://` with the `tls` feature, `redis+unix://`). Connects and
+    /// loads the scripts in the background; an unreachable server is not an
+    /// error here, only on use. Must be called within a tokio runtime.
+    pub fn open(self, url: &str) -> Result<RedisNode, Error> {
+        let info = url.into_connection_info().map_err(|e| invalid(url, &e))?;
+        let client = Client::open(info).map_err(|e| invalid(url, &e))?;
+        self.open_client(client)
+    }
+
+    /// Like [`open`](Self::open), then waits until the server answers PING.
+    pub async fn connect(self, url: &str) -> Result<RedisNode, Error> {
+        let node = self.open(url)?;
+        node.ping().await?;
+        Ok(node)
+    }
+
+    /// A node over a [`redis::Client`] the caller already has; it connects
+    /// (and reconnects) through it.
+    pub fn open_client(self, client: Client) -> Result<RedisNode, Error> {
+        let info = client.get_connection_info().clone();
+        let id = display_id(&info);
+        let redact = Redactor::new(&info);
+        let connector = Connector::Client {
+            client,
+            config: self.config(),
+        };
+        self.spawn_single(connector, id, redact)
+    }
+
+    /// A node over a connection the caller already has. It is used as is
+    /// and cannot be re-established after the server restarts; prefer a
+    /// [`Client`] or a [`ConnectionManager`] for that. `name` is used as the
+    /// node's [`id`](Node::id) (a password in it is removed).
+    pub fn from_connection(
+        self,
+        connection: MultiplexedConnection,
+        name: &str,
+    ) -> Result<RedisNode, Error> {
+        self.spawn_single(
+            Connector::Fixed(connection),
+            redact_url(name),
+            Redactor::default(),
+        )
+    }
+
+    /// A node over a [`ConnectionManager`], which reconnects by itself.
+    /// `name` is used as the node's [`id`](Node::id) (a password in it is
+    /// removed).
+    pub fn from_manager(self, manager: ConnectionManager, name: &str) -> Result<RedisNode, Error> {
+        self.spawn_single(
+            Connector::Manager(manager),
+            redact_url(name),
+            Redactor::default(),
+        )
+    }
+
+    fn spawn_single(
+        self,
+        connector: Connector,
+        id: String,
+        redact: Redactor,
+    ) -> Result<RedisNode, Error> {
+        let executor = SingleExecutor::new(
+            connector,
+            LoadedScripts::new(&self.scripts),
+            redact,
+            id.clone(),
+        );
+        self.spawn(executor, id)
+    }
+
+    pub(crate) fn spawn<E: Executor>(self, executor: E, id: String) -> Result<RedisNode, Error> {
+        let queue = Queue::spawn(executor, self.max_batch)?;
+        Ok(RedisNode {
+            inner: Arc::new(Inner { id, queue }),
+        })
+    }
+
+    #[cfg(any(feature = "cluster", feature = "sentinel"))]
+    pub(crate) fn loaded_scripts(&self) -> LoadedScripts {
+        LoadedScripts::new(&self.scripts)
+    }
+
+    #[cfg(feature = "cluster")]
+    pub(crate) fn timeouts(&self) -> (Option<Duration>, Option<Duration>) {
+        (self.response_timeout, self.connection_timeout)
+    }
+
+    #[cfg(feature = "sentinel")]
+    pub(crate) fn sentinel_config(&self) -> AsyncConnectionConfig {
+        self.config()
+    }
+}
+
+fn invalid(url: &str, e: &redis::RedisError) -> Error {
+    let mut r = Redactor::default();
+    // The password as written in the URL (percent-encoded or not).
+    if let Some(rest) = url.split_once("://").map(|x| x.1) {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if let Some((userinfo, _)) = authority.rsplit_once('@') {
+            r.add(userinfo.split_once(':').map(|x| x.1));
+        }
+    }
+    Error::InvalidConfig(format!("{}: {}", redact_url(url), r.scrub(&e.to_string())))
+}
+
+impl RedisNode {
+    /// Settings for a node.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// A node for `url` with default settings, connecting in the background.
+    /// See [`Builder::open`].
+    pub fn open(url: &str) -> Result<RedisNode, Error> {
+        Builder::default().open(url)
+    }
+
+    /// A node for `url`, once the server answered. See [`Builder::connect`].
+    pub async fn connect(url: &str) -> Result<RedisNode, Error> {
+        Builder::default().connect(url).await
+    }
+
+    /// A node over a [`Client`]. See [`Builder::open_client`].
+    pub fn from_client(client: Client) -> Result<RedisNode, Error> {
+        Builder::default().open_client(client)
+    }
+
+    /// Sends PING through the node's queue.
+    pub async fn ping(&self) -> Result<(), Error> {
+        self.inner
+            .queue
+            .call(Call::ping())
+            .await
+            .map(|_| ())
+            .map_err(|cause| Error::Connect {
+                node: self.inner.id.clone(),
+                cause,
+            })
+    }
+
+    async fn call(
+        &self,
+        kind: Kind,
+        keys: &[String],
+        args: Vec<String>,
+    ) -> Result<Value, NodeError> {
+        self.inner
+            .queue
+            .call(Call {
+                kind,
+                keys: keys.to_vec(),
+                args,
+            })
+            .await
+    }
+}
+
+fn as_int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        Value::Okay => Some(1),
+        Value::Nil => Some(0),
+        Value::Boolean(b) => Some(i64::from(*b)),
+        _ => None,
+    }
+}
+
+fn unexpected(v: &Value) -> NodeError {
+    let mut text = format!("{v:?}");
+    text.truncate(200);
+    NodeError::Protocol(text)
+}
+
+fn as_string(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+/// Parses the inspect script's reply: per key `{pttl, value or nil}`.
+pub(crate) fn parse_inspect(keys: &[String], v: &Value) -> Result<Vec<KeyState>, NodeError> {
+    let Value::Array(items) = v else {
+        return Err(unexpected(v));
+    };
+    if items.len() != keys.len() {
+        return Err(unexpected(v));
+    }
+    keys.iter()
+        .zip(items)
+        .map(|(key, item)| {
+            let Value::Array(pair) = item else {
+                return Err(unexpected(item));
+            };
+            let pttl = pair
+                .first()
+                .and_then(as_int)
+                .ok_or_else(|| unexpected(item))?;
+            let holder = pair.get(1).and_then(as_string);
+            Ok(KeyState {
+                key: key.clone(),
+                holder: if pttl == -2 { None } else { holder },
+                ttl: u64::try_from(pttl).ok().map(Duration::from_millis),
+            })
+        })
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl Node for RedisNode {
+    fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    async fn acquire(
+        &self,
+        keys: &[String],
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Acquire, NodeError> {
+        let v = self
+            .call(
+                Kind::Acquire,
+                keys,
+                vec![token.to_string(), ttl_millis(ttl).to_string()],
+            )
+            .await?;
+        match as_int(&v) {
+            Some(1) => Ok(Acquire::Acquired),
+            Some(0) => Ok(Acquire::Held),
+            _ => Err(unexpected(&v)),
+        }
+    }
+
+    async fn release(&self, keys: &[String], token: &str) -> Result<u64, NodeError> {
+        let v = self
+            .call(Kind::Release, keys, vec![token.to_string()])
+            .await?;
+        as_int(&v)
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| unexpected(&v))
+    }
+
+    async fn extend(
+        &self,
+        keys: &[String],
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Extend, NodeError> {
+        let v = self
+            .call(
+                Kind::Extend,
+                keys,
+                vec![token.to_string(), ttl_millis(ttl).to_string()],
+            )
+            .await?;
+        match as_int(&v) {
+            Some(1) => Ok(Extend::Extended),
+            Some(0) => Ok(Extend::NotHeld),
+            _ => Err(unexpected(&v)),
+        }
+    }
+
+    async fn inspect(&self, keys: &[String]) -> Result<Vec<KeyState>, NodeError> {
+        let v = self.call(Kind::Inspect, keys, Vec::new()).await?;
+        parse_inspect(keys, &v)
+    }
+
+    async fn fence(&self, keys: &[String], floor: u64) -> Result<u64, NodeError> {
+        let v = self
+            .call(Kind::Fence, keys, vec![floor.to_string()])
+            .await?;
+        as_int(&v)
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| unexpected(&v))
+    }
+
+    async fn quit(&self) -> Result<(), NodeError> {
+        self.inner.queue.close();
+        Ok(())
+    }
+}

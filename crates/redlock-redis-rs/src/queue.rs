@@ -1,0 +1,93 @@
+//! The per-node request queue that keeps order on the wire.
+//!
+//! A call is pushed onto an unbounded channel synchronously, on the first
+//! poll of the node's future, so it is committed to the node's order even if
+//! the caller drops the future right after. One driver task per node takes
+//! everything that has queued up, sends it as one pipeline (one round trip),
+//! waits for the replies, and only then sends the next batch. A release can
+//! therefore never overtake the acquire before it, whatever the caller does
+//! with its futures, and concurrent lock requests share round trips.
+
+use redis::Value;
+use redlock_core::NodeError;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::scripts::{Call, Kind};
+
+/// Carries out batches of calls, in order, for one node.
+#[async_trait::async_trait]
+pub(crate) trait Executor: Send + 'static {
+    /// Runs once when the driver starts: connect and load scripts.
+    async fn warm_up(&mut self);
+    /// Executes `calls` in order; returns one result per call.
+    async fn execute(&mut self, calls: &[Call]) -> Vec<Result<Value, NodeError>>;
+}
+
+struct Request {
+    call: Call,
+    reply: oneshot::Sender<Result<Value, NodeError>>,
+}
+
+/// The sending side of a node's queue.
+#[derive(Debug)]
+pub(crate) struct Queue {
+    tx: std::sync::Mutex<Option<mpsc::UnboundedSender<Request>>>,
+}
+
+impl Queue {
+    /// Spawns the driver on the current tokio runtime.
+    pub(crate) fn spawn<E: Executor>(executor: E, max_batch: usize) -> Result<Self, crate::Error> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| crate::Error::NoRuntime)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        handle.spawn(drive(rx, executor, max_batch.max(1)));
+        Ok(Queue {
+            tx: std::sync::Mutex::new(Some(tx)),
+        })
+    }
+
+    /// Pushes `call` now and waits for its reply.
+    pub(crate) async fn call(&self, call: Call) -> Result<Value, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        {
+            let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = guard.as_ref().ok_or(NodeError::Closed)?;
+            tx.send(Request { call, reply })
+                .map_err(|_| NodeError::Closed)?;
+        }
+        rx.await.map_err(|_| NodeError::Closed)?
+    }
+
+    /// Stops accepting calls; the driver finishes what is queued and exits.
+    pub(crate) fn close(&self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
+async fn drive<E: Executor>(mut rx: mpsc::UnboundedReceiver<Request>, mut executor: E, max: usize) {
+    executor.warm_up().await;
+    let mut batch: Vec<Request> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        // A request whose caller is gone and that cannot leave anything
+        // behind need not be sent: it was never executed. Releases are
+        // always sent, since an acquire before them may have landed.
+        batch.retain(|r| r.call.kind == Kind::Release || !r.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let calls: Vec<Call> = batch.iter().map(|r| r.call.clone()).collect();
+        let mut results = executor.execute(&calls).await.into_iter();
+        for r in batch.drain(..) {
+            let result = results
+                .next()
+                .unwrap_or_else(|| Err(NodeError::Protocol("missing reply in pipeline".into())));
+            let _ = r.reply.send(result);
+        }
+    }
+}

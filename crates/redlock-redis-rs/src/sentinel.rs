@@ -1,0 +1,87 @@
+//! The master of a Sentinel deployment as one Redlock node (feature
+//! `sentinel`), followed across failovers: when the connection breaks or the
+//! server answers `READONLY` (it became a replica), the next request asks the
+//! sentinels for the master again.
+
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+
+use crate::address::{redact_url, Redactor};
+use crate::node::{Builder, RedisNode};
+use crate::single::{Connector, SingleExecutor};
+use crate::Error;
+
+impl Builder {
+    /// One node for the master that the sentinels at `sentinels` know as
+    /// `master_name`. `master` carries the master's own settings (password,
+    /// db, TLS) when it needs any. Connects in the background.
+    // `SentinelClient::build` takes a `String` without the `tls` feature.
+    #[allow(clippy::unnecessary_to_owned)]
+    pub fn open_sentinel<S: AsRef<str>>(
+        self,
+        sentinels: &[S],
+        master_name: &str,
+        master: Option<SentinelNodeConnectionInfo>,
+    ) -> Result<RedisNode, Error> {
+        let urls: Vec<&str> = sentinels.iter().map(|s| s.as_ref()).collect();
+        let first = urls
+            .first()
+            .ok_or_else(|| Error::InvalidConfig("no sentinel URLs".into()))?;
+        let mut redact = Redactor::default();
+        for u in &urls {
+            if let Ok(info) = redis::IntoConnectionInfo::into_connection_info(*u) {
+                redact.add(info.redis_settings().password());
+            }
+        }
+        let client = SentinelClient::build(
+            urls.clone(),
+            master_name.to_string(),
+            master,
+            SentinelServerType::Master,
+        )
+        .map_err(|e| Error::InvalidConfig(redact.scrub(&e.to_string())))?;
+        let id = format!("sentinel:{master_name}@{}", redact_url(first));
+        let connector = Connector::Sentinel {
+            client,
+            config: self.sentinel_config(),
+        };
+        let executor = SingleExecutor::new(connector, self.loaded_scripts(), redact, id.clone());
+        self.spawn(executor, id)
+    }
+
+    /// Like [`open_sentinel`](Self::open_sentinel), then waits until the
+    /// master answers.
+    pub async fn connect_sentinel<S: AsRef<str>>(
+        self,
+        sentinels: &[S],
+        master_name: &str,
+        master: Option<SentinelNodeConnectionInfo>,
+    ) -> Result<RedisNode, Error> {
+        let node = self.open_sentinel(sentinels, master_name, master)?;
+        node.ping().await?;
+        Ok(node)
+    }
+}
+
+impl RedisNode {
+    /// One node for a Sentinel-managed master, once it answered. See
+    /// [`Builder::open_sentinel`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), redlock_redis_rs::Error> {
+    /// use redlock_redis_rs::RedisNode;
+    /// let node = RedisNode::connect_sentinel(
+    ///     &["redis://127.0.0.1:26379", "redis://127.0.0.1:26380"],
+    ///     "mymaster",
+    /// )
+    /// .await?;
+    /// # let _ = node; Ok(()) }
+    /// ```
+    pub async fn connect_sentinel<S: AsRef<str>>(
+        sentinels: &[S],
+        master_name: &str,
+    ) -> Result<RedisNode, Error> {
+        Builder::default()
+            .connect_sentinel(sentinels, master_name, None)
+            .await
+    }
+}

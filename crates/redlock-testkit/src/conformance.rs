@@ -1,0 +1,749 @@
+//! The `Node` conformance suite: public async functions that every adapter
+//! runs against real servers, in the manner of object_store's
+//! `integration.rs`.
+//!
+//! An adapter provides a [`NodeFactory`] that turns a [`Target`] (one
+//! server, a cluster, or a sentinel deployment) into an `Arc<dyn Node>`, and
+//! calls [`run_on_target`] for each kind of deployment it supports and
+//! [`run_standalone`] once (those checks start their own servers). Each check
+//! is also public on its own, for one test per check. Checks panic with a
+//! message on a contract violation.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use redlock_testkit::conformance::{self, BoxError, Target};
+//!
+//! # async fn my_node(_t: Target) -> Result<Arc<dyn redlock_core::Node>, BoxError> { unimplemented!() }
+//! # async fn demo() {
+//! let server = redlock_testkit::RedisServer::start().unwrap();
+//! let target = Target::Single(server.url());
+//! conformance::run_on_target(&my_node, &target).await;
+//! conformance::run_standalone(&my_node).await;
+//! # }
+//! ```
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::AsyncCommands;
+use redlock_core::slot::hash_slot;
+use redlock_core::{Acquire, Extend, LockError, Node, NodeError, Options, Redlock};
+
+use crate::proxy::DelayProxy;
+use crate::server::RedisServer;
+
+/// A boxed error from a factory.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a node under test talks to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// One server at this URL.
+    Single(String),
+    /// A Redis Cluster; the URLs of all its nodes (any is a seed).
+    Cluster(Vec<String>),
+    /// A master behind Sentinel.
+    Sentinel {
+        /// The sentinels' URLs.
+        sentinels: Vec<String>,
+        /// The monitored master's name.
+        master: String,
+    },
+}
+
+/// Makes a node for a [`Target`]. Implemented for any
+/// `Fn(Target) -> impl Future<Output = Result<Arc<dyn Node>, BoxError>>`.
+#[async_trait::async_trait]
+pub trait NodeFactory: Send + Sync {
+    /// A node connected to `target`.
+    async fn node(&self, target: &Target) -> Result<Arc<dyn Node>, BoxError>;
+}
+
+#[async_trait::async_trait]
+impl<F, Fut> NodeFactory for F
+where
+    F: Fn(Target) -> Fut + Send + Sync,
+    Fut: Future<Output = Result<Arc<dyn Node>, BoxError>> + Send,
+{
+    async fn node(&self, target: &Target) -> Result<Arc<dyn Node>, BoxError> {
+        self(target.clone()).await
+    }
+}
+
+/// Makes a node or fails the test with the factory's error.
+pub async fn make(f: &dyn NodeFactory, target: &Target) -> Arc<dyn Node> {
+    match f.node(target).await {
+        Ok(n) => n,
+        Err(e) => panic!("node factory failed for {target:?}: {e}"),
+    }
+}
+
+/// A unique key prefix for one check (no hash tag, so keys spread over
+/// cluster slots).
+pub fn unique_prefix(check: &str) -> String {
+    let n: u64 = rand::random();
+    format!("redlock-conformance:{check}:{n:016x}:")
+}
+
+/// `count` keys with the prefix, each in a different cluster hash slot.
+pub fn keys_in_distinct_slots(prefix: &str, count: usize) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut i = 0;
+    while keys.len() < count {
+        let k = format!("{prefix}k{i}");
+        if !keys
+            .iter()
+            .any(|x| hash_slot(x.as_bytes()) == hash_slot(k.as_bytes()))
+        {
+            keys.push(k);
+        }
+        i += 1;
+    }
+    keys
+}
+
+/// Raw access to the servers behind a target, for checks the `Node` trait
+/// cannot make (PTTL, SCRIPT FLUSH, counting keys).
+pub struct Raw {
+    masters: Vec<MultiplexedConnection>,
+    #[allow(dead_code)]
+    cluster: Option<redis::cluster_async::ClusterConnection>,
+}
+
+impl std::fmt::Debug for Raw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Raw")
+            .field("masters", &self.masters.len())
+            .finish()
+    }
+}
+
+async fn conn(url: &str) -> MultiplexedConnection {
+    let client = redis::Client::open(url).unwrap_or_else(|e| panic!("bad url: {e}"));
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("raw connection failed: {e}"))
+}
+
+impl Raw {
+    /// Connects to the master(s) of `target`.
+    pub async fn connect(target: &Target) -> Raw {
+        match target {
+            Target::Single(url) => Raw {
+                masters: vec![conn(url).await],
+                cluster: None,
+            },
+            Target::Cluster(urls) => {
+                let mut masters = Vec::new();
+                for u in urls {
+                    let mut c = conn(u).await;
+                    let role: Vec<redis::Value> = redis::cmd("ROLE")
+                        .query_async(&mut c)
+                        .await
+                        .unwrap_or_default();
+                    if matches!(role.first(), Some(redis::Value::BulkString(b)) if b == b"master") {
+                        masters.push(c);
+                    }
+                }
+                let client = redis::cluster::ClusterClient::new(urls.clone())
+                    .unwrap_or_else(|e| panic!("cluster client: {e}"));
+                let cluster = client
+                    .get_async_connection()
+                    .await
+                    .unwrap_or_else(|e| panic!("cluster connection: {e}"));
+                Raw {
+                    masters,
+                    cluster: Some(cluster),
+                }
+            }
+            Target::Sentinel { sentinels, master } => {
+                let mut s = conn(&sentinels[0]).await;
+                let addr: Vec<String> = redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(master)
+                    .query_async(&mut s)
+                    .await
+                    .unwrap_or_else(|e| panic!("sentinel lookup: {e}"));
+                let url = format!("redis://{}:{}", addr[0], addr[1]);
+                Raw {
+                    masters: vec![conn(&url).await],
+                    cluster: None,
+                }
+            }
+        }
+    }
+
+    async fn on_key<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> T {
+        if let Some(c) = &self.cluster {
+            let mut c = c.clone();
+            return cmd
+                .query_async(&mut c)
+                .await
+                .unwrap_or_else(|e| panic!("raw command failed: {e}"));
+        }
+        let mut c = self.masters[0].clone();
+        cmd.query_async(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("raw command failed: {e}"))
+    }
+
+    /// `PTTL key` (-2 missing, -1 no expiry).
+    pub async fn pttl(&self, key: &str) -> i64 {
+        self.on_key(redis::cmd("PTTL").arg(key).clone()).await
+    }
+
+    /// `GET key`.
+    pub async fn get(&self, key: &str) -> Option<String> {
+        self.on_key(redis::cmd("GET").arg(key).clone()).await
+    }
+
+    /// `SET key value PX ms`.
+    pub async fn set_px(&self, key: &str, value: &str, ms: u64) {
+        let _: () = self
+            .on_key(
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(ms)
+                    .clone(),
+            )
+            .await;
+    }
+
+    /// `DEL key`.
+    pub async fn del(&self, key: &str) {
+        let _: i64 = self.on_key(redis::cmd("DEL").arg(key).clone()).await;
+    }
+
+    /// `SCRIPT FLUSH` on every master.
+    pub async fn script_flush(&self) {
+        for c in &self.masters {
+            let mut c = c.clone();
+            let _: () = redis::cmd("SCRIPT")
+                .arg("FLUSH")
+                .query_async(&mut c)
+                .await
+                .unwrap_or_else(|e| panic!("SCRIPT FLUSH failed: {e}"));
+        }
+    }
+
+    /// How many keys start with `prefix`, over all masters.
+    pub async fn count(&self, prefix: &str) -> usize {
+        let mut n = 0;
+        for c in &self.masters {
+            let mut c = c.clone();
+            let keys: Vec<String> = c
+                .keys(format!("{prefix}*"))
+                .await
+                .unwrap_or_else(|e| panic!("KEYS failed: {e}"));
+            n += keys.len();
+        }
+        n
+    }
+}
+
+/// Counts keys with `prefix` on a server over a fresh connection; `None`
+/// when it does not answer.
+pub async fn count_on(url: &str, prefix: &str) -> Option<usize> {
+    let client = redis::Client::open(url).ok()?;
+    let mut c = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let keys: Vec<String> =
+        tokio::time::timeout(Duration::from_secs(2), c.keys(format!("{prefix}*")))
+            .await
+            .ok()?
+            .ok()?;
+    Some(keys.len())
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes; returns
+/// whether it held.
+pub async fn eventually<F, Fut>(timeout: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let end = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn ks(keys: &[&str]) -> Vec<String> {
+    keys.iter().map(|s| s.to_string()).collect()
+}
+
+/// Acquire, conflict, inspect, wrong-token release, release, re-acquire.
+pub async fn acquire_release(f: &dyn NodeFactory, target: &Target) {
+    let node = make(f, target).await;
+    let raw = Raw::connect(target).await;
+    let p = unique_prefix("acquire");
+    let k = ks(&[&format!("{p}a")]);
+    let ttl = Duration::from_secs(10);
+    assert_eq!(
+        node.acquire(&k, "tok-a", ttl).await.unwrap(),
+        Acquire::Acquired
+    );
+    assert_eq!(raw.get(&k[0]).await.as_deref(), Some("tok-a"));
+    assert_eq!(node.acquire(&k, "tok-b", ttl).await.unwrap(), Acquire::Held);
+    assert_eq!(
+        node.acquire(&k, "tok-a", ttl).await.unwrap(),
+        Acquire::Held,
+        "not re-entrant"
+    );
+    assert_eq!(
+        node.release(&k, "tok-b").await.unwrap(),
+        0,
+        "wrong token releases nothing"
+    );
+    assert_eq!(raw.get(&k[0]).await.as_deref(), Some("tok-a"));
+    assert_eq!(node.release(&k, "tok-a").await.unwrap(), 1);
+    assert_eq!(raw.get(&k[0]).await, None);
+    assert_eq!(
+        node.release(&k, "tok-a").await.unwrap(),
+        0,
+        "releasing twice is fine"
+    );
+    assert_eq!(
+        node.acquire(&k, "tok-b", ttl).await.unwrap(),
+        Acquire::Acquired
+    );
+    assert_eq!(node.release(&k, "tok-b").await.unwrap(), 1);
+    assert_eq!(raw.count(&p).await, 0);
+}
+
+/// The TTL really is set (PTTL), and extend moves it; extend with a wrong
+/// token or on a vanished key changes nothing and never recreates a key.
+pub async fn ttl_and_extend(f: &dyn NodeFactory, target: &Target) {
+    let node = make(f, target).await;
+    let raw = Raw::connect(target).await;
+    let p = unique_prefix("ttl");
+    let k = ks(&[&format!("{p}a")]);
+    assert_eq!(
+        node.acquire(&k, "tok", Duration::from_millis(5_000))
+            .await
+            .unwrap(),
+        Acquire::Acquired
+    );
+    let pttl = raw.pttl(&k[0]).await;
+    assert!(
+        (3_000..=5_000).contains(&pttl),
+        "PTTL after acquire(5s) was {pttl}"
+    );
+    assert_eq!(
+        node.extend(&k, "tok", Duration::from_secs(30))
+            .await
+            .unwrap(),
+        Extend::Extended
+    );
+    let pttl = raw.pttl(&k[0]).await;
+    assert!(
+        (28_000..=30_000).contains(&pttl),
+        "PTTL after extend(30s) was {pttl}"
+    );
+    assert_eq!(
+        node.extend(&k, "other", Duration::from_secs(60))
+            .await
+            .unwrap(),
+        Extend::NotHeld
+    );
+    let pttl = raw.pttl(&k[0]).await;
+    assert!(
+        pttl <= 30_000,
+        "a wrong-token extend changed the TTL to {pttl}"
+    );
+    // Sub-millisecond TTLs round up, never to "no expiry".
+    let k2 = ks(&[&format!("{p}b")]);
+    node.acquire(&k2, "tok", Duration::from_micros(1_500_000))
+        .await
+        .unwrap();
+    let pttl2 = raw.pttl(&k2[0]).await;
+    assert!(pttl2 > 0 && pttl2 <= 1_500, "PTTL was {pttl2}");
+    assert_eq!(node.release(&k, "tok").await.unwrap(), 1);
+    assert_eq!(
+        node.extend(&k, "tok", Duration::from_secs(30))
+            .await
+            .unwrap(),
+        Extend::NotHeld
+    );
+    assert_eq!(raw.pttl(&k[0]).await, -2, "extend recreated a released key");
+    node.release(&k2, "tok").await.unwrap();
+    assert_eq!(raw.count(&p).await, 0);
+}
+
+/// Inspect reports holder and TTL per key, in order, and nothing for a
+/// missing key.
+pub async fn inspect(f: &dyn NodeFactory, target: &Target) {
+    let node = make(f, target).await;
+    let p = unique_prefix("inspect");
+    let keys = keys_in_distinct_slots(&p, 3);
+    node.acquire(&keys[1..2], "tok", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let states = node.inspect(&keys).await.unwrap();
+    assert_eq!(states.len(), 3);
+    for (s, k) in states.iter().zip(&keys) {
+        assert_eq!(&s.key, k, "inspect must keep key order");
+    }
+    assert_eq!(states[0].holder, None);
+    assert_eq!(states[0].ttl, None);
+    assert_eq!(states[1].holder.as_deref(), Some("tok"));
+    let ttl = states[1].ttl.expect("a held key has a TTL");
+    assert!(ttl > Duration::from_secs(5) && ttl <= Duration::from_secs(10));
+    assert_eq!(states[2].holder, None);
+    node.release(&keys, "tok").await.unwrap();
+}
+
+/// Several keys in one call: all or nothing for acquire and extend; release
+/// takes only what holds the token. On a cluster the keys lie in different
+/// hash slots, so this also checks the split and its compensation (and that
+/// no CROSSSLOT error surfaces).
+pub async fn multi_key_all_or_nothing(f: &dyn NodeFactory, target: &Target) {
+    let node = make(f, target).await;
+    let raw = Raw::connect(target).await;
+    let p = unique_prefix("multi");
+    let keys = keys_in_distinct_slots(&p, 3);
+    let ttl = Duration::from_secs(10);
+    raw.set_px(&keys[2], "someone-else", 10_000).await;
+    assert_eq!(
+        node.acquire(&keys, "tok", ttl).await.unwrap(),
+        Acquire::Held
+    );
+    assert_eq!(
+        raw.get(&keys[0]).await,
+        None,
+        "a partial acquire was left behind"
+    );
+    assert_eq!(
+        raw.get(&keys[1]).await,
+        None,
+        "a partial acquire was left behind"
+    );
+    assert_eq!(raw.get(&keys[2]).await.as_deref(), Some("someone-else"));
+    raw.del(&keys[2]).await;
+    assert_eq!(
+        node.acquire(&keys, "tok", ttl).await.unwrap(),
+        Acquire::Acquired
+    );
+    for k in &keys {
+        assert_eq!(raw.get(k).await.as_deref(), Some("tok"));
+    }
+    // One key lost: extend must change none of them.
+    raw.del(&keys[1]).await;
+    assert_eq!(
+        node.extend(&keys, "tok", Duration::from_secs(60))
+            .await
+            .unwrap(),
+        Extend::NotHeld
+    );
+    assert_eq!(raw.pttl(&keys[1]).await, -2, "extend recreated a key");
+    assert!(raw.pttl(&keys[0]).await <= 10_000);
+    assert_eq!(node.release(&keys, "tok").await.unwrap(), 2);
+    assert_eq!(raw.count(&p).await, 0);
+}
+
+/// After `SCRIPT FLUSH` on the server the node still works (NOSCRIPT
+/// fallback or reload).
+pub async fn script_flush(f: &dyn NodeFactory, target: &Target) {
+    let node = make(f, target).await;
+    let raw = Raw::connect(target).await;
+    let p = unique_prefix("flush");
+    let k = ks(&[&format!("{p}a")]);
+    let ttl = Duration::from_secs(10);
+    assert_eq!(
+        node.acquire(&k, "tok", ttl).await.unwrap(),
+        Acquire::Acquired
+    );
+    raw.script_flush().await;
+    assert_eq!(node.extend(&k, "tok", ttl).await.unwrap(), Extend::Extended);
+    raw.script_flush().await;
+    assert_eq!(node.release(&k, "tok").await.unwrap(), 1);
+    raw.script_flush().await;
+    assert_eq!(node.inspect(&k).await.unwrap()[0].holder, None);
+    raw.script_flush().await;
+    assert_eq!(
+        node.acquire(&k, "tok", ttl).await.unwrap(),
+        Acquire::Acquired
+    );
+    node.release(&k, "tok").await.unwrap();
+    assert_eq!(raw.count(&p).await, 0);
+}
+
+/// Many concurrent calls on one node from many tasks: every acquire has one
+/// winner per key and nothing is left after the releases.
+pub async fn concurrent_calls(f: &dyn NodeFactory, target: &Target) {
+    let node = make(f, target).await;
+    let raw = Raw::connect(target).await;
+    let p = unique_prefix("concurrent");
+    let wins = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let node = node.clone();
+        let p = p.clone();
+        let wins = wins.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20 {
+                let k = vec![format!("{p}{i}")];
+                let tok = format!("t{t}");
+                if node
+                    .acquire(&k, &tok, Duration::from_secs(10))
+                    .await
+                    .unwrap()
+                    == Acquire::Acquired
+                {
+                    wins.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        wins.load(Ordering::SeqCst),
+        20,
+        "exactly one winner per key"
+    );
+    for i in 0..20 {
+        let k = vec![format!("{p}{i}")];
+        let holder = node.inspect(&k).await.unwrap()[0].holder.clone().unwrap();
+        assert_eq!(node.release(&k, &holder).await.unwrap(), 1);
+    }
+    assert_eq!(raw.count(&p).await, 0);
+}
+
+/// A Redlock over this one node: lock, conflict, extend, unlock.
+pub async fn through_redlock(f: &dyn NodeFactory, target: &Target) {
+    let node = make(f, target).await;
+    let raw = Raw::connect(target).await;
+    let p = unique_prefix("redlock");
+    let redlock = Redlock::from_nodes(vec![node], Options::new().key_prefix(p.clone())).unwrap();
+    let mut lock = redlock
+        .lock(["a", "b", "c"], Duration::from_secs(10))
+        .await
+        .unwrap();
+    let err = redlock
+        .try_lock("b", Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert!(err.is_conflict(), "expected a conflict, got {err}");
+    lock.extend(Duration::from_secs(20)).await.unwrap();
+    assert!(raw.pttl(&format!("{p}a")).await > 10_000);
+    lock.unlock().await.unwrap();
+    assert_eq!(raw.count(&p).await, 0);
+}
+
+/// Every check that runs on a given target.
+pub async fn run_on_target(f: &dyn NodeFactory, target: &Target) {
+    acquire_release(f, target).await;
+    ttl_and_extend(f, target).await;
+    inspect(f, target).await;
+    multi_key_all_or_nothing(f, target).await;
+    script_flush(f, target).await;
+    concurrent_calls(f, target).await;
+    through_redlock(f, target).await;
+}
+
+/// Order under early decisions: a Redlock over two fast servers and one
+/// reached through a delaying proxy (jitter per connection). Every attempt is
+/// decided by the fast nodes while the slow node's acquire is still in
+/// flight; its release must not overtake it. Afterwards no key may be left
+/// on any server (the TTL is long, so a stale key would stay).
+pub async fn order_kept_under_early_decisions(f: &dyn NodeFactory) {
+    let servers: Vec<RedisServer> = (0..3)
+        .map(|_| RedisServer::start().expect("redis-server"))
+        .collect();
+    let proxy = DelayProxy::start(
+        servers[2].port(),
+        Duration::from_millis(5),
+        Duration::from_millis(60),
+    )
+    .await
+    .expect("proxy");
+    let nodes = vec![
+        make(f, &Target::Single(servers[0].url())).await,
+        make(f, &Target::Single(servers[1].url())).await,
+        make(f, &Target::Single(proxy.url())).await,
+    ];
+    let p = unique_prefix("order");
+    let redlock = Redlock::from_nodes(
+        nodes,
+        Options::new()
+            .key_prefix(p.clone())
+            .node_timeout(Duration::from_millis(250))
+            .retry_count(0),
+    )
+    .unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let redlock = redlock.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acquired = 0;
+            for i in 0..25 {
+                // Shared names make some attempts fail early on conflict,
+                // which releases too.
+                let name = format!("r{}", (t + i) % 5);
+                match redlock.lock(name.as_str(), Duration::from_secs(60)).await {
+                    Ok(lock) => {
+                        acquired += 1;
+                        lock.unlock().await.expect("unlock");
+                    }
+                    Err(e) => assert!(
+                        matches!(e, LockError::Conflict(_) | LockError::NoQuorum(_)),
+                        "unexpected error: {e}"
+                    ),
+                }
+            }
+            acquired
+        }));
+    }
+    let mut acquired = 0;
+    for t in tasks {
+        acquired += t.await.unwrap();
+    }
+    assert!(acquired > 0, "no lock was acquired at all");
+    for s in &servers {
+        let url = s.url();
+        let p = p.clone();
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                let url = url.clone();
+                let p = p.clone();
+                async move { count_on(&url, &p).await == Some(0) }
+            })
+            .await,
+            "stale keys left on {url}: {:?}",
+            count_on(&url, &p).await
+        );
+    }
+}
+
+/// A stopped server gives errors (not success, not a hang); once it is back
+/// the node works again (reconnect).
+pub async fn stopped_server_then_restarted(f: &dyn NodeFactory) {
+    let server = RedisServer::start().expect("redis-server");
+    let node = make(f, &Target::Single(server.url())).await;
+    let p = unique_prefix("stopped");
+    let k = ks(&[&format!("{p}a")]);
+    let ttl = Duration::from_secs(10);
+    assert_eq!(
+        node.acquire(&k, "tok", ttl).await.unwrap(),
+        Acquire::Acquired
+    );
+    server.kill();
+    for _ in 0..3 {
+        let r = tokio::time::timeout(Duration::from_secs(10), node.acquire(&k, "tok2", ttl))
+            .await
+            .expect("a call to a stopped server must not hang");
+        assert!(
+            matches!(r, Err(NodeError::Connection(_)) | Err(NodeError::Server(_))),
+            "a stopped server answered {r:?}"
+        );
+    }
+    server.restart().expect("restart");
+    let node2 = node.clone();
+    let k2 = k.clone();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let node = node2.clone();
+            let k = k2.clone();
+            async move { matches!(node.acquire(&k, "tok3", ttl).await, Ok(Acquire::Acquired)) }
+        })
+        .await,
+        "the node did not reconnect after the server restarted"
+    );
+    // Scripts were lost with the restart; everything still works.
+    assert_eq!(node.release(&k, "tok3").await.unwrap(), 1);
+}
+
+/// A paused server (SIGSTOP) costs a Redlock no more than its per-node
+/// timeout per call, and after it resumes nothing is left on it.
+pub async fn paused_server_does_not_block(f: &dyn NodeFactory) {
+    let servers: Vec<RedisServer> = (0..3)
+        .map(|_| RedisServer::start().expect("redis-server"))
+        .collect();
+    let mut nodes = Vec::new();
+    for s in &servers {
+        nodes.push(make(f, &Target::Single(s.url())).await);
+    }
+    let p = unique_prefix("paused");
+    let node_timeout = Duration::from_millis(100);
+    let redlock = Redlock::from_nodes(
+        nodes.clone(),
+        Options::new()
+            .key_prefix(p.clone())
+            .node_timeout(node_timeout)
+            .retry_count(0),
+    )
+    .unwrap();
+    servers[2].pause().unwrap();
+    for i in 0..20 {
+        let started = Instant::now();
+        let lock = redlock
+            .lock(format!("r{i}"), Duration::from_secs(30))
+            .await
+            .expect("lock with one of three paused");
+        lock.unlock()
+            .await
+            .expect("unlock with one of three paused");
+        let took = started.elapsed();
+        assert!(
+            took < node_timeout * 10,
+            "lock+unlock took {took:?} with one node paused (node timeout {node_timeout:?})"
+        );
+    }
+    // A direct call to the paused node is bounded by the caller's timeout
+    // and does not hold up other nodes.
+    let k = ks(&[&format!("{p}direct")]);
+    let slow = tokio::time::timeout(
+        node_timeout,
+        nodes[2].acquire(&k, "t", Duration::from_secs(30)),
+    );
+    let fast = nodes[0].acquire(&k, "t", Duration::from_secs(30));
+    let (slow, fast) = tokio::join!(slow, fast);
+    assert!(slow.is_err(), "a paused server answered");
+    assert_eq!(fast.unwrap(), Acquire::Acquired);
+    assert_eq!(nodes[0].release(&k, "t").await.unwrap(), 1);
+    servers[2].resume().unwrap();
+    // The direct acquire dropped on the paused node may still land; the
+    // release queued after it must follow it. Once resumed, nothing may
+    // remain of it or of the Redlock calls.
+    let url = servers[2].url();
+    let _ = nodes[2].release(&k, "t").await;
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            let url = url.clone();
+            let p = p.clone();
+            async move { count_on(&url, &p).await == Some(0) }
+        })
+        .await,
+        "keys left on the resumed server: {:?}",
+        count_on(&url, &p).await
+    );
+    for s in &servers[..2] {
+        assert_eq!(count_on(&s.url(), &p).await, Some(0));
+    }
+}
+
+/// Every check that starts its own servers.
+pub async fn run_standalone(f: &dyn NodeFactory) {
+    order_kept_under_early_decisions(f).await;
+    stopped_server_then_restarted(f).await;
+    paused_server_does_not_block(f).await;
+}
