@@ -154,6 +154,37 @@ async fn run_call(
         .into_iter()
         .map(|(_, keys)| call.with_keys(keys))
         .collect();
+    if call.kind == Kind::Extend {
+        // All or nothing across slots: first check that every key still
+        // holds the token, and change nothing when one does not. (A key that
+        // expires between the check and the extend is reported as NotHeld.)
+        let token = call.args.first().cloned().unwrap_or_default();
+        let checks = futures_util::future::join_all(subs.iter().map(|c| {
+            let check = Call {
+                kind: Kind::Inspect,
+                keys: c.keys.clone(),
+                args: Vec::new(),
+            };
+            let conn = conn.clone();
+            async move { eval_once(conn, scripts, &check).await }
+        }))
+        .await;
+        for r in checks {
+            let v = r.map_err(err)?;
+            let Value::Array(items) = &v else {
+                return Ok(v);
+            };
+            let ours = items.iter().all(|item| match item {
+                Value::Array(pair) => {
+                    matches!(pair.get(1), Some(Value::BulkString(b)) if b == token.as_bytes())
+                }
+                _ => false,
+            });
+            if !ours {
+                return Ok(Value::Int(0));
+            }
+        }
+    }
     let results =
         futures_util::future::join_all(subs.iter().map(|c| eval_once(conn.clone(), scripts, c)))
             .await;

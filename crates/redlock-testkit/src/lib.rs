@@ -17,3 +17,6 @@ pub mod proxy;
 pub mod conformance;
 
 pub use server::{test_nodes, RedisCluster, RedisServer, Sentinel, ServerError, TestNodes};
+
+/// Five-node Redlock end-to-end bodies every adapter runs.
+pub mod e2e;
