@@ -109,6 +109,22 @@ pub struct LoggedOp {
     pub abandoned: bool,
 }
 
+/// A call a [`SimNode`] refused without queueing it (down, closed, or out of
+/// [`fail_after`](SimNode::fail_after) calls), from [`SimNode::refused`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedCall {
+    /// When the call was made (runtime clock).
+    pub at: Instant,
+    /// Which operation it was.
+    pub operation: Operation,
+    /// The keys of the request.
+    pub keys: Vec<String>,
+    /// The token of the request (`None` for inspect).
+    pub token: Option<String>,
+    /// The error the caller got.
+    pub error: NodeError,
+}
+
 /// An in-memory [`Node`] with a controllable clock and fault switches.
 ///
 /// Cheap to clone; clones share the same keys, queue and switches, so a test
@@ -135,6 +151,7 @@ struct State {
     results: HashMap<u64, Result<Reply, NodeError>>,
     abandoned: HashSet<u64>,
     log: Vec<LoggedOp>,
+    refused: Vec<RefusedCall>,
     next_seq: u64,
     calls: u64,
     down: bool,
@@ -179,6 +196,23 @@ enum Request {
     Inspect {
         keys: Vec<String>,
     },
+}
+
+impl Request {
+    fn describe(&self) -> (Operation, Vec<String>, Option<String>) {
+        match self {
+            Request::Acquire { keys, token, .. } => {
+                (Operation::Acquire, keys.clone(), Some(token.clone()))
+            }
+            Request::Release { keys, token } => {
+                (Operation::Release, keys.clone(), Some(token.clone()))
+            }
+            Request::Extend { keys, token, .. } => {
+                (Operation::Extend, keys.clone(), Some(token.clone()))
+            }
+            Request::Inspect { keys } => (Operation::Inspect, keys.clone(), None),
+        }
+    }
 }
 
 enum Reply {
@@ -367,21 +401,34 @@ impl Inner {
             let now = self.runtime.now();
             let mut st = self.lock();
             st.process(now);
-            if st.closed {
-                return Err(NodeError::Closed);
-            }
-            if st.down {
-                return Err(NodeError::Connection(format!("{} is down", self.id)));
-            }
-            st.calls += 1;
-            if let Some(left) = st.fail_after.as_mut() {
-                if *left == 0 {
-                    return Err(NodeError::Connection(format!(
+            let refusal = if st.closed {
+                Some(NodeError::Closed)
+            } else if st.down {
+                Some(NodeError::Connection(format!("{} is down", self.id)))
+            } else {
+                st.calls += 1;
+                match st.fail_after.as_mut() {
+                    Some(0) => Some(NodeError::Connection(format!(
                         "{} failed (fail_after ran out)",
                         self.id
-                    )));
+                    ))),
+                    Some(left) => {
+                        *left -= 1;
+                        None
+                    }
+                    None => None,
                 }
-                *left -= 1;
+            };
+            if let Some(error) = refusal {
+                let (operation, keys, token) = request.describe();
+                st.refused.push(RefusedCall {
+                    at: now,
+                    operation,
+                    keys,
+                    token,
+                    error: error.clone(),
+                });
+                return Err(error);
             }
             let mut due = now.checked_add(st.delay).unwrap_or(now);
             if let Some(last) = st.last_due {
@@ -647,6 +694,12 @@ impl SimNode {
         self.inner.current().log.clone()
     }
 
+    /// Every call refused without being queued, in order: those never
+    /// reached the keys.
+    pub fn refused(&self) -> Vec<RefusedCall> {
+        self.inner.lock().refused.clone()
+    }
+
     /// Forgets the log (sequence numbers keep counting).
     pub fn clear_log(&self) {
         self.inner.current().log.clear();
@@ -890,6 +943,11 @@ mod tests {
         n.heal();
         assert_eq!(n.release(&k, "t").await, Ok(0));
         assert_eq!(n.calls(), 3);
+        let refused = n.refused();
+        assert_eq!(refused.len(), 2);
+        assert!(refused
+            .iter()
+            .all(|r| r.operation == Operation::Release && r.token.as_deref() == Some("t")));
     }
 
     #[tokio::test(start_paused = true)]
