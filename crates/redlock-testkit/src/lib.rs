@@ -16,6 +16,10 @@ pub mod proxy;
 /// The `Node` conformance suite every adapter runs.
 pub mod conformance;
 
+/// A TCP fault proxy with per-direction modes switchable while running:
+/// pass, delay, hold (blackhole), reset, close after N bytes.
+pub mod fault_proxy;
+
 pub use server::{test_nodes, RedisCluster, RedisServer, Sentinel, ServerError, TestNodes};
 
 /// Five-node Redlock end-to-end bodies every adapter runs.
