@@ -9,6 +9,10 @@ pub mod sim;
 /// ports, with fault injection (pause, kill, restart), stopped on drop.
 pub mod server;
 
+/// End-to-end bodies for scoped locks, release on drop, status and fencing
+/// on real servers; every adapter runs them.
+pub mod leases;
+
 /// A TCP proxy that delays traffic (per connection, order kept), for
 /// slow-node tests.
 pub mod proxy;
