@@ -24,6 +24,10 @@ pub mod conformance;
 /// pass, delay, hold (blackhole), reset, close after N bytes.
 pub mod fault_proxy;
 
+/// A Jepsen-style safety checker: contenders, a non-atomic register, faults,
+/// and a report of overlaps, lost updates and stale writes.
+pub mod checker;
+
 pub use server::{test_nodes, RedisCluster, RedisServer, Sentinel, ServerError, TestNodes};
 
 /// Five-node Redlock end-to-end bodies every adapter runs.
