@@ -15,7 +15,7 @@ use crate::FredNode;
 
 /// Default bound on one lock command inside fred (the core's own per-node
 /// timeout is usually much shorter and decides first).
-pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default time to open a connection (and to wait for a given client).
 pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 

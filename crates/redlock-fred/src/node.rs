@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::clients::{Client, Pool};
-use fred::interfaces::{ClientLike, LuaInterface};
+use fred::interfaces::ClientLike;
 use fred::types::config::{Config, Options, ServerConfig};
-use fred::types::Value;
+use fred::types::{ClusterHash, CustomCommand, Value};
 use futures_util::future::join_all;
 use redlock_core::node::ttl_millis;
 use redlock_core::slot::{group_by_slot, hash_slot};
@@ -246,18 +246,25 @@ impl FredNode {
         &self,
         slot: u16,
         script: &Script,
-        keys: Vec<String>,
-        args: Vec<String>,
+        keys: &[String],
+        args: &[String],
     ) -> Result<Value, NodeError> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {
             return Err(NodeError::Closed);
         }
+        // `custom` rather than `evalsha`: fred's `WithOptions` applies the
+        // per-command options (one attempt, timeout, fail fast) to
+        // `ClientLike` commands, while `LuaInterface` calls on it would go to
+        // the plain client and silently drop them.
         let client = self.client_for(slot).with_options(&inner.options);
         let is_acquire = std::ptr::eq(script, &inner.scripts.acquire);
         let epoch = inner.release_epoch.load(Ordering::SeqCst);
         let first = client
-            .evalsha::<Value, _, _, _>(script.sha.as_str(), keys.clone(), args.clone())
+            .custom::<Value, Value>(
+                script_command("EVALSHA", slot),
+                script_args(&script.sha, &keys, &args),
+            )
             .await;
         match first {
             Ok(v) => Ok(v),
@@ -274,7 +281,10 @@ impl FredNode {
                 }
                 tracing::debug!(node = %inner.id, script = script.name, "NOSCRIPT: sending the script in full");
                 client
-                    .eval::<Value, _, _, _>(script.source.as_str(), keys, args)
+                    .custom::<Value, Value>(
+                        script_command("EVAL", slot),
+                        script_args(&script.source, &keys, &args),
+                    )
                     .await
                     .map_err(|e| node_error(&e, &inner.secrets))
             }
@@ -291,7 +301,7 @@ impl FredNode {
     ) -> Result<Acquire, NodeError> {
         let args = vec![token.to_owned(), ttl_ms.to_owned()];
         let v = self
-            .run(slot, &self.inner.scripts.acquire, keys, args)
+            .run(slot, &self.inner.scripts.acquire, &keys, &args)
             .await?;
         reply::acquire(&v)
     }
@@ -307,8 +317,8 @@ impl FredNode {
             .run(
                 slot,
                 &self.inner.scripts.release,
-                keys,
-                vec![token.to_owned()],
+                &keys,
+                &[token.to_owned()],
             )
             .await?;
         reply::release(&v)
@@ -323,7 +333,7 @@ impl FredNode {
     ) -> Result<Extend, NodeError> {
         let args = vec![token.to_owned(), ttl_ms.to_owned()];
         let v = self
-            .run(slot, &self.inner.scripts.extend, keys, args)
+            .run(slot, &self.inner.scripts.extend, &keys, &args)
             .await?;
         reply::extend(&v)
     }
@@ -334,7 +344,7 @@ impl FredNode {
         keys: Vec<String>,
     ) -> Result<Vec<KeyState>, NodeError> {
         let v = self
-            .run(slot, &self.inner.scripts.inspect, keys.clone(), Vec::new())
+            .run(slot, &self.inner.scripts.inspect, &keys, &[])
             .await?;
         reply::inspect(&keys, v)
     }
@@ -346,12 +356,7 @@ impl FredNode {
         floor: u64,
     ) -> Result<u64, NodeError> {
         let v = self
-            .run(
-                slot,
-                &self.inner.scripts.fence,
-                keys,
-                vec![floor.to_string()],
-            )
+            .run(slot, &self.inner.scripts.fence, &keys, &[floor.to_string()])
             .await?;
         reply::fence(&v)
     }
@@ -520,6 +525,23 @@ impl Node for FredNode {
             None => Ok(()),
         }
     }
+}
+
+/// `EVALSHA` / `EVAL` routed to `slot` on a cluster.
+fn script_command(name: &'static str, slot: u16) -> CustomCommand {
+    CustomCommand::new_static(name, ClusterHash::Custom(slot), false)
+}
+
+/// `script numkeys key... arg...`
+fn script_args(script: &str, keys: &[String], args: &[String]) -> Vec<Value> {
+    let mut argv = Vec::with_capacity(2 + keys.len() + args.len());
+    argv.push(Value::from(script));
+    argv.push(Value::Integer(
+        i64::try_from(keys.len()).unwrap_or(i64::MAX),
+    ));
+    argv.extend(keys.iter().map(|k| Value::from(k.as_str())));
+    argv.extend(args.iter().map(|a| Value::from(a.as_str())));
+    argv
 }
 
 fn add_config_secrets(secrets: &mut Secrets, config: &Config) {
