@@ -24,11 +24,22 @@ pub(crate) fn display_id(info: &ConnectionInfo) -> String {
     format!("{scheme}://{user}{}{db}", info.addr())
 }
 
-/// Removes the password from a `scheme://user:password@host` text; other
-/// text is returned as is.
-pub(crate) fn redact_url(url: &str) -> String {
+/// Removes the password from a `scheme://user:password@host` text, for logs
+/// and error messages. Text that is not a URL loses everything before an `@`;
+/// other text is returned as is.
+///
+/// ```
+/// use redlock_redis_rs::redact_url;
+/// assert_eq!(redact_url("redis://app:s3cret@10.0.0.1:6379/0"), "redis://app@10.0.0.1:6379/0");
+/// assert_eq!(redact_url("s3cret@10.0.0.1"), "***@10.0.0.1");
+/// ```
+pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
+        // Not a URL: whatever stands before an `@` may be a password.
+        return match url.rfind('@') {
+            Some(at) => format!("***@{}", &url[at + 1..]),
+            None => url.to_string(),
+        };
     };
     let rest = &url[scheme_end + 3..];
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());

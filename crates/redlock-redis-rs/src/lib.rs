@@ -77,6 +77,7 @@ mod scripts;
 mod sentinel;
 mod single;
 
+pub use address::redact_url;
 pub use error::Error;
 pub use node::{Builder, RedisNode};
 pub use redlock_core::{self, Lock, LockError, Options, Redlock};

@@ -410,8 +410,10 @@ impl Node for RedisNode {
             .ok_or_else(|| unexpected(&v))
     }
 
+    /// Stops taking requests and waits until everything already queued
+    /// (a release still in flight, say) has been sent and answered.
     async fn quit(&self) -> Result<(), NodeError> {
-        self.inner.queue.close();
+        self.inner.queue.drain().await;
         Ok(())
     }
 }

@@ -32,6 +32,7 @@ struct Request {
 #[derive(Debug)]
 pub(crate) struct Queue {
     tx: std::sync::Mutex<Option<mpsc::UnboundedSender<Request>>>,
+    driver: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Queue {
@@ -39,9 +40,10 @@ impl Queue {
     pub(crate) fn spawn<E: Executor>(executor: E, max_batch: usize) -> Result<Self, crate::Error> {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| crate::Error::NoRuntime)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        handle.spawn(drive(rx, executor, max_batch.max(1)));
+        let driver = handle.spawn(drive(rx, executor, max_batch.max(1)));
         Ok(Queue {
             tx: std::sync::Mutex::new(Some(tx)),
+            driver: std::sync::Mutex::new(Some(driver)),
         })
     }
 
@@ -61,6 +63,16 @@ impl Queue {
     pub(crate) fn close(&self) {
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
+
+    /// Closes the queue and waits until the driver has sent everything that
+    /// was queued (releases in flight included) and stopped.
+    pub(crate) async fn drain(&self) {
+        self.close();
+        let driver = self.driver.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(driver) = driver {
+            let _ = driver.await;
+        }
+    }
 }
 
 async fn drive<E: Executor>(mut rx: mpsc::UnboundedReceiver<Request>, mut executor: E, max: usize) {
@@ -74,10 +86,13 @@ async fn drive<E: Executor>(mut rx: mpsc::UnboundedReceiver<Request>, mut execut
                 Err(_) => break,
             }
         }
-        // A request whose caller is gone and that cannot leave anything
-        // behind need not be sent: it was never executed. Releases are
-        // always sent, since an acquire before them may have landed.
-        batch.retain(|r| r.call.kind == Kind::Release || !r.reply.is_closed());
+        // An extend whose caller is gone need not be sent. Acquires are sent
+        // even then: the core decides as soon as a quorum answered, and a key
+        // on every node, not just on a bare quorum, is what keeps a lock safe
+        // when one node loses its keys early. Whatever an acquire takes is
+        // released by the release queued after it (the ordering contract).
+        // Releases are always sent.
+        batch.retain(|r| r.call.kind != Kind::Extend || !r.reply.is_closed());
         if batch.is_empty() {
             continue;
         }

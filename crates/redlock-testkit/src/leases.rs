@@ -284,3 +284,48 @@ pub async fn status_verdicts(servers: &[RedisServer], nodes: Vec<Arc<dyn Node>>)
     }
     assert_eq!(holders(servers, key), 0);
 }
+
+/// Five fresh servers and a node on each, made by `connect(url)`.
+pub async fn five_nodes<F, Fut>(connect: F) -> (Vec<RedisServer>, Vec<Arc<dyn Node>>)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Arc<dyn Node>>,
+{
+    let mut servers = Vec::with_capacity(5);
+    let mut nodes = Vec::with_capacity(5);
+    for _ in 0..5 {
+        let server = match RedisServer::start() {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        nodes.push(connect(server.url()).await);
+        servers.push(server);
+    }
+    (servers, nodes)
+}
+
+/// Defines one `#[tokio::test]` per body of this module, each on five fresh
+/// servers with nodes made by `$connect` (an `Fn(String) -> impl Future<Output
+/// = Arc<dyn Node>>`).
+#[macro_export]
+macro_rules! lease_tests {
+    ($connect:expr) => {
+        $crate::lease_tests!(@one $connect,
+            majority_paused_during_using,
+            minority_paused_during_using,
+            dropped_lock_is_released,
+            fencing_tokens_increase,
+            stale_holder_is_fenced_off,
+            status_verdicts
+        );
+    };
+    (@one $connect:expr, $($name:ident),+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (servers, nodes) = $crate::leases::five_nodes($connect).await;
+                $crate::leases::$name(&servers, nodes).await;
+            }
+        )+
+    };
+}

@@ -1,0 +1,191 @@
+//! `redlock`: run a command under a distributed lock held on a quorum of
+//! independent Redis nodes (Redlock), inspect a lock, or release one.
+//!
+//! See `redlock --help` and the crate README for examples and exit codes.
+
+mod exit;
+mod nodes;
+mod release;
+mod run;
+mod status;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use redlock_core::{Options, Redlock};
+
+const EXAMPLES: &str = "\
+Examples:
+  # Run a job under the lock 'nightly-export' (waits while someone else holds it)
+  redlock run --resource nightly-export -- ./export.sh --full
+
+  # Cron style: skip this run if the previous one still holds the lock (exit 75)
+  redlock run --resource backup --no-wait -- ./backup.sh
+
+  # Five independent nodes, wait at most a minute, pass a fencing token to the job
+  REDLOCK_NODES=redis://r1:6379,redis://r2:6379,redis://r3:6379,redis://r4:6379,redis://r5:6379 \\
+    redlock run --resource reindex --wait 60s --fenced -- sh -c 'reindex --fence \"$REDLOCK_FENCE\"'
+
+  # Who holds it, and for how long?
+  redlock status nightly-export
+  redlock status nightly-export --json
+
+  # Release a lock whose token you know, or (operators) anybody's
+  redlock release nightly-export --token 3f9a...
+  redlock release nightly-export --force --yes
+
+Exit codes of `redlock run`: the command's own code when it ran (128+N when killed
+by signal N); 75 resource busy; 69 no quorum of nodes reachable; 70 lock lost while
+the command ran (it was terminated); 126 command not executable; 127 command not
+found; 2 bad arguments.";
+
+/// Run commands under a distributed lock on Redis (Redlock).
+#[derive(Debug, Parser)]
+#[command(name = "redlock", version, after_long_help = EXAMPLES)]
+struct Cli {
+    /// Redis nodes, comma-separated: one per independent master (odd count
+    /// best), or one cluster/sentinel URL. Passwords are never printed.
+    /// [default: redis://127.0.0.1:6379]
+    #[arg(long, env = "REDLOCK_NODES", global = true, hide_env_values = true)]
+    nodes: Option<String>,
+
+    /// Prefix put before the resource name to form the Redis key.
+    #[arg(long, default_value = "", global = true)]
+    prefix: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Acquire the lock, run CMD while extending it, release when CMD exits.
+    ///
+    /// CMD gets REDLOCK_RESOURCE, REDLOCK_TOKEN and, with --fenced,
+    /// REDLOCK_FENCE in its environment. If the lock is lost, CMD gets
+    /// SIGTERM, then SIGKILL after --grace, and redlock exits with 70.
+    /// SIGINT, SIGTERM and SIGHUP sent to redlock are passed on to CMD.
+    Run(RunArgs),
+    /// Show who holds a resource on each node, and the quorum verdict.
+    Status(StatusArgs),
+    /// Release a lock by its token (or anybody's, with --force --yes).
+    Release(ReleaseArgs),
+}
+
+/// Arguments of `redlock run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The resource to lock.
+    #[arg(long, short)]
+    pub resource: String,
+    /// Lock time to live; the lock is extended while CMD runs.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// Wait at most this long for the lock (default: wait until free).
+    #[arg(long, value_parser = parse_duration, conflicts_with = "no_wait")]
+    pub wait: Option<Duration>,
+    /// Try once; exit 75 at once if someone else holds the lock.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Take a fencing token and pass it as REDLOCK_FENCE.
+    #[arg(long)]
+    pub fenced: bool,
+    /// Time between SIGTERM and SIGKILL when the lock is lost.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// Arguments of `redlock status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The resource to inspect.
+    pub resource: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `redlock release`.
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// The resource to release.
+    pub resource: String,
+    /// The token the lock was taken with (REDLOCK_TOKEN of the holder).
+    #[arg(long, required_unless_present = "force", conflicts_with = "force")]
+    pub token: Option<String>,
+    /// Delete the lock whoever holds it. Needs --yes.
+    #[arg(long)]
+    pub force: bool,
+    /// Confirms --force.
+    #[arg(long, requires = "force")]
+    pub yes: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (use a duration such as 500ms, 30s, 2m)"))?;
+    if d.is_zero() {
+        return Err("must be above zero".into());
+    }
+    Ok(d)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("REDLOCK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("redlock: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    ExitCode::from(runtime.block_on(dispatch(cli)))
+}
+
+async fn dispatch(cli: Cli) -> u8 {
+    let urls = match &cli.nodes {
+        Some(list) => nodes::split(list),
+        None => vec![nodes::DEFAULT_NODE.to_owned()],
+    };
+    if urls.is_empty() {
+        eprintln!("redlock: --nodes is empty; give at least one redis:// URL");
+        return exit::USAGE;
+    }
+    let connected = match nodes::open(&urls) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("redlock: {e}");
+            return exit::USAGE;
+        }
+    };
+    let options = Options::new().key_prefix(cli.prefix.clone());
+    let redlock = match Redlock::from_nodes(connected, options) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("redlock: {e}");
+            return exit::USAGE;
+        }
+    };
+    let code = match cli.command {
+        Command::Run(args) => run::run(&redlock, args).await,
+        Command::Status(args) => status::status(&redlock, args).await,
+        Command::Release(args) => release::release(&redlock, args).await,
+    };
+    let _ = redlock.quit().await;
+    code
+}
