@@ -45,6 +45,12 @@
 //!   extends it automatically and pushes its loss ([`Lease::lost`]);
 //!   [`Redlock::status`] says who holds a resource by quorum;
 //!   [`Redlock::lock_fenced`] adds a [fencing token](fence).
+//! - Waiting wakes on release: a node that can announce releases
+//!   ([`Node::watch_release`]) cuts a waiter's retry delay short; the delay
+//!   stays the upper bound when an announcement is lost.
+//! - Feature `metrics`: acquisition wait, attempts, conflicts, node errors
+//!   and extension failures through the `metrics` facade (see [`telemetry`]);
+//!   nothing is compiled in without it.
 //!
 //! ## Example
 //!
@@ -94,6 +100,7 @@ pub mod scripts;
 mod signal;
 pub mod slot;
 pub mod status;
+pub mod telemetry;
 pub mod token;
 
 pub use admin::Released;

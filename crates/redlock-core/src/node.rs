@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::runtime::BoxFuture;
+
 /// What one node answered to an acquire request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Acquire {
@@ -131,6 +133,34 @@ pub trait Node: Send + Sync + fmt::Debug {
     async fn fence(&self, keys: &[String], floor: u64) -> Result<u64, NodeError> {
         let _ = (keys, floor);
         Err(NodeError::Unsupported("fence"))
+    }
+
+    /// Wake-on-release: registers interest in releases of any of `keys`
+    /// (prefixed keys, as passed to [`release`](Node::release)) and returns
+    /// a future that completes once this node announced such a release
+    /// after this call. The built-in release script announces on
+    /// [`release_channel`](crate::scripts::release_channel) (Redis pub/sub).
+    ///
+    /// A waiting [`Redlock::lock`](crate::Redlock::lock) arms a watch before
+    /// each retry attempt and waits for whichever comes first: its retry
+    /// delay or any node's watch. So a watch is best effort by design:
+    ///
+    /// - it may **never complete** (a lost message, a broken subscription,
+    ///   a node that cannot subscribe): the waiter then retries after its
+    ///   delay, exactly as without a watch;
+    /// - it may **complete spuriously** (a release that happened just
+    ///   before the watch was registered, or one by a contender that held
+    ///   only a minority): the waiter just tries once more.
+    ///
+    /// Registration must not block: return at once and subscribe in the
+    /// background. Dropping the future withdraws the interest; implementors
+    /// should unsubscribe once no watch is left for a key.
+    ///
+    /// The default returns `None`: this node does not announce releases and
+    /// waiters poll with their retry delay.
+    fn watch_release(&self, keys: &[String]) -> Option<BoxFuture<'static, ()>> {
+        let _ = keys;
+        None
     }
 
     /// Closes the node's connections. Later calls may fail with

@@ -4,6 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::{self, Either};
 use tracing::Instrument;
 
 use crate::error::{Failure, InvalidArgument, LockError, NodeOutcome, Operation};
@@ -12,7 +13,8 @@ use crate::node::{Acquire, Extend, Node, NodeError};
 use crate::options::{default_node_timeout, drift, Options, RetryPolicy, MAX_TTL};
 use crate::resources::IntoResources;
 use crate::round::{self, Round, Vote};
-use crate::runtime::Runtime;
+use crate::runtime::{BoxFuture, Runtime};
+use crate::telemetry;
 use crate::token::new_token;
 
 /// State shared by a [`Redlock`] and the locks it hands out.
@@ -183,12 +185,17 @@ impl Redlock {
         let began = rt.now();
         let deadline = policy.deadline.and_then(|d| began.checked_add(d));
         let mut attempts: u32 = 0;
+        // Wake-on-release: armed after the first conflict, then re-armed
+        // before every later attempt, so that a release between a failed
+        // attempt and the wait after it is not missed.
+        let mut watch: Option<BoxFuture<'static, ()>> = None;
         loop {
             attempts = attempts.saturating_add(1);
             let token: Arc<str> = Arc::from(new_token());
             match self.attempt(&target, &token, ttl).await {
                 Ok((start, valid_until)) => {
                     tracing::debug!(attempt = attempts, "acquired");
+                    telemetry::acquired(rt.now().saturating_duration_since(began), attempts);
                     return Ok(Lock::new(
                         self.shared.clone(),
                         target,
@@ -200,26 +207,81 @@ impl Redlock {
                     ));
                 }
                 Err(round) => {
+                    if round.no > 0 {
+                        telemetry::conflict();
+                    }
                     let failure = self.failure(Operation::Acquire, &target, attempts, &round);
                     tracing::debug!(attempt = attempts, "attempt failed: {failure}");
                     if !policy.may_retry(attempts) {
-                        return Err(classify_acquire(
+                        let err = classify_acquire(
                             &round,
                             self.shared.nodes.len(),
                             self.shared.quorum,
                             failure,
-                        ));
+                        );
+                        telemetry::lock_failed(&err);
+                        return Err(err);
                     }
-                    let delay = policy.next_delay();
+                    if watch.is_none() && round.no > 0 {
+                        watch = self.watch_release(&target.keys);
+                    }
+                    let mut delay = policy.next_delay();
+                    let mut last_wait = false;
                     if let Some(deadline) = deadline {
-                        if rt.now() + delay >= deadline {
-                            return Err(LockError::DeadlineExceeded(failure));
+                        let left = deadline.saturating_duration_since(rt.now());
+                        if delay >= left {
+                            if watch.is_none() {
+                                let err = LockError::DeadlineExceeded(failure);
+                                telemetry::lock_failed(&err);
+                                return Err(err);
+                            }
+                            // A release may still come before the deadline.
+                            delay = left;
+                            last_wait = true;
                         }
                     }
-                    rt.sleep(delay).await;
+                    let woken = match watch.as_mut() {
+                        Some(w) => {
+                            matches!(future::select(rt.sleep(delay), w).await, Either::Right(_))
+                        }
+                        None => {
+                            rt.sleep(delay).await;
+                            false
+                        }
+                    };
+                    if woken {
+                        tracing::debug!(attempt = attempts, "woken by a release");
+                        telemetry::woken_by_release();
+                    } else if last_wait {
+                        let err = LockError::DeadlineExceeded(failure);
+                        telemetry::lock_failed(&err);
+                        return Err(err);
+                    }
+                    if watch.is_some() {
+                        // Arm the next attempt's watch before letting this
+                        // one go, so the subscription stays in place.
+                        let next = self.watch_release(&target.keys);
+                        watch = next;
+                    }
                 }
             }
         }
+    }
+
+    /// One watch over every node that announces releases, or `None`.
+    fn watch_release(&self, keys: &[String]) -> Option<BoxFuture<'static, ()>> {
+        let watches: Vec<BoxFuture<'static, ()>> = self
+            .shared
+            .nodes
+            .iter()
+            .filter_map(|n| n.watch_release(keys))
+            .collect();
+        if watches.is_empty() {
+            return None;
+        }
+        Some(Box::pin(async move {
+            future::select_all(watches).await;
+        }))
     }
 
     /// One attempt. On failure everything taken is released on all nodes
@@ -373,14 +435,28 @@ impl Redlock {
             LockError::ValidityExpired(failure)
         };
         span.record("outcome", tracing::field::display(&err));
+        telemetry::extend_failed(&err);
         Err(err)
     }
 
-    /// Closes every node's connections (node-redlock's `quit`). Returns the
-    /// first error after all nodes were asked.
+    /// Closes every node's connections (node-redlock's `quit`), letting
+    /// requests already sent (releases in flight) finish first, each node
+    /// within the per-node timeout. Returns the first error after all nodes
+    /// were asked.
     pub async fn quit(&self) -> Result<(), NodeError> {
-        let results =
-            futures_util::future::join_all(self.shared.nodes.iter().map(|n| n.quit())).await;
+        let shared = &self.shared;
+        let timeout = node_timeout(&shared.options, Duration::from_secs(10));
+        let results = futures_util::future::join_all(shared.nodes.iter().map(|n| async move {
+            let sleep = shared.runtime.sleep(timeout);
+            match futures_util::future::select(n.quit(), sleep).await {
+                futures_util::future::Either::Left((r, _)) => r,
+                futures_util::future::Either::Right(_) => Err(NodeError::Connection(format!(
+                    "{} did not finish its queued requests within {timeout:?}",
+                    n.id()
+                ))),
+            }
+        }))
+        .await;
         results.into_iter().collect()
     }
 

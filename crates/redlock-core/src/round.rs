@@ -155,6 +155,7 @@ pub(crate) fn report(
         error,
     };
     tracing::warn!(node, %operation, ?resources, "{event}");
+    crate::telemetry::node_error(node, operation);
     if let Some(hook) = &options.on_node_error {
         hook(&event);
     }

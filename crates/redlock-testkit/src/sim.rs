@@ -40,7 +40,10 @@
 //! - [`expire_now`](SimNode::expire_now), [`shorten_ttl`](SimNode::shorten_ttl),
 //!   [`expire_all`](SimNode::expire_all): keys expire early (what a clock jump
 //!   on the server does);
-//! - [`put_key`](SimNode::put_key): another owner writes a key.
+//! - [`put_key`](SimNode::put_key): another owner writes a key;
+//! - [`set_announce`](SimNode::set_announce): releases are announced to
+//!   [`Node::watch_release`] watchers (off by default, like a node without
+//!   pub/sub), or watches are taken but every announcement is lost.
 //!
 //! # Example
 //!
@@ -74,10 +77,23 @@ use std::time::{Duration, Instant};
 
 use redlock_core::node::ttl_millis;
 use redlock_core::{
-    async_trait, Acquire, Extend, KeyState, Node, NodeError, NodeOutcome, Operation, Runtime,
-    TokioRuntime,
+    async_trait, Acquire, BoxFuture, Extend, KeyState, Node, NodeError, NodeOutcome, Operation,
+    Runtime, TokioRuntime,
 };
 use tokio::sync::Notify;
+
+/// Whether a [`SimNode`] announces releases to [`Node::watch_release`]
+/// watchers (the release script's `PUBLISH`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Announce {
+    /// The node cannot announce: `watch_release` returns `None` (default).
+    #[default]
+    Off,
+    /// Every release that deleted a key wakes the watchers of that key.
+    On,
+    /// Watches are taken, but every announcement is lost: they never fire.
+    Lost,
+}
 
 /// A key as stored on a [`SimNode`], from [`SimNode::keys`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +175,8 @@ struct State {
     delay: Duration,
     fail_after: Option<u64>,
     closed: bool,
+    announce: Announce,
+    watchers: Vec<(Vec<String>, tokio::sync::oneshot::Sender<()>)>,
 }
 
 struct Entry {
@@ -255,6 +273,17 @@ impl State {
         }
     }
 
+    /// Wakes (and forgets) every watcher of `key`.
+    fn announce_release(&mut self, key: &str) {
+        let (fire, keep) = std::mem::take(&mut self.watchers)
+            .into_iter()
+            .partition(|(keys, _)| keys.iter().any(|k| k == key));
+        self.watchers = keep;
+        for (_, tx) in fire {
+            let _ = tx.send(());
+        }
+    }
+
     fn live(&mut self, key: &str, at: Instant) -> Option<&Entry> {
         if self.store.get(key).is_some_and(|e| !e.live_at(at)) {
             self.store.remove(key);
@@ -306,6 +335,9 @@ impl State {
                     if self.live(k, at).is_some_and(|e| e.token == token) {
                         self.store.remove(k);
                         deleted += 1;
+                        if self.announce == Announce::On {
+                            self.announce_release(k);
+                        }
                     }
                 }
                 log.operation = Operation::Release;
@@ -605,6 +637,24 @@ impl SimNode {
         self.set_hung(false);
     }
 
+    /// Whether and how releases are announced to
+    /// [`Node::watch_release`] watchers; see [`Announce`].
+    pub fn set_announce(&self, announce: Announce) {
+        let mut st = self.inner.current();
+        st.announce = announce;
+        if announce != Announce::On {
+            // Pending watches stay pending forever, like lost messages.
+            st.watchers.clear();
+        }
+    }
+
+    /// Watches registered and not yet woken or dropped.
+    pub fn watchers(&self) -> usize {
+        let mut st = self.inner.current();
+        st.watchers.retain(|(_, tx)| !tx.is_closed());
+        st.watchers.len()
+    }
+
     /// Deletes `key` now, as if it had expired. Returns whether it was live.
     pub fn expire_now(&self, key: &str) -> bool {
         let now = self.inner.runtime.now();
@@ -830,6 +880,25 @@ impl Node for SimNode {
         match self.inner.submit(request).await? {
             Reply::Inspect(states) => Ok(states),
             _ => Err(mismatch(&self.inner.id)),
+        }
+    }
+
+    fn watch_release(&self, keys: &[String]) -> Option<BoxFuture<'static, ()>> {
+        let mut st = self.inner.current();
+        match st.announce {
+            Announce::Off => None,
+            Announce::Lost => Some(Box::pin(std::future::pending())),
+            Announce::On => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                st.watchers.retain(|(_, tx)| !tx.is_closed());
+                st.watchers.push((keys.to_vec(), tx));
+                Some(Box::pin(async move {
+                    if rx.await.is_err() {
+                        // Announcements were switched off: never fires.
+                        std::future::pending::<()>().await;
+                    }
+                }))
+            }
         }
     }
 

@@ -1,0 +1,188 @@
+//! Wake-on-release on simulated nodes and tokio's paused clock: a waiter
+//! retries as soon as a release is announced, and never later than its
+//! retry delay when announcements are lost.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ms, settle, setup, total_keys};
+use redlock_core::{LockError, Options, Retries, RetryPolicy};
+use redlock_testkit::sim::{Announce, SimNode};
+
+const TTL: Duration = Duration::from_secs(30);
+const DELAY: Duration = Duration::from_secs(1);
+
+fn waiting() -> Options {
+    Options::new()
+        .retries(Retries::Forever)
+        .retry_delay(DELAY)
+        .retry_jitter(Duration::ZERO)
+        .node_timeout(ms(50))
+}
+
+fn announce(nodes: &[SimNode], mode: Announce) {
+    for n in nodes {
+        n.set_announce(mode);
+    }
+}
+
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Runs: holder locks at t=0, a waiter starts at t=0, the holder unlocks at
+/// t=`hold`. Returns (waiter's acquisition instant - t0, its attempts).
+async fn contend(mode: Announce, hold: Duration) -> (Duration, u32, Vec<SimNode>) {
+    let (redlock, nodes) = setup(5, waiting());
+    announce(&nodes, mode);
+    let t0 = now();
+    let held = redlock.lock("job", TTL).await.expect("free at first");
+    let waiter = {
+        let redlock = redlock.clone();
+        tokio::spawn(async move { redlock.lock("job", TTL).await })
+    };
+    tokio::time::sleep(hold).await;
+    held.unlock().await.expect("unlocked");
+    let lock = waiter.await.expect("waiter task").expect("waiter locks");
+    let took = lock.acquired_at() - t0;
+    let attempts = lock.attempts();
+    lock.unlock().await.expect("unlocked");
+    settle(&nodes).await;
+    (took, attempts, nodes)
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiter_wakes_on_release_well_before_the_delay() {
+    let (took, attempts, nodes) = contend(Announce::On, ms(100)).await;
+    // Released at 100 ms; the next attempt starts at that very instant.
+    assert_eq!(took, ms(100));
+    assert_eq!(attempts, 2);
+    assert_eq!(total_keys(&nodes), 0);
+    assert!(nodes.iter().all(|n| n.watchers() == 0), "watches withdrawn");
+}
+
+#[tokio::test(start_paused = true)]
+async fn lost_announcements_fall_back_to_the_retry_delay() {
+    let (took, attempts, nodes) = contend(Announce::Lost, ms(100)).await;
+    assert_eq!(took, DELAY, "retried after exactly one delay");
+    assert_eq!(attempts, 2);
+    assert_eq!(total_keys(&nodes), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_announcements_waiting_polls_as_before() {
+    let (took, attempts, _) = contend(Announce::Off, ms(2500)).await;
+    assert_eq!(took, 3 * DELAY);
+    assert_eq!(attempts, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_node_announcing_is_enough_and_others_losing_does_not_delay() {
+    let (redlock, nodes) = setup(5, waiting());
+    announce(&nodes[..4], Announce::Lost);
+    nodes[4].set_announce(Announce::On);
+    let t0 = now();
+    let held = redlock.lock("job", TTL).await.expect("free");
+    let waiter = {
+        let redlock = redlock.clone();
+        tokio::spawn(async move { redlock.lock("job", TTL).await })
+    };
+    tokio::time::sleep(ms(300)).await;
+    held.unlock().await.expect("unlocked");
+    let lock = waiter.await.expect("task").expect("locks");
+    assert_eq!(lock.acquired_at() - t0, ms(300));
+    lock.unlock().await.expect("unlocked");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_release_during_the_attempt_is_not_missed() {
+    // The watch for attempt 2 is armed before attempt 2 starts: a release
+    // while that attempt is in flight (after the nodes said "held") wakes
+    // the waiter at once instead of after the delay.
+    let (redlock, nodes) = setup(5, waiting());
+    announce(&nodes, Announce::On);
+    let t0 = now();
+    let held = redlock.lock("job", TTL).await.expect("free");
+    for n in &nodes {
+        n.set_delay(ms(20));
+    }
+    let waiter = {
+        let redlock = redlock.clone();
+        tokio::spawn(async move { redlock.lock("job", TTL).await })
+    };
+    // Attempt 1: 0..20 ms (held), releases its nothing 20..40, waits 1 s.
+    // Attempt 2 starts at 1040 ms and is answered at 1060 ms; the holder's
+    // release is sent at 1045 ms and processed after it (order per node),
+    // at 1065 ms, while the waiter is still releasing its attempt 2
+    // (1060..1080 ms). Attempt 3 starts right after, at 1080 ms.
+    tokio::time::sleep(ms(1045)).await;
+    held.unlock().await.expect("unlocked");
+    let lock = waiter.await.expect("task").expect("locks");
+    let took = lock.acquired_at() - t0;
+    assert_eq!(took, ms(1080), "woken, not polled");
+    assert_eq!(lock.attempts(), 3);
+    lock.unlock().await.expect("unlocked");
+    settle(&nodes).await;
+    assert_eq!(total_keys(&nodes), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_lets_the_last_wait_run_to_the_deadline() {
+    let (redlock, nodes) = setup(5, waiting());
+    announce(&nodes, Announce::On);
+    let t0 = now();
+    let held = redlock.lock("job", TTL).await.expect("free");
+    let policy = RetryPolicy {
+        retries: Retries::Forever,
+        delay: Duration::from_secs(3600),
+        jitter: Duration::ZERO,
+        deadline: Some(Duration::from_secs(10)),
+    };
+    let waiter = {
+        let redlock = redlock.clone();
+        tokio::spawn(async move { redlock.lock_with("job", TTL, &policy).await })
+    };
+    tokio::time::sleep(ms(700)).await;
+    held.unlock().await.expect("unlocked");
+    let lock = waiter
+        .await
+        .expect("task")
+        .expect("woken before the deadline");
+    assert_eq!(lock.acquired_at() - t0, ms(700));
+
+    // Nobody releases: the call ends at the deadline, not after an hour.
+    let t1 = now();
+    let waiter = {
+        let redlock = redlock.clone();
+        tokio::spawn(async move { redlock.lock_with("job", TTL, &policy).await })
+    };
+    let err = waiter.await.expect("task").expect_err("deadline");
+    assert!(matches!(err, LockError::DeadlineExceeded(_)), "{err}");
+    assert_eq!(now() - t1, Duration::from_secs(10));
+    lock.unlock().await.expect("unlocked");
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_waiters_all_get_the_lock_in_turn_without_polling() {
+    let (redlock, nodes) = setup(5, waiting());
+    announce(&nodes, Announce::On);
+    let t0 = now();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let redlock = redlock.clone();
+        tasks.push(tokio::spawn(async move {
+            let lock = redlock.lock("job", TTL).await.expect("locks");
+            tokio::time::sleep(ms(10)).await;
+            lock.unlock().await.expect("unlocked");
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    // Eight holders of 10 ms each, handed over on release: far below one
+    // retry delay in total.
+    assert!(now() - t0 < DELAY, "{:?}", now() - t0);
+    settle(&nodes).await;
+    assert_eq!(total_keys(&nodes), 0);
+}
