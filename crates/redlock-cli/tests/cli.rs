@@ -432,3 +432,28 @@ fn help_teaches_by_example() {
     assert!(t.contains("redlock run --resource nightly-export"), "{t}");
     assert!(t.contains("75"), "exit codes missing: {t}");
 }
+
+#[test]
+fn waiting_on_a_terminal_shows_one_progress_line() {
+    // `script` (util-linux) runs redlock on a pseudo-terminal.
+    if Command::new("script").arg("--version").output().is_err() {
+        panic!("the `script` command (util-linux) is needed for this test");
+    }
+    let s = servers(1);
+    let nodes = nodes_arg(&s);
+    s[0].text(&["SET", "tty", "someone", "PX", "60000"]).expect("set");
+    let inner = format!(
+        "{} --nodes {nodes} run --resource tty --wait 700ms -- true",
+        env!("CARGO_BIN_EXE_redlock")
+    );
+    let o = run(Command::new("script")
+        .args(["-qfec", &inner, "/dev/null"])
+        .env_remove("REDLOCK_NODES"));
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(75), "{t}");
+    assert!(t.contains("waiting for 'tty' for"), "no progress line: {t}");
+    assert!(t.contains("held by another owner"), "{t}");
+    // Redrawn in place with carriage returns, not one line per attempt.
+    let lines = t.lines().filter(|l| l.contains("waiting for")).count();
+    assert_eq!(lines, 1, "{t}");
+}
