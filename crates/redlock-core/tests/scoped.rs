@@ -277,3 +277,30 @@ async fn status_tells_free_ours_other_contended_and_unknown() {
         3
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_release_does_not_hide_the_output_and_reaches_the_hook() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let hook_seen = seen.clone();
+    let options = exact().on_node_error(move |event| {
+        if event.operation == redlock_core::Operation::Release {
+            if let Ok(mut s) = hook_seen.lock() {
+                s.push(event.node.to_owned());
+            }
+        }
+    });
+    let (redlock, nodes) = setup(3, options);
+    let handles = nodes.clone();
+    let result = redlock
+        .using("job", ms(10_000), |_lease| async move {
+            // Every node fails from now on: the release at the end fails.
+            for n in &handles {
+                n.set_down(true);
+            }
+            "the output"
+        })
+        .await;
+    assert_eq!(result.ok(), Some("the output"));
+    let seen = seen.lock().map(|s| s.len()).unwrap_or(0);
+    assert_eq!(seen, 3, "the hook did not hear of the failed releases");
+}
