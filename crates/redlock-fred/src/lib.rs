@@ -38,7 +38,8 @@
 //!   hash slots is split with [`redlock_core::slot::group_by_slot`], one
 //!   request per slot, all sent at once. If any slot conflicts or fails, what
 //!   the others took is released before answering: all or nothing, and never
-//!   a `CROSSSLOT` error.
+//!   a `CROSSSLOT` error. An extend across slots first checks every slot for
+//!   the token and changes nothing when one key is no longer ours.
 //! - **No secrets.** [`Node::id`](redlock_core::Node::id) is the address
 //!   without credentials (`redis://10.0.0.1:6379/0`,
 //!   `redis-cluster://h1:7000,h2:7001`, `redis-sentinel://h:26379/mymaster`);

@@ -263,7 +263,7 @@ impl FredNode {
         let first = client
             .custom::<Value, Value>(
                 script_command("EVALSHA", slot),
-                script_args(&script.sha, &keys, &args),
+                script_args(&script.sha, keys, args),
             )
             .await;
         match first {
@@ -283,7 +283,7 @@ impl FredNode {
                 client
                     .custom::<Value, Value>(
                         script_command("EVAL", slot),
-                        script_args(&script.source, &keys, &args),
+                        script_args(&script.source, keys, args),
                     )
                     .await
                     .map_err(|e| node_error(&e, &inner.secrets))
@@ -436,10 +436,11 @@ impl Node for FredNode {
         }
     }
 
-    /// On a cluster with keys in several slots, each slot is extended on its
-    /// own; if one slot's keys are no longer ours the answer is
-    /// [`Extend::NotHeld`], though other slots may have been extended (their
-    /// keys still hold our token and expire with the new TTL).
+    /// All or nothing. On a cluster with keys in several slots, every slot
+    /// is first checked (read only) for our token; when one key is gone or
+    /// taken nothing is changed. Only a key that expires between that check
+    /// and the extend can leave the other slots extended (reported as
+    /// [`Extend::NotHeld`]; those keys still hold our token).
     async fn extend(
         &self,
         keys: &[String],
@@ -451,6 +452,17 @@ impl Node for FredNode {
         if groups.len() == 1 {
             let (slot, keys) = groups.remove(0);
             return self.extend_group(slot, keys, token, &ttl_ms).await;
+        }
+        let checks = join_all(
+            groups
+                .iter()
+                .map(|(slot, keys)| self.inspect_group(*slot, keys.clone())),
+        )
+        .await;
+        for check in checks {
+            if !check?.iter().all(|s| s.holder.as_deref() == Some(token)) {
+                return Ok(Extend::NotHeld);
+            }
         }
         let answers = join_all(
             groups
