@@ -76,13 +76,20 @@ pub struct Config {
     /// for the given time between read and write: a client stopped by a GC
     /// pause or SIGSTOP. Needs a multi-threaded tokio runtime.
     pub client_pause: Option<(u64, Duration)>,
-    /// After each acquisition, read every node to count how many hold the
-    /// token (costs a round trip per hold).
-    pub count_holders: bool,
+    /// After each acquisition, read the nodes to count how many hold the
+    /// token (costs a round trip per hold): `Some(skip)` reads every node but
+    /// those in `skip` (nodes whose keys a fault removes, so a read there
+    /// says nothing) and counts a hold as "exactly a quorum" when the others
+    /// hold `quorum - skip.len()` (with fewer, the quorum needed the skipped
+    /// nodes).
+    pub count_holders: Option<Vec<usize>>,
     /// Retry delay between attempts (jitter is the same again at most).
     pub retry_delay: Duration,
     /// A fixed per-node timeout (default: derived from the TTL by the core).
     pub node_timeout: Option<Duration>,
+    /// The run goes on at least this long (so a fault goes through a whole
+    /// cycle), even after [`Config::acquisitions`] holds.
+    pub min_duration: Duration,
     /// The run stops after this long even if fewer holds happened.
     pub max_duration: Duration,
 }
@@ -100,9 +107,10 @@ impl Config {
             key_prefix: format!("chk:{name}:{}:", std::process::id()),
             fenced: false,
             client_pause: None,
-            count_holders: false,
+            count_holders: None,
             retry_delay: Duration::from_millis(2),
             node_timeout: None,
+            min_duration: Duration::ZERO,
             max_duration: Duration::from_secs(600),
         }
     }
@@ -143,15 +151,22 @@ impl Config {
         self
     }
 
-    /// Sets [`Config::count_holders`].
-    pub fn count_holders(mut self, on: bool) -> Self {
-        self.count_holders = on;
+    /// Sets [`Config::count_holders`]: count holders on every node but
+    /// those in `skip`.
+    pub fn count_holders(mut self, skip: Vec<usize>) -> Self {
+        self.count_holders = Some(skip);
         self
     }
 
     /// Sets [`Config::node_timeout`].
     pub fn node_timeout(mut self, timeout: Duration) -> Self {
         self.node_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets [`Config::min_duration`].
+    pub fn min_duration(mut self, d: Duration) -> Self {
+        self.min_duration = d;
         self
     }
 
@@ -177,6 +192,12 @@ pub enum CheckError {
     /// A client pause needs a multi-threaded tokio runtime.
     #[error("client pauses need a multi-threaded tokio runtime")]
     NeedsMultiThread,
+    /// Servers, proxies or nodes for a scenario could not be set up.
+    #[error("setup failed: {0}")]
+    Setup(String),
+    /// No scenario has this name.
+    #[error("unknown scenario {0:?}; known: {SCENARIOS:?}")]
+    UnknownScenario(String),
     /// The checker's own tasks failed.
     #[error("checker task failed: {0}")]
     Task(String),
@@ -226,6 +247,8 @@ pub struct Report {
     pub holds_counted: u64,
     /// Of those, holds where exactly a quorum of nodes held the token.
     pub exact_quorum_holds: u64,
+    /// Of those, how many holds saw the token on how many of the read nodes.
+    pub holders_seen: BTreeMap<usize, u64>,
     /// Whether the run stopped at [`Config::max_duration`].
     pub timed_out: bool,
 }
@@ -279,8 +302,8 @@ impl fmt::Display for Report {
         if self.holds_counted > 0 {
             write!(
                 f,
-                "; exactly a quorum in {} of {} holds",
-                self.exact_quorum_holds, self.holds_counted
+                "; exactly a quorum in {} of {} holds (holds by nodes seen holding: {:?})",
+                self.exact_quorum_holds, self.holds_counted, self.holders_seen
             )?;
         }
         if !self.lock_errors.is_empty() {
@@ -417,14 +440,15 @@ struct Hold {
     fence: Option<u64>,
 }
 
-#[derive(Default)]
 struct Shared {
+    began: Instant,
     holds: Mutex<Vec<Hold>>,
     started: AtomicU64,
     detections: AtomicU64,
     pauses: AtomicU64,
     counted: AtomicU64,
     exact_quorum: AtomicU64,
+    holders_seen: Mutex<BTreeMap<usize, u64>>,
     errors: Mutex<BTreeMap<String, u64>>,
     done: AtomicBool,
 }
@@ -454,6 +478,24 @@ where
     F: FnOnce(Stop) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    run_clients(vec![nodes], config, fault).await
+}
+
+/// Like [`run`], with one client (its own set of node connections) per
+/// contender: contender `i` uses `clients[i % clients.len()]`. Separate
+/// connections let concurrent attempts reach the nodes in different orders
+/// and split the votes, as separate processes do; contenders sharing one
+/// multiplexed connection per node always reach every node in the same
+/// order.
+pub async fn run_clients<F, Fut>(
+    clients: Vec<Vec<Arc<dyn Node>>>,
+    config: Config,
+    fault: F,
+) -> Result<Report, CheckError>
+where
+    F: FnOnce(Stop) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     if config.client_pause.is_some()
         && tokio::runtime::Handle::current().runtime_flavor()
             != tokio::runtime::RuntimeFlavor::MultiThread
@@ -471,19 +513,39 @@ where
     if let Some(t) = config.node_timeout {
         options = options.node_timeout(t);
     }
-    let redlock = Redlock::from_nodes(nodes.clone(), options)?;
+    let mut redlocks = Vec::with_capacity(clients.len());
+    for nodes in &clients {
+        redlocks.push(Redlock::from_nodes(nodes.clone(), options.clone())?);
+    }
+    let Some(first) = redlocks.first().cloned() else {
+        return Err(CheckError::Invalid(InvalidArgument::NoNodes));
+    };
     let register = Arc::new(Register::default());
-    let shared = Arc::new(Shared::default());
     let config = Arc::new(config);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let fault_task = tokio::spawn(fault(Stop(stop_rx)));
 
     let began = Instant::now();
+    let shared = Arc::new(Shared {
+        began,
+        holds: Mutex::default(),
+        started: AtomicU64::default(),
+        detections: AtomicU64::default(),
+        pauses: AtomicU64::default(),
+        counted: AtomicU64::default(),
+        exact_quorum: AtomicU64::default(),
+        holders_seen: Mutex::default(),
+        errors: Mutex::default(),
+        done: AtomicBool::default(),
+    });
     let mut tasks = Vec::with_capacity(config.contenders);
-    for _ in 0..config.contenders.max(1) {
+    for i in 0..config.contenders.max(1) {
         tasks.push(tokio::spawn(contender(
-            redlock.clone(),
+            redlocks
+                .get(i % redlocks.len())
+                .cloned()
+                .unwrap_or_else(|| first.clone()),
             config.clone(),
             register.clone(),
             shared.clone(),
@@ -506,7 +568,7 @@ where
         return Err(CheckError::Task(e));
     }
 
-    let (keys_left, nodes_unreadable) = keys_left(&nodes, &config.key()).await;
+    let (keys_left, nodes_unreadable) = keys_left(first.nodes(), &config.key()).await;
     let holds = std::mem::take(&mut *shared.holds.lock().unwrap_or_else(PoisonError::into_inner));
     let (overlaps, fence_regressions) = analyse(holds);
     let lock_errors = shared
@@ -535,6 +597,11 @@ where
         nodes_unreadable,
         holds_counted: shared.counted.load(Ordering::Relaxed),
         exact_quorum_holds: shared.exact_quorum.load(Ordering::Relaxed),
+        holders_seen: shared
+            .holders_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone(),
         timed_out,
     };
     Ok(report)
@@ -633,7 +700,7 @@ async fn hold_once(
 ) {
     let obtained = Instant::now();
     let n = shared.started.fetch_add(1, Ordering::Relaxed) + 1;
-    if n >= config.acquisitions {
+    if n >= config.acquisitions && obtained.duration_since(shared.began) >= config.min_duration {
         shared.done.store(true, Ordering::Relaxed);
     }
     // Recorded even if this future is dropped (cancelled by the loss).
@@ -646,8 +713,8 @@ async fn hold_once(
         },
         lease: &lease,
     };
-    if config.count_holders {
-        count_holders(redlock, &config.key(), lease.token(), shared).await;
+    if let Some(skip) = &config.count_holders {
+        count_holders(redlock, &config.key(), lease.token(), skip, shared).await;
     }
     let fence = lease.fence();
     let Ok(read) = register.read(n, fence) else {
@@ -657,7 +724,7 @@ async fn hold_once(
         tokio::time::sleep(config.hold).await;
     }
     if let Some((every, pause)) = config.client_pause {
-        if n % every == 0 {
+        if n.is_multiple_of(every) {
             shared.pauses.fetch_add(1, Ordering::Relaxed);
             // Stops this whole task, the lock's keep-alive included, like a
             // process stopped by a GC pause or SIGSTOP.
@@ -699,9 +766,15 @@ impl Drop for Recorder<'_> {
     }
 }
 
-async fn count_holders(redlock: &Redlock, key: &str, token: &str, shared: &Shared) {
+async fn count_holders(redlock: &Redlock, key: &str, token: &str, skip: &[usize], shared: &Shared) {
     let keys = vec![key.to_owned()];
-    let reads = futures_util::future::join_all(redlock.nodes().iter().map(|n| {
+    let read = redlock
+        .nodes()
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !skip.contains(i))
+        .map(|(_, n)| n);
+    let reads = futures_util::future::join_all(read.map(|n| {
         let keys = &keys;
         async move { tokio::time::timeout(Duration::from_millis(200), n.inspect(keys)).await }
     }))
@@ -713,9 +786,177 @@ async fn count_holders(redlock: &Redlock, key: &str, token: &str, shared: &Share
         })
         .count();
     shared.counted.fetch_add(1, Ordering::Relaxed);
-    if holding == redlock.quorum() {
+    *shared
+        .holders_seen
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(holding)
+        .or_default() += 1;
+    if holding + skip.len() == redlock.quorum() {
         shared.exact_quorum.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Scenarios: five fresh servers, one fault, one run.
+// ---------------------------------------------------------------------------
+
+/// The named runs of [`scenario`]. The first five must show no violation;
+/// the others are the cases Redlock does not protect against, run with
+/// fencing (except `expire-majority-unfenced`, which shows the lost updates
+/// fencing prevents).
+pub const SCENARIOS: &[&str] = &[
+    "no-fault",
+    "pause-minority",
+    "kill-minority",
+    "proxy-chaos",
+    "client-pause",
+    "restart-majority",
+    "expire-one",
+    "expire-majority",
+    "expire-majority-unfenced",
+];
+
+/// Whether a scenario is one Redlock protects against (zero violations
+/// expected).
+pub fn is_safe_scenario(name: &str) -> bool {
+    SCENARIOS.iter().take(5).any(|s| *s == name)
+}
+
+/// Runs one of [`SCENARIOS`] with at least `acquisitions` holds on five
+/// fresh `redis-server` processes (stopped afterwards). `make` turns a URL
+/// into a node of the adapter under test; every contender gets its own
+/// nodes (see [`run_clients`]).
+///
+/// | scenario | fault |
+/// |---|---|
+/// | `no-fault` | none |
+/// | `pause-minority` | 2 of 5 paused (SIGSTOP) 300 ms, resumed 300 ms, in a loop |
+/// | `kill-minority` | 2 of 5 killed, restarted empty after 1.2 s (TTL 1 s), up 500 ms, in a loop |
+/// | `proxy-chaos` | every node behind a [`FaultProxy`]: 1 ms + 0–2 ms jitter each way, one proxy's connections reset every 200 ms |
+/// | `client-pause` | every 25th holder's task stopped for 500 ms (TTL 200 ms) between read and write |
+/// | `restart-majority` | 3 of 5 killed and restarted empty together, 50 ms apart; holders hold 100 ms (fenced) |
+/// | `expire-one` | the lock key deleted on node 1 whenever present, every 1 ms (fenced; counts exact-quorum holds) |
+/// | `expire-majority` | the same on 3 of 5 nodes (fenced) |
+/// | `expire-majority-unfenced` | the same without fencing |
+pub async fn scenario<M, Fut>(name: &str, acquisitions: u64, make: M) -> Result<Report, CheckError>
+where
+    M: Fn(String) -> Fut,
+    Fut: Future<Output = Result<Arc<dyn Node>, String>>,
+{
+    if !SCENARIOS.contains(&name) {
+        return Err(CheckError::UnknownScenario(name.to_owned()));
+    }
+    let servers = blocking(|| {
+        (0..5)
+            .map(|_| RedisServer::start().map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .ok_or_else(|| CheckError::Setup("server start task failed".into()))?
+    .map_err(|e| CheckError::Setup(e.to_string()))?;
+    let mut proxies = Vec::new();
+    if name == "proxy-chaos" {
+        for s in &servers {
+            let p = FaultProxy::start(s.port())
+                .await
+                .map_err(|e| CheckError::Setup(format!("proxy: {e}")))?;
+            proxies.push(Arc::new(p));
+        }
+    }
+    let base = Config::new(name).acquisitions(acquisitions);
+    let mut clients = Vec::with_capacity(base.contenders);
+    for _ in 0..base.contenders {
+        let mut nodes = Vec::with_capacity(5);
+        for (i, s) in servers.iter().enumerate() {
+            let url = proxies.get(i).map_or_else(|| s.url(), |p| p.url());
+            nodes.push(make(url).await.map_err(CheckError::Setup)?);
+        }
+        clients.push(nodes);
+    }
+    let nodes = clients[0].clone();
+    let unsafe_base = base.clone().fenced(true).hold(Duration::from_millis(20));
+    let report = match name {
+        "no-fault" => run_clients(clients.clone(), base, |_| async {}).await,
+        "pause-minority" => {
+            let minority = servers[3..].to_vec();
+            let config = base.min_duration(Duration::from_secs(1));
+            run_clients(clients.clone(), config, move |stop| {
+                pause_loop(
+                    minority,
+                    Duration::from_millis(300),
+                    Duration::from_millis(300),
+                    stop,
+                )
+            })
+            .await
+        }
+        "kill-minority" => {
+            let minority = servers[3..].to_vec();
+            let config = base.min_duration(Duration::from_secs(2));
+            run_clients(clients.clone(), config, move |stop| {
+                kill_restart_loop(
+                    minority,
+                    Duration::from_millis(1200),
+                    Duration::from_millis(500),
+                    stop,
+                )
+            })
+            .await
+        }
+        "proxy-chaos" => {
+            let all = proxies.clone();
+            let config = base.min_duration(Duration::from_millis(500));
+            run_clients(clients.clone(), config, move |stop| {
+                proxy_chaos(
+                    all,
+                    Duration::from_millis(1),
+                    Duration::from_millis(2),
+                    Duration::from_millis(200),
+                    stop,
+                )
+            })
+            .await
+        }
+        "client-pause" => {
+            let config = base
+                .ttl(Duration::from_millis(200))
+                .client_pause(25, Duration::from_millis(500));
+            run_clients(clients.clone(), config, |_| async {}).await
+        }
+        "restart-majority" => {
+            let majority = servers[..3].to_vec();
+            let config = unsafe_base.hold(Duration::from_millis(100));
+            run_clients(clients.clone(), config, move |stop| {
+                restart_loop(majority, Duration::from_millis(50), stop)
+            })
+            .await
+        }
+        "expire-one" | "expire-majority" | "expire-majority-unfenced" => {
+            let targets: Vec<Arc<dyn Node>> = if name == "expire-one" {
+                vec![nodes[1].clone()]
+            } else {
+                nodes[..3].to_vec()
+            };
+            let mut config = unsafe_base;
+            if name == "expire-one" {
+                config = config.count_holders(vec![1]);
+            }
+            if name == "expire-majority-unfenced" {
+                config = config.fenced(false);
+            }
+            let key = config.key();
+            run_clients(clients.clone(), config, move |stop| {
+                expire_early(targets, key, Duration::from_millis(1), stop)
+            })
+            .await
+        }
+        other => Err(CheckError::UnknownScenario(other.to_owned())),
+    };
+    drop(proxies);
+    // Servers stop when the last handle goes; the faults gave theirs back.
+    drop(servers);
+    report
 }
 
 // ---------------------------------------------------------------------------
@@ -773,7 +1014,8 @@ pub async fn kill_restart_loop(
         }
         // The restart happens even when the run ends meanwhile.
         let _ = stop.sleep(down).await;
-        for s in servers.iter().cloned() {
+        for s in &servers {
+            let s = s.clone();
             match blocking(move || s.restart()).await {
                 Some(Err(e)) => tracing::warn!("restart failed: {e}"),
                 None => tracing::warn!("restart task failed"),
@@ -840,8 +1082,15 @@ pub async fn expire_early(nodes: Vec<Arc<dyn Node>>, key: String, every: Duratio
 /// the end.
 pub async fn restart_loop(servers: Vec<Arc<RedisServer>>, every: Duration, mut stop: Stop) {
     while stop.sleep(every).await {
-        for s in servers.iter().cloned() {
-            match blocking(move || s.restart()).await {
+        for s in &servers {
+            s.kill();
+        }
+        let restarts = servers
+            .iter()
+            .cloned()
+            .map(|s| blocking(move || s.restart()));
+        for r in futures_util::future::join_all(restarts).await {
+            match r {
                 Some(Err(e)) => tracing::warn!("restart failed: {e}"),
                 None => tracing::warn!("restart task failed"),
                 Some(Ok(())) => {}

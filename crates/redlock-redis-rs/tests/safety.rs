@@ -1,0 +1,97 @@
+//! The safety checker (`redlock_testkit::checker`) over `RedisNode`: short
+//! variants of every run in RELIABILITY.md. Each starts five fresh
+//! redis-servers and stops them. Timings are printed, never asserted; the
+//! full-length runs are `cargo run --release -p redlock-redis-rs --example
+//! checker -- <scenario> <acquisitions>`.
+
+use std::sync::Arc;
+
+use redlock_core::Node;
+use redlock_redis_rs::RedisNode;
+use redlock_testkit::checker::{self, Report};
+
+async fn node(url: String) -> Result<Arc<dyn Node>, String> {
+    RedisNode::connect(&url)
+        .await
+        .map(|n| Arc::new(n) as Arc<dyn Node>)
+        .map_err(|e| e.to_string())
+}
+
+async fn run(name: &str, acquisitions: u64) -> Report {
+    let report = checker::scenario(name, acquisitions, node)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    println!("{report}");
+    assert!(!report.timed_out, "{report}");
+    assert!(report.acquisitions >= acquisitions, "{report}");
+    report
+}
+
+fn assert_safe(report: &Report) {
+    assert_eq!(report.overlaps, 0, "{report}");
+    assert_eq!(report.lost_updates, 0, "{report}");
+    assert_eq!(report.stale_writes, 0, "{report}");
+    assert_eq!(report.register, report.writes, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_fault() {
+    let report = run("no-fault", 300).await;
+    assert_safe(&report);
+    assert_eq!(report.keys_left, 0, "{report}");
+    assert_eq!(report.lost_lock_detections, 0, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minority_paused_in_a_loop() {
+    assert_safe(&run("pause-minority", 300).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minority_killed_and_restarted_after_the_ttl() {
+    assert_safe(&run("kill-minority", 300).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_jitter_and_resets_on_every_node() {
+    assert_safe(&run("proxy-chaos", 100).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_paused_past_its_ttl_learns_of_the_loss_before_writing() {
+    let report = run("client-pause", 100).await;
+    assert_safe(&report);
+    assert!(report.client_pauses >= 1, "{report}");
+    // Every paused holder woke after its validity: its lease said so and it
+    // did not write.
+    assert!(
+        report.lost_lock_detections >= report.client_pauses,
+        "{report}"
+    );
+}
+
+/// The unsafe cases: overlaps may happen; fencing must reject every stale
+/// write so no update is lost.
+fn assert_fenced(report: &Report) {
+    assert_eq!(report.stale_writes_accepted, 0, "{report}");
+    assert_eq!(report.lost_updates, 0, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn majority_restarted_without_persistence_is_caught_by_fencing() {
+    assert_fenced(&run("restart-majority", 40).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_expiring_early_is_caught_by_fencing() {
+    let report = run("expire-one", 150).await;
+    assert_fenced(&report);
+    assert!(report.holds_counted >= 150, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_majority_expiring_early_overlaps_and_fencing_rejects_the_stale_writes() {
+    let report = run("expire-majority", 100).await;
+    assert_fenced(&report);
+    assert!(report.overlaps > 0, "{report}");
+}
