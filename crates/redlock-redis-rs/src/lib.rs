@@ -30,6 +30,11 @@
 //!   after a server restart the scripts are loaded again (and `NOSCRIPT`
 //!   falls back to `EVAL`, so a `SCRIPT FLUSH` does no harm). Behind
 //!   Sentinel, a `READONLY` answer makes the node ask for the master again.
+//! - **Wakes waiters on release.** A node opened from a URL or a
+//!   [`Client`](redis::Client) keeps one pub/sub connection, subscribed to
+//!   the release channels of resources someone waits for; a waiting `lock`
+//!   retries as soon as the holder releases, and never later than its retry
+//!   delay if a message is lost ([`Builder::wake_on_release`]).
 //! - **No secrets.** [`Node::id`](redlock_core::Node::id), `Debug` and every
 //!   error show the address without the password.
 //!
@@ -76,6 +81,7 @@ mod scripts;
 #[cfg(feature = "sentinel")]
 mod sentinel;
 mod single;
+mod watch;
 
 pub use address::redact_url;
 pub use error::Error;

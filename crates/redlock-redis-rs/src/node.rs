@@ -15,6 +15,7 @@ use crate::scripts::{Call, Kind, LoadedScripts};
 use crate::single::{
     Connector, SingleExecutor, DEFAULT_CONNECTION_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
 };
+use crate::watch::ReleaseHub;
 use crate::Error;
 
 /// One Redlock node: an independent Redis server, a whole Redis Cluster
@@ -47,6 +48,7 @@ pub struct RedisNode {
 struct Inner {
     id: String,
     queue: Queue,
+    watch: Option<ReleaseHub>,
 }
 
 impl fmt::Debug for RedisNode {
@@ -77,6 +79,7 @@ pub struct Builder {
     response_timeout: Option<Duration>,
     connection_timeout: Option<Duration>,
     max_batch: usize,
+    wake_on_release: bool,
 }
 
 impl Default for Builder {
@@ -86,6 +89,7 @@ impl Default for Builder {
             response_timeout: Some(DEFAULT_RESPONSE_TIMEOUT),
             connection_timeout: Some(DEFAULT_CONNECTION_TIMEOUT),
             max_batch: 256,
+            wake_on_release: true,
         }
     }
 }
@@ -121,6 +125,17 @@ impl Builder {
         self
     }
 
+    /// Whether waiters are woken by release announcements (default `true`):
+    /// the node keeps one extra pub/sub connection, subscribed only to the
+    /// release channels of resources someone is waiting for. Only nodes
+    /// that own a [`Client`] ([`open`](Self::open), [`connect`](Self::connect),
+    /// [`open_client`](Self::open_client)) announce; others poll with the
+    /// retry delay. See [`Node::watch_release`].
+    pub fn wake_on_release(mut self, enabled: bool) -> Self {
+        self.wake_on_release = enabled;
+        self
+    }
+
     fn config(&self) -> AsyncConnectionConfig {
         AsyncConnectionConfig::new()
             .set_response_timeout(self.response_timeout)
@@ -150,11 +165,20 @@ impl Builder {
         let info = client.get_connection_info().clone();
         let id = display_id(&info);
         let redact = Redactor::new(&info);
+        let hub = if self.wake_on_release {
+            ReleaseHub::spawn(client.clone(), redact.clone(), id.clone())
+        } else {
+            None
+        };
         let connector = Connector::Client {
             client,
             config: self.config(),
         };
-        self.spawn_single(connector, id, redact)
+        let mut node = self.spawn_single(connector, id, redact)?;
+        if let Some(inner) = Arc::get_mut(&mut node.inner) {
+            inner.watch = hub;
+        }
+        Ok(node)
     }
 
     /// A node over a connection the caller already has. It is used as is
@@ -202,7 +226,11 @@ impl Builder {
     pub(crate) fn spawn<E: Executor>(self, executor: E, id: String) -> Result<RedisNode, Error> {
         let queue = Queue::spawn(executor, self.max_batch)?;
         Ok(RedisNode {
-            inner: Arc::new(Inner { id, queue }),
+            inner: Arc::new(Inner {
+                id,
+                queue,
+                watch: None,
+            }),
         })
     }
 
@@ -412,7 +440,14 @@ impl Node for RedisNode {
 
     /// Stops taking requests and waits until everything already queued
     /// (a release still in flight, say) has been sent and answered.
+    fn watch_release(&self, keys: &[String]) -> Option<redlock_core::BoxFuture<'static, ()>> {
+        self.inner.watch.as_ref()?.watch(keys)
+    }
+
     async fn quit(&self) -> Result<(), NodeError> {
+        if let Some(hub) = &self.inner.watch {
+            hub.close();
+        }
         self.inner.queue.drain().await;
         Ok(())
     }

@@ -1,0 +1,150 @@
+//! Wake-on-release against real servers: a waiter whose retry delay is an
+//! hour gets the lock as soon as the holder releases; after the pub/sub
+//! connections are killed, waiters fall back to their delay and the
+//! subscription comes back.
+
+use std::time::Duration;
+
+use redlock_core::{Options, Redlock, Retries, RetryPolicy};
+use redlock_redis_rs::RedisNode;
+use redlock_testkit::server::Reply;
+use redlock_testkit::RedisServer;
+
+const TTL: Duration = Duration::from_secs(30);
+
+fn servers(n: usize) -> Vec<RedisServer> {
+    (0..n)
+        .map(|_| RedisServer::start().expect("redis-server starts"))
+        .collect()
+}
+
+async fn redlock(servers: &[RedisServer]) -> Redlock {
+    let mut nodes = Vec::new();
+    for s in servers {
+        nodes.push(RedisNode::connect(&s.url()).await.expect("connects"));
+    }
+    Redlock::new(nodes, Options::new()).expect("valid")
+}
+
+/// Subscribers of `channel` on `server`.
+fn numsub(server: &RedisServer, channel: &str) -> i64 {
+    match server.command(&["PUBSUB", "NUMSUB", channel]) {
+        Ok(Reply::Array(Some(items))) => match items.get(1) {
+            Some(Reply::Int(n)) => *n,
+            _ => -1,
+        },
+        _ => -1,
+    }
+}
+
+/// Waits until every server has exactly `n` subscribers on `channel`.
+async fn until_subscribed(servers: &[RedisServer], channel: &str, n: i64) {
+    while !servers.iter().all(|s| numsub(s, channel) == n) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Retry delay of an hour, bounded by a deadline that fails the test (not
+/// hangs it) if no wake-up comes.
+fn hour_delay() -> RetryPolicy {
+    RetryPolicy {
+        retries: Retries::Forever,
+        delay: Duration::from_secs(3600),
+        jitter: Duration::ZERO,
+        deadline: Some(Duration::from_secs(60)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiter_wakes_on_release_and_unsubscribes_after() {
+    let servers = servers(3);
+    let redlock = redlock(&servers).await;
+    let channel = "redlock:release:wake-job";
+    let held = redlock.lock("wake-job", TTL).await.expect("free");
+    let waiter = {
+        let redlock = redlock.clone();
+        tokio::spawn(async move { redlock.lock_with("wake-job", TTL, &hour_delay()).await })
+    };
+    until_subscribed(&servers, channel, 1).await;
+    held.unlock().await.expect("unlocked");
+    let lock = waiter
+        .await
+        .expect("task")
+        .expect("woken by the release, long before the hour");
+    assert_eq!(lock.attempts(), 2);
+    lock.unlock().await.expect("unlocked");
+    // Nobody waits any more: the channel is given up.
+    until_subscribed(&servers, channel, 0).await;
+    for s in &servers {
+        assert_eq!(s.text(&["DBSIZE"]).expect("dbsize"), "0");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_subscriptions_fall_back_to_the_delay_and_come_back() {
+    let servers = servers(3);
+    let redlock = redlock(&servers).await;
+    let channel = "redlock:release:kill-job";
+    let polling = RetryPolicy {
+        retries: Retries::Forever,
+        delay: Duration::from_millis(200),
+        jitter: Duration::ZERO,
+        deadline: Some(Duration::from_secs(60)),
+    };
+
+    let held = redlock.lock("kill-job", TTL).await.expect("free");
+    let waiter = {
+        let redlock = redlock.clone();
+        tokio::spawn(async move { redlock.lock_with("kill-job", TTL, &polling).await })
+    };
+    until_subscribed(&servers, channel, 1).await;
+    for s in &servers {
+        s.command(&["CLIENT", "KILL", "TYPE", "pubsub"])
+            .expect("client kill");
+    }
+    held.unlock().await.expect("unlocked");
+    let lock = waiter.await.expect("task").expect("polling still works");
+    lock.unlock().await.expect("unlocked");
+
+    // A new waiter makes the hub reconnect and subscribe again; then a
+    // release wakes it as before.
+    let held = redlock.lock("kill-job", TTL).await.expect("free");
+    let waiter = {
+        let redlock = redlock.clone();
+        tokio::spawn(async move { redlock.lock_with("kill-job", TTL, &hour_delay()).await })
+    };
+    until_subscribed(&servers, channel, 1).await;
+    held.unlock().await.expect("unlocked");
+    let lock = waiter.await.expect("task").expect("woken after reconnect");
+    lock.unlock().await.expect("unlocked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_without_wake_on_release_poll() {
+    let servers = servers(3);
+    let mut nodes = Vec::new();
+    for s in &servers {
+        nodes.push(
+            RedisNode::builder()
+                .wake_on_release(false)
+                .connect(&s.url())
+                .await
+                .expect("connects"),
+        );
+    }
+    let redlock = Redlock::new(nodes, Options::new()).expect("valid");
+    let held = redlock.lock("poll-job", TTL).await.expect("free");
+    let policy = RetryPolicy {
+        retries: Retries::Limited(0),
+        ..RetryPolicy::default()
+    };
+    let err = redlock
+        .lock_with("poll-job", TTL, &policy)
+        .await
+        .expect_err("held");
+    assert!(err.is_conflict());
+    assert!(servers
+        .iter()
+        .all(|s| numsub(s, "redlock:release:poll-job") == 0));
+    held.unlock().await.expect("unlocked");
+}
