@@ -183,6 +183,8 @@ impl FredNodeBuilder {
             c.connection_timeout = connection_timeout;
             c.internal_command_timeout = connection_timeout;
             c.max_command_attempts = 1;
+            // Lock requests are small and latency-bound: no Nagle delay.
+            c.tcp.nodelay = Some(true);
         });
         let clients = if self.pool_size > 1 {
             let pool = builder

@@ -89,3 +89,8 @@ pub use node::FredNode;
 /// The `fred` crate this adapter is built on, for building clients of the
 /// same version.
 pub use fred;
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
