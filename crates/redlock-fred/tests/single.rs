@@ -209,7 +209,7 @@ async fn restarted_server_is_reconnected() {
     // While it is down, calls fail instead of hanging: the first one may
     // have been written to the dying connection (bounded by the command
     // timeout); later ones fail at once (fail fast while reconnecting).
-    for i in 0..3 {
+    for _ in 0..3 {
         let began = Instant::now();
         let down = node.acquire(&keys(&["restart:b"]), "t2", ttl).await;
         assert!(down.is_err(), "acquire on a dead server: {down:?}");
