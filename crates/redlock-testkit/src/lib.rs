@@ -28,6 +28,9 @@ pub mod fault_proxy;
 /// and a report of overlaps, lost updates and stale writes.
 pub mod checker;
 
+/// A TLS-only `redis-server` with a CA and certificate generated for the test.
+pub mod tls;
+
 pub use server::{test_nodes, RedisCluster, RedisServer, Sentinel, ServerError, TestNodes};
 
 /// Five-node Redlock end-to-end bodies every adapter runs.
