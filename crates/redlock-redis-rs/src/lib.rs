@@ -81,6 +81,8 @@ mod scripts;
 #[cfg(feature = "sentinel")]
 mod sentinel;
 mod single;
+#[cfg(feature = "tls")]
+mod tls;
 mod watch;
 
 pub use address::redact_url;

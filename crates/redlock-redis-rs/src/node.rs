@@ -84,6 +84,9 @@ pub struct Builder {
 
 impl Default for Builder {
     fn default() -> Self {
+        // Every constructor starts here, before any TLS connection is made.
+        #[cfg(feature = "tls")]
+        crate::tls::install_crypto_provider();
         Builder {
             scripts: Scripts::default(),
             response_timeout: Some(DEFAULT_RESPONSE_TIMEOUT),
