@@ -84,7 +84,19 @@ async fn conformance_on_cluster_and_master_failover() {
     );
 
     // The held key is on the replica before the failover starts.
-    assert_eq!(master.text(&["WAIT", "1", "5000"]).expect("WAIT"), "1");
+    let mut waited = String::new();
+    let replicated = eventually(Duration::from_secs(20), || {
+        waited = master
+            .text(&["WAIT", "1", "1000"])
+            .unwrap_or_else(|e| e.to_string());
+        let ok = waited == "1";
+        async move { ok }
+    })
+    .await;
+    assert!(
+        replicated,
+        "the replica did not acknowledge: WAIT said {waited:?}"
+    );
 
     // CLUSTER FAILOVER (coordinated: the replica catches up first). A manual
     // failover can time out on a busy machine; ask again, and the last time
