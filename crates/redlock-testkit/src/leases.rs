@@ -60,7 +60,7 @@ pub async fn majority_paused_during_using(servers: &[RedisServer], nodes: Vec<Ar
     let redlock = redlock(nodes);
     let majority = servers.len() / 2 + 1;
     let key = "leases:majority-paused";
-    let ttl = Duration::from_millis(1500);
+    let ttl = Duration::from_millis(3000);
     let mut reached_after_loss = false;
     let (in_time_tx, in_time_rx) = tokio::sync::oneshot::channel();
     let result = redlock
@@ -110,7 +110,7 @@ pub async fn minority_paused_during_using(servers: &[RedisServer], nodes: Vec<Ar
     let redlock = redlock(nodes);
     let minority = (servers.len() - 1) / 2;
     let key = "leases:minority-paused";
-    let ttl = Duration::from_millis(600);
+    let ttl = Duration::from_millis(1500);
     let result = redlock
         .using(key, ttl, |lease| async move {
             for s in &servers[..minority] {
@@ -119,7 +119,7 @@ pub async fn minority_paused_during_using(servers: &[RedisServer], nodes: Vec<Ar
                 }
             }
             // Work for five TTLs; the lease must hold throughout.
-            let until = Instant::now() + ttl * 5;
+            let until = Instant::now() + ttl * 3;
             let mut held_all_along = true;
             while Instant::now() < until {
                 tokio::time::sleep(ttl / 6).await;
