@@ -118,7 +118,7 @@ pub async fn minority_paused_during_using(servers: &[RedisServer], nodes: Vec<Ar
                     panic!("pause failed: {e}");
                 }
             }
-            // Work for five TTLs; the lease must hold throughout.
+            // Work for three TTLs; the lease must hold throughout.
             let until = Instant::now() + ttl * 3;
             let mut held_all_along = true;
             while Instant::now() < until {
