@@ -82,7 +82,7 @@ async fn lock_cycle_verified_with_the_test_ca() {
 async fn a_server_signed_by_another_ca_is_refused() {
     let server = server();
     let other = tempdir();
-    let other_ca = std::fs::read(generate_ca(&other, "other").unwrap()).unwrap();
+    let other_ca = std::fs::read(generate_ca(&other.0, "other").unwrap()).unwrap();
     let client = client_trusting(&server.url(), other_ca);
     let node = RedisNode::builder().open_client(client).unwrap();
     let err = tokio::time::timeout(Duration::from_secs(10), node.ping())
@@ -90,7 +90,6 @@ async fn a_server_signed_by_another_ca_is_refused() {
         .expect("the refusal does not hang")
         .unwrap_err();
     assert_certificate_refused(&err);
-    let _ = std::fs::remove_dir_all(&other);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,17 +140,22 @@ fn assert_certificate_refused(err: &Error) {
     );
 }
 
-fn tempdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "redlock-tls-test-{}-{:016x}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A scratch directory, removed on drop (also when the test panics).
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
-fn rand_suffix() -> u64 {
+fn tempdir() -> TempDir {
     use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::time::Instant::now())
+    let suffix = RandomState::new().hash_one(std::time::Instant::now());
+    let dir = std::env::temp_dir().join(format!(
+        "redlock-tls-test-{}-{suffix:016x}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    TempDir(dir)
 }
