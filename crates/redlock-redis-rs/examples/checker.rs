@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release -p redlock-redis-rs --example checker -- <scenario> <acquisitions>
 //! cargo run --release -p redlock-redis-rs --example checker -- all 10000
+//! cargo run --release -p redlock-redis-rs --example checker -- pause-minority 2000 1   # one contender
 //! ```
 //!
 //! Scenarios: see `redlock_testkit::checker::SCENARIOS`. Exits non-zero when
@@ -15,7 +16,7 @@ use std::sync::Arc;
 
 use redlock_core::Node;
 use redlock_redis_rs::RedisNode;
-use redlock_testkit::checker::{self, SCENARIOS};
+use redlock_testkit::checker::{self, Config, SCENARIOS};
 
 async fn node(url: String) -> Result<Arc<dyn Node>, String> {
     RedisNode::connect(&url)
@@ -28,12 +29,22 @@ async fn node(url: String) -> Result<Arc<dyn Node>, String> {
 async fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let (Some(name), Some(count)) = (args.next(), args.next()) else {
-        eprintln!("usage: checker <scenario|all> <acquisitions>; scenarios: {SCENARIOS:?}");
+        eprintln!(
+            "usage: checker <scenario|all> <acquisitions> [contenders]; scenarios: {SCENARIOS:?}"
+        );
         return ExitCode::from(2);
     };
     let Ok(count) = count.parse::<u64>() else {
         eprintln!("acquisitions must be a number, got {count:?}");
         return ExitCode::from(2);
+    };
+    let contenders = match args.next().map(|c| c.parse::<usize>()) {
+        None => 8,
+        Some(Ok(c)) if c > 0 => c,
+        Some(_) => {
+            eprintln!("contenders must be a positive number");
+            return ExitCode::from(2);
+        }
     };
     let names: Vec<&str> = if name == "all" {
         SCENARIOS.to_vec()
@@ -42,7 +53,8 @@ async fn main() -> ExitCode {
     };
     let mut failed = false;
     for name in names {
-        match checker::scenario(name, count, node).await {
+        let base = Config::new(name).acquisitions(count).contenders(contenders);
+        match checker::scenario_with(name, base, node).await {
             Ok(report) => {
                 println!("{report}");
                 let bad = if checker::is_safe_scenario(name) {

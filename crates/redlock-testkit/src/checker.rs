@@ -815,12 +815,13 @@ pub const SCENARIOS: &[&str] = &[
     "expire-one",
     "expire-majority",
     "expire-majority-unfenced",
+    "proxy-latency",
 ];
 
 /// Whether a scenario is one Redlock protects against (zero violations
 /// expected).
 pub fn is_safe_scenario(name: &str) -> bool {
-    SCENARIOS.iter().take(5).any(|s| *s == name)
+    SCENARIOS.iter().take(5).any(|s| *s == name) || name == "proxy-latency"
 }
 
 /// Runs one of [`SCENARIOS`] with at least `acquisitions` holds on five
@@ -839,7 +840,18 @@ pub fn is_safe_scenario(name: &str) -> bool {
 /// | `expire-one` | the lock key deleted on node 1 whenever present, every 1 ms (fenced; counts exact-quorum holds) |
 /// | `expire-majority` | the same on 3 of 5 nodes (fenced) |
 /// | `expire-majority-unfenced` | the same without fencing |
+/// | `proxy-latency` | `proxy-chaos` without the resets (separates the cost of latency from that of resets) |
 pub async fn scenario<M, Fut>(name: &str, acquisitions: u64, make: M) -> Result<Report, CheckError>
+where
+    M: Fn(String) -> Fut,
+    Fut: Future<Output = Result<Arc<dyn Node>, String>>,
+{
+    scenario_with(name, Config::new(name).acquisitions(acquisitions), make).await
+}
+
+/// [`scenario`] from a base configuration (contenders, acquisitions, TTL,
+/// ...); the scenario sets its own fault-specific fields on top.
+pub async fn scenario_with<M, Fut>(name: &str, base: Config, make: M) -> Result<Report, CheckError>
 where
     M: Fn(String) -> Fut,
     Fut: Future<Output = Result<Arc<dyn Node>, String>>,
@@ -856,7 +868,7 @@ where
     .ok_or_else(|| CheckError::Setup("server start task failed".into()))?
     .map_err(|e| CheckError::Setup(e.to_string()))?;
     let mut proxies = Vec::new();
-    if name == "proxy-chaos" {
+    if name == "proxy-chaos" || name == "proxy-latency" {
         for s in &servers {
             let p = FaultProxy::start(s.port())
                 .await
@@ -864,7 +876,6 @@ where
             proxies.push(Arc::new(p));
         }
     }
-    let base = Config::new(name).acquisitions(acquisitions);
     let mut clients = Vec::with_capacity(base.contenders);
     for _ in 0..base.contenders {
         let mut nodes = Vec::with_capacity(5);
@@ -904,15 +915,21 @@ where
             })
             .await
         }
-        "proxy-chaos" => {
+        "proxy-chaos" | "proxy-latency" => {
             let all = proxies.clone();
             let config = base.min_duration(Duration::from_millis(500));
+            // Resets every 200 ms, or (latency only) never within a run.
+            let reset_every = if name == "proxy-chaos" {
+                Duration::from_millis(200)
+            } else {
+                Duration::from_secs(1 << 30)
+            };
             run_clients(clients.clone(), config, move |stop| {
                 proxy_chaos(
                     all,
                     Duration::from_millis(1),
                     Duration::from_millis(2),
-                    Duration::from_millis(200),
+                    reset_every,
                     stop,
                 )
             })
