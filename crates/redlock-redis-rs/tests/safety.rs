@@ -91,7 +91,16 @@ async fn one_node_expiring_early_is_caught_by_fencing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_majority_expiring_early_overlaps_and_fencing_rejects_the_stale_writes() {
-    let report = run("expire-majority", 100).await;
-    assert_fenced(&report);
-    assert!(report.overlaps > 0, "{report}");
+    // Overlaps are near certain here but not guaranteed in a given run: try
+    // a few runs, every one of which must keep the register safe.
+    let mut overlaps = 0;
+    for _ in 0..5 {
+        let report = run("expire-majority", 100).await;
+        assert_fenced(&report);
+        overlaps += report.overlaps;
+        if overlaps > 0 {
+            break;
+        }
+    }
+    assert!(overlaps > 0, "early expiry on a majority never overlapped");
 }
