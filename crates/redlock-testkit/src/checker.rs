@@ -877,7 +877,7 @@ where
         }
     }
     let mut clients = Vec::with_capacity(base.contenders);
-    for _ in 0..base.contenders {
+    for _ in 0..base.contenders.max(1) {
         let mut nodes = Vec::with_capacity(5);
         for (i, s) in servers.iter().enumerate() {
             let url = proxies.get(i).map_or_else(|| s.url(), |p| p.url());
@@ -885,7 +885,11 @@ where
         }
         clients.push(nodes);
     }
-    let nodes = clients[0].clone();
+    // Five servers, at least one client: the indexing below cannot fail.
+    let nodes = clients.first().cloned().unwrap_or_default();
+    if nodes.len() != servers.len() {
+        return Err(CheckError::Setup("no client nodes".into()));
+    }
     let unsafe_base = base.clone().fenced(true).hold(Duration::from_millis(20));
     let report = match name {
         "no-fault" => run_clients(clients.clone(), base, |_| async {}).await,
