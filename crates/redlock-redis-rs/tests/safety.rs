@@ -44,17 +44,17 @@ async fn no_fault() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minority_paused_in_a_loop() {
-    assert_safe(&run("pause-minority", 300).await);
+    assert_safe(&run("pause-minority", 150).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minority_killed_and_restarted_after_the_ttl() {
-    assert_safe(&run("kill-minority", 300).await);
+    assert_safe(&run("kill-minority", 150).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_jitter_and_resets_on_every_node() {
-    assert_safe(&run("proxy-chaos", 100).await);
+    assert_safe(&run("proxy-chaos", 40).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,9 +84,9 @@ async fn majority_restarted_without_persistence_is_caught_by_fencing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_node_expiring_early_is_caught_by_fencing() {
-    let report = run("expire-one", 150).await;
+    let report = run("expire-one", 100).await;
     assert_fenced(&report);
-    assert!(report.holds_counted >= 150, "{report}");
+    assert!(report.holds_counted >= 100, "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
