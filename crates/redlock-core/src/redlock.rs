@@ -268,9 +268,14 @@ impl Redlock {
         }
     }
 
-    /// One watch over every node that announces releases, or `None`.
+    /// One watch over every node that announces releases, or `None`. It
+    /// fires once a quorum of them (or all, if fewer announce) announced a
+    /// release: a holder's release reaches every node it held, and waking
+    /// on the first node alone would let the later nodes' announcements of
+    /// the same release fire the next watch too (one useless attempt per
+    /// waiter).
     fn watch_release(&self, keys: &[String]) -> Option<BoxFuture<'static, ()>> {
-        let watches: Vec<BoxFuture<'static, ()>> = self
+        let mut watches: Vec<BoxFuture<'static, ()>> = self
             .shared
             .nodes
             .iter()
@@ -279,8 +284,14 @@ impl Redlock {
         if watches.is_empty() {
             return None;
         }
+        let needed = self.shared.quorum.min(watches.len());
         Some(Box::pin(async move {
-            future::select_all(watches).await;
+            let mut announced = 0;
+            while announced < needed {
+                let (_, _, rest) = future::select_all(watches).await;
+                watches = rest;
+                announced += 1;
+            }
         }))
     }
 

@@ -77,11 +77,13 @@ async fn without_announcements_waiting_polls_as_before() {
     assert_eq!(attempts, 4);
 }
 
-#[tokio::test(start_paused = true)]
-async fn one_node_announcing_is_enough_and_others_losing_does_not_delay() {
+/// Holder releases at 300 ms with the nodes announcing as given; returns
+/// when the waiter got the lock.
+async fn mixed(modes: [Announce; 5]) -> Duration {
     let (redlock, nodes) = setup(5, waiting());
-    announce(&nodes[..4], Announce::Lost);
-    nodes[4].set_announce(Announce::On);
+    for (n, m) in nodes.iter().zip(modes) {
+        n.set_announce(m);
+    }
     let t0 = now();
     let held = redlock.lock("job", TTL).await.expect("free");
     let waiter = {
@@ -91,8 +93,22 @@ async fn one_node_announcing_is_enough_and_others_losing_does_not_delay() {
     tokio::time::sleep(ms(300)).await;
     held.unlock().await.expect("unlocked");
     let lock = waiter.await.expect("task").expect("locks");
-    assert_eq!(lock.acquired_at() - t0, ms(300));
+    let took = lock.acquired_at() - t0;
     lock.unlock().await.expect("unlocked");
+    took
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_quorum_of_announcements_wakes_a_minority_does_not() {
+    use Announce::{Lost, Off, On};
+    // A quorum announces; two lose theirs: woken at the release.
+    assert_eq!(mixed([Lost, On, Lost, On, On]).await, ms(300));
+    // Only two of five announce: not enough to know the resource is free
+    // on a quorum, so the waiter keeps to its delay.
+    assert_eq!(mixed([Lost, On, Lost, On, Lost]).await, DELAY);
+    // Nodes that cannot announce at all do not count: one announcing node
+    // is all there is to hear.
+    assert_eq!(mixed([Off, Off, On, Off, Off]).await, ms(300));
 }
 
 #[tokio::test(start_paused = true)]

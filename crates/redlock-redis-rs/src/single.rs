@@ -157,7 +157,7 @@ impl SingleExecutor {
             pipe.add_command(if eval {
                 c.eval(&self.scripts)
             } else {
-                c.evalsha(&self.scripts)
+                c.single_server(&self.scripts)
             });
         }
         let conn = match self.connect().await {
