@@ -1,0 +1,351 @@
+//! The four lock clients under test behind one small interface.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use rand::rngs::OsRng;
+use rand::TryRngCore;
+use redis::aio::MultiplexedConnection;
+use redlock_core::{Options, Redlock, Retries, RetryPolicy};
+
+/// Which client a run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `redlock-redis-rs`.
+    RedisRs,
+    /// `redlock-fred`.
+    Fred,
+    /// The `redis` crate with no lock library.
+    Raw,
+    /// The `rslock` crate.
+    Rslock,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::RedisRs => "redlock-redis-rs",
+            Kind::Fred => "redlock-fred",
+            Kind::Raw => "raw redis-rs",
+            Kind::Rslock => "rslock 0.10",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "redis-rs" | "redlock-redis-rs" => Some(Kind::RedisRs),
+            "fred" | "redlock-fred" => Some(Kind::Fred),
+            "raw" => Some(Kind::Raw),
+            "rslock" => Some(Kind::Rslock),
+            _ => None,
+        }
+    }
+}
+
+/// How a client waits for a contended lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    /// Not contended: default retry settings (a conflict never happens).
+    Default,
+    /// Retry forever, sleeping uniform 0..20 ms (10 ± 10 ms) between tries.
+    Poll,
+    /// Like `Poll`, plus wake-on-release where the client supports it.
+    Wake,
+}
+
+/// A lock as each client represents it.
+pub enum Held {
+    Ours(redlock_core::Lock),
+    Raw { key: String, token: String },
+    Rslock(rslock::Lock),
+}
+
+/// Lock and unlock, nothing else.
+#[async_trait::async_trait]
+pub trait Locker: Send + Sync {
+    async fn lock(&self, key: &str, ttl: Duration) -> Result<Held, String>;
+    async fn unlock(&self, held: Held) -> Result<(), String>;
+    async fn close(&self) {}
+}
+
+/// 0..=20 ms between tries: 10 ± 10 ms.
+fn polling() -> RetryPolicy {
+    RetryPolicy {
+        retries: Retries::Forever,
+        delay: Duration::ZERO,
+        jitter: Duration::from_millis(20),
+        deadline: None,
+    }
+}
+
+pub async fn build(
+    kind: Kind,
+    urls: &[String],
+    waiting: Waiting,
+) -> Result<Arc<dyn Locker>, String> {
+    let options = match waiting {
+        Waiting::Default => Options::new(),
+        Waiting::Poll | Waiting::Wake => Options::new().retry_policy(polling()),
+    };
+    match kind {
+        Kind::RedisRs => {
+            let mut nodes = Vec::new();
+            for u in urls {
+                let node = redlock_redis_rs::RedisNode::builder()
+                    .wake_on_release(waiting == Waiting::Wake)
+                    .connect(u)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                nodes.push(node);
+            }
+            let redlock = Redlock::new(nodes, options).map_err(|e| e.to_string())?;
+            Ok(Arc::new(Ours(redlock)))
+        }
+        Kind::Fred => {
+            let mut nodes = Vec::new();
+            for u in urls {
+                let node = redlock_fred::FredNode::connect(u)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                nodes.push(node);
+            }
+            let redlock = Redlock::new(nodes, options).map_err(|e| e.to_string())?;
+            Ok(Arc::new(Ours(redlock)))
+        }
+        Kind::Raw => Ok(Arc::new(
+            Raw::connect(urls, waiting != Waiting::Default).await?,
+        )),
+        Kind::Rslock => {
+            let mut manager = rslock::LockManager::new(urls.to_vec());
+            let contended = waiting != Waiting::Default;
+            if contended {
+                // Random 0..20 ms between tries, forever (with acquire_no_guard).
+                manager.set_retry(u32::MAX, Duration::from_millis(20));
+            }
+            Ok(Arc::new(Rs { manager, contended }))
+        }
+    }
+}
+
+struct Ours(Redlock);
+
+#[async_trait::async_trait]
+impl Locker for Ours {
+    async fn lock(&self, key: &str, ttl: Duration) -> Result<Held, String> {
+        self.0
+            .lock(key, ttl)
+            .await
+            .map(Held::Ours)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn unlock(&self, held: Held) -> Result<(), String> {
+        match held {
+            Held::Ours(lock) => lock.unlock().await.map_err(|e| e.to_string()),
+            _ => Err("foreign lock".into()),
+        }
+    }
+
+    async fn close(&self) {
+        let _ = self.0.quit().await;
+    }
+}
+
+struct Rs {
+    manager: rslock::LockManager,
+    contended: bool,
+}
+
+#[async_trait::async_trait]
+impl Locker for Rs {
+    async fn lock(&self, key: &str, ttl: Duration) -> Result<Held, String> {
+        let r = if self.contended {
+            self.manager.acquire_no_guard(key, ttl).await
+        } else {
+            self.manager.lock(key, ttl).await
+        };
+        r.map(Held::Rslock).map_err(|e| format!("{e:?}"))
+    }
+
+    async fn unlock(&self, held: Held) -> Result<(), String> {
+        match held {
+            Held::Rslock(lock) => {
+                self.manager.unlock(&lock).await;
+                Ok(())
+            }
+            _ => Err("foreign lock".into()),
+        }
+    }
+}
+
+/// The `redis` crate's pipeline buffer per connection: 1024 here (its default
+/// is 50, with which this baseline left keys behind under 64-way load).
+/// Overridable with `RAW_BUFFER=n` to study its effect.
+static RAW_BUFFER_ENV: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+const UNLOCK: &str = r#"if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"#;
+
+/// The baseline: `SET NX PX` to every node at once, decided as soon as a
+/// quorum said yes or can no longer say yes; `EVALSHA` unlock the same way.
+/// One multiplexed connection per node keeps each node's SET before its DEL.
+struct Raw {
+    conns: Vec<MultiplexedConnection>,
+    sha: String,
+    quorum: usize,
+    retry: bool,
+}
+
+impl Raw {
+    async fn connect(urls: &[String], retry: bool) -> Result<Self, String> {
+        let sha = redis::Script::new(UNLOCK).get_hash().to_string();
+        let mut conns = Vec::new();
+        for u in urls {
+            let client = redis::Client::open(u.as_str()).map_err(|e| e.to_string())?;
+            let config = redis::AsyncConnectionConfig::new().set_pipeline_buffer_size(
+                *RAW_BUFFER_ENV.get_or_init(|| {
+                    std::env::var("RAW_BUFFER")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(1024)
+                }),
+            );
+            let mut c = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(|e| e.to_string())?;
+            let _: String = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(UNLOCK)
+                .query_async(&mut c)
+                .await
+                .map_err(|e| e.to_string())?;
+            conns.push(c);
+        }
+        Ok(Raw {
+            quorum: conns.len() / 2 + 1,
+            conns,
+            sha,
+            retry,
+        })
+    }
+
+    async fn attempt(&self, key: &str, ttl: Duration) -> Result<String, String> {
+        let mut bytes = [0u8; 20];
+        OsRng
+            .try_fill_bytes(&mut bytes)
+            .map_err(|e| e.to_string())?;
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let ttl_ms = ttl.as_millis() as u64;
+        let node_timeout = (ttl / 10).clamp(Duration::from_millis(2), Duration::from_secs(1));
+        let start = Instant::now();
+        let mut pending: FuturesUnordered<_> = self
+            .conns
+            .iter()
+            .map(|c| {
+                let mut c = c.clone();
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(key).arg(&token).arg("NX").arg("PX").arg(ttl_ms);
+                async move {
+                    matches!(
+                        tokio::time::timeout(
+                            node_timeout,
+                            cmd.query_async::<Option<String>>(&mut c)
+                        )
+                        .await,
+                        Ok(Ok(Some(_)))
+                    )
+                }
+            })
+            .collect();
+        let n = self.conns.len();
+        let (mut yes, mut no) = (0, 0);
+        while let Some(ok) = pending.next().await {
+            if ok {
+                yes += 1;
+            } else {
+                no += 1;
+            }
+            if yes >= self.quorum || no > n - self.quorum {
+                break;
+            }
+        }
+        // `redis` skips requests whose caller went away; keep the slower
+        // nodes' requests alive so each SET stays ahead of its DEL.
+        if !pending.is_empty() {
+            tokio::spawn(async move { while pending.next().await.is_some() {} });
+        }
+        let drift = Duration::from_millis(ttl_ms / 100 + 2);
+        if yes >= self.quorum && start.elapsed() < ttl - drift {
+            return Ok(token);
+        }
+        self.release(key, &token).await;
+        Err("not acquired".into())
+    }
+
+    async fn release(&self, key: &str, token: &str) -> usize {
+        let (key, token) = (key.to_owned(), token.to_owned());
+        let mut pending: FuturesUnordered<_> = self
+            .conns
+            .iter()
+            .map(|c| {
+                let mut c = c.clone();
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(&self.sha).arg(1).arg(&key).arg(&token);
+                let cmd = cmd;
+                async move {
+                    tokio::time::timeout(Duration::from_secs(1), cmd.query_async::<i64>(&mut c))
+                        .await
+                        .is_ok_and(|r| r.is_ok())
+                }
+            })
+            .collect();
+        let mut answered = 0;
+        while let Some(ok) = pending.next().await {
+            if ok {
+                answered += 1;
+                if answered >= self.quorum {
+                    break;
+                }
+            }
+        }
+        if !pending.is_empty() {
+            tokio::spawn(async move { while pending.next().await.is_some() {} });
+        }
+        answered
+    }
+}
+
+#[async_trait::async_trait]
+impl Locker for Raw {
+    async fn lock(&self, key: &str, ttl: Duration) -> Result<Held, String> {
+        loop {
+            match self.attempt(key, ttl).await {
+                Ok(token) => {
+                    return Ok(Held::Raw {
+                        key: key.to_owned(),
+                        token,
+                    })
+                }
+                Err(e) if !self.retry => return Err(e),
+                Err(_) => {
+                    let ms = rand::random_range(0..=20_000u64);
+                    tokio::time::sleep(Duration::from_micros(ms)).await;
+                }
+            }
+        }
+    }
+
+    async fn unlock(&self, held: Held) -> Result<(), String> {
+        match held {
+            Held::Raw { key, token } => {
+                if self.release(&key, &token).await >= self.quorum {
+                    Ok(())
+                } else {
+                    Err("no quorum for unlock".into())
+                }
+            }
+            _ => Err("foreign lock".into()),
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Five throw-away `redis-server` processes on free loopback ports, with
+//! pause (SIGSTOP) and resume (SIGCONT). Kept here rather than borrowed
+//! from the testkit so that the benchmark builds on its own.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One server, killed and its directory removed on drop.
+pub struct Server {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Server {
+    /// Starts `redis-server` (or `$REDIS_SERVER`) without persistence and
+    /// waits until it accepts connections.
+    pub fn start() -> Result<Server, String> {
+        let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(|e| e.to_string())?
+                .port();
+            let dir =
+                std::env::temp_dir().join(format!("redlock-bench-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let child = Command::new(&binary)
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .arg("--dir")
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("{binary}: {e}"))?;
+            let mut server = Server { child, port, dir };
+            let until = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < until {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Ok(server);
+                }
+                if let Ok(Some(status)) = server.child.try_wait() {
+                    last = format!("redis-server exited: {status}");
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if last.is_empty() {
+                last = "redis-server did not come up".into();
+            }
+        }
+        Err(last)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn signal(&self, sig: libc::c_int) -> Result<(), String> {
+        let pid = libc::pid_t::try_from(self.child.id()).map_err(|e| e.to_string())?;
+        // SAFETY: sending a signal to our own child process.
+        if unsafe { libc::kill(pid, sig) } == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error().to_string())
+        }
+    }
+
+    /// CPU time (user + system) the server process used so far.
+    pub fn cpu(&self) -> Duration {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())) else {
+            return Duration::ZERO;
+        };
+        // Fields after the command name (which is in parentheses).
+        let Some(rest) = stat.rsplit_once(')').map(|x| x.1) else {
+            return Duration::ZERO;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        // utime and stime are fields 14 and 15 of the whole line, 12 and 13 here.
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_micros((ticks(11) + ticks(12)) * 1_000_000 / hz)
+    }
+
+    pub fn pause(&self) -> Result<(), String> {
+        self.signal(libc::SIGSTOP)
+    }
+
+    pub fn resume(&self) -> Result<(), String> {
+        self.signal(libc::SIGCONT)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.signal(libc::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
