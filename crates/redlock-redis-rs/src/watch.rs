@@ -5,7 +5,9 @@
 //! each key (see [`release_channel`]) and returns at once; a background task
 //! subscribes to channels that gained their first waiter and unsubscribes
 //! from those that lost their last, batching whatever changed meanwhile.
-//! A message on a channel wakes every waiter of it.
+//! A message on a channel wakes the longest-waiting watch of it that was not
+//! woken yet (one release frees the lock for one waiter; the next release
+//! wakes the next).
 //!
 //! Everything here is best effort, as the [`Node::watch_release`] contract
 //! allows: a broken or paused pub/sub connection only means no wake-up, and
@@ -15,16 +17,20 @@
 //! [`Node::watch_release`]: redlock_core::Node::watch_release
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use futures_util::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
 use redis::Client;
 use redlock_core::scripts::release_channel;
 use redlock_core::BoxFuture;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::address::Redactor;
@@ -52,8 +58,39 @@ struct Shared {
 #[derive(Debug, Default)]
 struct State {
     /// Channel → the waiters watching it (watch id, its wake-up).
-    channels: HashMap<String, Vec<(u64, Arc<Notify>)>>,
+    channels: HashMap<String, Vec<(u64, Arc<Wake>)>>,
     next_id: u64,
+}
+
+/// One watch's wake-up.
+#[derive(Debug, Default)]
+struct Wake {
+    waker: AtomicWaker,
+    woken: AtomicBool,
+}
+
+/// The future [`ReleaseHub::watch`] returns. It keeps its registration until
+/// it is dropped, also after it completed, so that a waiter that re-arms
+/// before letting go keeps the channel subscribed.
+struct Watch {
+    wake: Arc<Wake>,
+    _registration: Registration,
+}
+
+impl Future for Watch {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.wake.woken.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        self.wake.waker.register(cx.waker());
+        if self.wake.woken.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
 }
 
 impl Shared {
@@ -120,7 +157,7 @@ impl ReleaseHub {
         if self.shared.closed.load(Ordering::Acquire) {
             return None;
         }
-        let wake = Arc::new(Notify::new());
+        let wake = Arc::new(Wake::default());
         let channels: Vec<String> = keys.iter().map(|k| release_channel(k)).collect();
         let (id, new_channel) = {
             let mut st = self.shared.state();
@@ -144,9 +181,9 @@ impl ReleaseHub {
             id,
             channels,
         };
-        Some(Box::pin(async move {
-            let _registration = registration;
-            wake.notified().await;
+        Some(Box::pin(Watch {
+            wake,
+            _registration: registration,
         }))
     }
 
@@ -230,14 +267,8 @@ impl Task {
     }
 
     fn fan_out(&self, channel: &str) {
-        let Some(shared) = self.shared.upgrade() else {
-            return;
-        };
-        let st = shared.state();
-        if let Some(waiters) = st.channels.get(channel) {
-            for (_, wake) in waiters {
-                wake.notify_one();
-            }
+        if let Some(shared) = self.shared.upgrade() {
+            wake_next(&shared, channel);
         }
     }
 
@@ -308,5 +339,85 @@ impl Task {
             self.retry_at = Some(Instant::now() + RECONNECT_PAUSE);
         }
         true
+    }
+}
+
+/// Wakes the longest-waiting watch of `channel` not woken yet, not all of
+/// them: one release frees the lock for one waiter, and waking every waiter
+/// of this process would only have all but one fail their attempt. The next
+/// release wakes the next one; the winner's watch is withdrawn.
+fn wake_next(shared: &Shared, channel: &str) {
+    let st = shared.state();
+    if let Some(waiters) = st.channels.get(channel) {
+        if let Some((_, wake)) = waiters
+            .iter()
+            .find(|(_, w)| !w.woken.swap(true, Ordering::AcqRel))
+        {
+            wake.waker.wake();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Waker;
+
+    use super::*;
+
+    fn hub() -> (ReleaseHub, mpsc::UnboundedReceiver<()>) {
+        let (ping, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            ping,
+            closed: AtomicBool::new(false),
+        });
+        (ReleaseHub { shared }, rx)
+    }
+
+    fn ready(f: &mut BoxFuture<'static, ()>) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        f.as_mut().poll(&mut cx).is_ready()
+    }
+
+    #[test]
+    fn each_announcement_wakes_the_next_waiter_in_order() {
+        let (hub, mut pings) = hub();
+        let keys = ["job".to_string()];
+        let ch = release_channel("job");
+        let mut a = hub.watch(&keys).expect("open");
+        let mut b = hub.watch(&keys).expect("open");
+        let mut c = hub.watch(&keys).expect("open");
+        assert!(pings.try_recv().is_ok(), "first watch asks to subscribe");
+        assert!(
+            pings.try_recv().is_err(),
+            "later watches of the channel do not"
+        );
+        assert!(!ready(&mut a) && !ready(&mut b) && !ready(&mut c));
+
+        wake_next(&hub.shared, &ch);
+        assert!(ready(&mut a));
+        assert!(!ready(&mut b) && !ready(&mut c));
+        // `a` re-arms (a new watch at the back) before letting go.
+        let mut a2 = hub.watch(&keys).expect("open");
+        drop(a);
+        wake_next(&hub.shared, &ch);
+        assert!(ready(&mut b));
+        assert!(!ready(&mut c) && !ready(&mut a2));
+        drop(b);
+        drop(c);
+        wake_next(&hub.shared, &ch);
+        assert!(ready(&mut a2));
+        assert!(pings.try_recv().is_err(), "the channel never emptied");
+        drop(a2);
+        assert!(pings.try_recv().is_ok(), "last watch gone: unsubscribe");
+        assert!(hub.shared.state().channels.is_empty());
+        wake_next(&hub.shared, &ch);
+    }
+
+    #[test]
+    fn a_closed_hub_gives_no_watch() {
+        let (hub, _pings) = hub();
+        hub.close();
+        assert!(hub.watch(&["job".to_string()]).is_none());
     }
 }
