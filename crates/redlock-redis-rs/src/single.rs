@@ -10,7 +10,7 @@ use redlock_core::NodeError;
 use crate::address::Redactor;
 use crate::error::{is_noscript, is_readonly, needs_reconnect, node_error};
 use crate::queue::Executor;
-use crate::scripts::{Call, LoadedScripts};
+use crate::scripts::{Call, Kind, LoadedScripts};
 
 /// Where connections come from. One per node, so its size does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -194,11 +194,17 @@ impl Executor for SingleExecutor {
                 .map(|r| r.map_err(|e| node_err_keep(&e, &self.redact)))
                 .collect(),
             Err(e) => {
-                if needs_reconnect(&e) {
+                let reconnect = needs_reconnect(&e);
+                if reconnect {
                     self.drop_connection();
                 }
                 let ne = node_error(&e, &self.redact);
-                return calls.iter().map(|_| Err(ne.clone())).collect();
+                let mut results: Vec<Result<Value, NodeError>> =
+                    calls.iter().map(|_| Err(ne.clone())).collect();
+                if reconnect {
+                    self.resend_releases(calls, &mut results).await;
+                }
+                return results;
             }
         };
         // NOSCRIPT (a SCRIPT FLUSH, or a restarted server): send those calls
@@ -237,6 +243,38 @@ impl Executor for SingleExecutor {
             self.drop_connection();
         }
         results
+    }
+}
+
+impl SingleExecutor {
+    /// After the connection broke under a batch, sends its releases once more
+    /// on a new connection. A release is safe to repeat (it deletes only keys
+    /// that still hold its token), and one lost with the connection would
+    /// leave a key behind until its TTL. Acquires and extends are never
+    /// repeated.
+    async fn resend_releases(&mut self, calls: &[Call], results: &mut [Result<Value, NodeError>]) {
+        let releases: Vec<usize> = calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.kind == Kind::Release)
+            .map(|(i, _)| i)
+            .collect();
+        if releases.is_empty() || self.connect().await.is_err() {
+            return;
+        }
+        let again: Vec<Call> = releases.iter().map(|&i| calls[i].clone()).collect();
+        match self.run(&again, true).await {
+            Ok(replies) => {
+                for (&i, r) in releases.iter().zip(replies) {
+                    results[i] = r.map_err(|e| node_err_keep(&e, &self.redact));
+                }
+            }
+            Err(e) => {
+                if needs_reconnect(&e) {
+                    self.drop_connection();
+                }
+            }
+        }
     }
 }
 
