@@ -32,7 +32,7 @@ use redis::AsyncCommands;
 use redlock_core::slot::hash_slot;
 use redlock_core::{Acquire, Extend, LockError, Node, NodeError, Options, Redlock};
 
-use crate::proxy::DelayProxy;
+use crate::fault_proxy::{FaultProxy, Mode};
 use crate::server::RedisServer;
 
 /// A boxed error from a factory.
@@ -569,13 +569,11 @@ pub async fn order_kept_under_early_decisions(f: &dyn NodeFactory) {
     let servers: Vec<RedisServer> = (0..3)
         .map(|_| RedisServer::start().expect("redis-server"))
         .collect();
-    let proxy = DelayProxy::start(
-        servers[2].port(),
+    let proxy = FaultProxy::start(servers[2].port()).await.expect("proxy");
+    proxy.set_both(Mode::delay(
         Duration::from_millis(5),
-        Duration::from_millis(60),
-    )
-    .await
-    .expect("proxy");
+        Duration::from_millis(55),
+    ));
     let nodes = vec![
         make(f, &Target::Single(servers[0].url())).await,
         make(f, &Target::Single(servers[1].url())).await,

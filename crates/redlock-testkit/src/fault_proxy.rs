@@ -22,7 +22,7 @@
 //!
 //! [`FaultProxy::reset`] resets all open connections once and leaves the
 //! modes as they are. The proxy stops (and drops every connection) when
-//! dropped. (For a proxy that only delays, see [`crate::proxy::DelayProxy`].)
+//! dropped.
 //!
 //! ```no_run
 //! use std::time::Duration;
