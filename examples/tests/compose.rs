@@ -16,8 +16,13 @@ fn compose_file_has_five_independent_nodes_on_6381_to_6385() {
         let name = name.as_str().unwrap_or_default();
         // The anchor is merged into each service.
         let merged = &service["<<"];
-        let image = service["image"].as_str().or_else(|| merged["image"].as_str());
-        assert!(image.is_some_and(|i| i.starts_with("redis")), "{name}: no redis image");
+        let image = service["image"]
+            .as_str()
+            .or_else(|| merged["image"].as_str());
+        assert!(
+            image.is_some_and(|i| i.starts_with("redis")),
+            "{name}: no redis image"
+        );
         let command = match &service["command"] {
             Yaml::BadValue => &merged["command"],
             c => c,
@@ -27,7 +32,10 @@ fn compose_file_has_five_independent_nodes_on_6381_to_6385() {
             .map(|v| v.iter().filter_map(Yaml::as_str).collect())
             .unwrap_or_default();
         assert!(args.contains(&"--appendonly"), "{name}: {args:?}");
-        assert!(service["replicaof"].is_badvalue(), "{name} must be an independent master");
+        assert!(
+            service["replicaof"].is_badvalue(),
+            "{name} must be an independent master"
+        );
         for p in service["ports"].as_vec().expect("ports") {
             ports.push(p.as_str().unwrap_or_default().to_owned());
         }
@@ -45,6 +53,9 @@ fn compose_file_has_five_independent_nodes_on_6381_to_6385() {
         .find(|l| l.starts_with("REDLOCK_TEST_NODES="))
         .expect("the README points the suites at the compose nodes");
     for p in 6381..=6385 {
-        assert!(line.contains(&format!("127.0.0.1:{p}")), "README misses port {p}");
+        assert!(
+            line.contains(&format!("127.0.0.1:{p}")),
+            "README misses port {p}"
+        );
     }
 }

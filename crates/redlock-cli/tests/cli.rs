@@ -441,7 +441,8 @@ fn waiting_on_a_terminal_shows_one_progress_line() {
     }
     let s = servers(1);
     let nodes = nodes_arg(&s);
-    s[0].text(&["SET", "tty", "someone", "PX", "60000"]).expect("set");
+    s[0].text(&["SET", "tty", "someone", "PX", "60000"])
+        .expect("set");
     let inner = format!(
         "{} --nodes {nodes} run --resource tty --wait 700ms -- true",
         env!("CARGO_BIN_EXE_redlock")
