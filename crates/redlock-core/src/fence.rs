@@ -27,7 +27,7 @@ use crate::lock::Lock;
 use crate::options::RetryPolicy;
 use crate::redlock::{node_timeout, Redlock};
 use crate::resources::IntoResources;
-use crate::round::{self, Vote};
+use crate::round::{self, Round, Vote};
 
 impl Redlock {
     /// Locks like [`Redlock::lock`] and also takes a fencing token
@@ -65,76 +65,53 @@ impl Redlock {
     }
 
     async fn take_fence(&self, lock: &Lock) -> Result<u64, LockError> {
-        let shared = &self.shared;
         let counters: Vec<String> = lock.keys().iter().map(|k| counter_key(k)).collect();
-        let counters = &counters[..];
-        let timeout = node_timeout(&shared.options, lock.ttl());
-        let mut max_seen: Vec<Option<u64>> = vec![None; shared.nodes.len()];
-        let read = round::run(
-            &shared.nodes,
-            shared.quorum,
-            &shared.runtime,
-            &shared.options,
-            Operation::Fence,
-            lock.resources(),
-            timeout,
-            Some(lock.valid_until()),
-            |node| {
-                Box::pin(async move {
-                    node.fence(counters, 0)
-                        .await
-                        .map(|v| (Vote::Yes, NodeOutcome::Counter(v)))
-                })
-            },
-        )
-        .await;
-        for (slot, outcome) in max_seen.iter_mut().zip(&read.outcomes) {
-            if let NodeOutcome::Counter(v) = outcome {
-                *slot = Some(*v);
-            }
+        let read = self.counter_round(lock, &counters, 0).await;
+        let fail = |round: &Round| {
+            LockError::NoQuorum(self.failure(Operation::Fence, &lock.target, 1, round))
+        };
+        if read.yes < self.shared.quorum {
+            return Err(fail(&read));
         }
-        if read.yes < shared.quorum {
-            return Err(LockError::NoQuorum(self.failure(
-                Operation::Fence,
-                &lock.target,
-                1,
-                &read,
-            )));
-        }
-        let next = max_seen
+        let highest = read
+            .outcomes
             .iter()
-            .flatten()
+            .filter_map(|o| match o {
+                NodeOutcome::Counter(v) => Some(*v),
+                _ => None,
+            })
             .max()
-            .copied()
-            .unwrap_or(0)
-            .saturating_add(1);
-        let write = round::run(
-            &shared.nodes,
-            shared.quorum,
-            &shared.runtime,
-            &shared.options,
-            Operation::Fence,
-            lock.resources(),
-            timeout,
-            Some(lock.valid_until()),
-            |node| {
-                Box::pin(async move {
-                    node.fence(counters, next)
-                        .await
-                        .map(|v| (Vote::Yes, NodeOutcome::Counter(v)))
-                })
-            },
-        )
-        .await;
-        if write.yes < shared.quorum || lock.is_expired() {
-            return Err(LockError::NoQuorum(self.failure(
-                Operation::Fence,
-                &lock.target,
-                1,
-                &write,
-            )));
+            .unwrap_or(0);
+        let next = highest.saturating_add(1);
+        let write = self.counter_round(lock, &counters, next).await;
+        if write.yes < self.shared.quorum || lock.is_expired() {
+            return Err(fail(&write));
         }
         Ok(next)
+    }
+
+    /// Asks every node to read the counters and raise them to `floor` (0:
+    /// read only), until a quorum answered or the lock's validity ends.
+    async fn counter_round(&self, lock: &Lock, counters: &[String], floor: u64) -> Round {
+        let shared = &self.shared;
+        round::run(
+            &shared.nodes,
+            shared.quorum,
+            &shared.runtime,
+            &shared.options,
+            Operation::Fence,
+            lock.resources(),
+            node_timeout(&shared.options, lock.ttl()),
+            Some(lock.valid_until()),
+            |node| {
+                Box::pin(async move {
+                    node.fence(counters, floor)
+                        .await
+                        .map(|v| (Vote::Yes, NodeOutcome::Counter(v)))
+                })
+            },
+        )
+        .await
     }
 }
 
