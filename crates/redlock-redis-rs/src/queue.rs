@@ -77,32 +77,37 @@ impl Queue {
 
 async fn drive<E: Executor>(mut rx: mpsc::UnboundedReceiver<Request>, mut executor: E, max: usize) {
     executor.warm_up().await;
-    let mut batch: Vec<Request> = Vec::new();
+    // Calls and their reply slots side by side, so the calls are handed to
+    // the executor as they are (no copy per batch); both are reused.
+    let mut calls: Vec<Call> = Vec::new();
+    let mut replies: Vec<oneshot::Sender<Result<Value, NodeError>>> = Vec::new();
     while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < max {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(r) = next.take() {
+            // An extend whose caller is gone need not be sent. Acquires are
+            // sent even then: the core decides as soon as a quorum answered,
+            // and a key on every node, not just on a bare quorum, is what
+            // keeps a lock safe when one node loses its keys early. Whatever
+            // an acquire takes is released by the release queued after it
+            // (the ordering contract). Releases are always sent.
+            if r.call.kind != Kind::Extend || !r.reply.is_closed() {
+                calls.push(r.call);
+                replies.push(r.reply);
+            }
+            if calls.len() < max {
+                next = rx.try_recv().ok();
             }
         }
-        // An extend whose caller is gone need not be sent. Acquires are sent
-        // even then: the core decides as soon as a quorum answered, and a key
-        // on every node, not just on a bare quorum, is what keeps a lock safe
-        // when one node loses its keys early. Whatever an acquire takes is
-        // released by the release queued after it (the ordering contract).
-        // Releases are always sent.
-        batch.retain(|r| r.call.kind != Kind::Extend || !r.reply.is_closed());
-        if batch.is_empty() {
+        if calls.is_empty() {
             continue;
         }
-        let calls: Vec<Call> = batch.iter().map(|r| r.call.clone()).collect();
         let mut results = executor.execute(&calls).await.into_iter();
-        for r in batch.drain(..) {
+        calls.clear();
+        for reply in replies.drain(..) {
             let result = results
                 .next()
                 .unwrap_or_else(|| Err(NodeError::Protocol("missing reply in pipeline".into())));
-            let _ = r.reply.send(result);
+            let _ = reply.send(result);
         }
     }
 }
