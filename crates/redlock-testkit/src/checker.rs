@@ -51,6 +51,8 @@ use redlock_core::{
 use tokio::sync::watch;
 
 use crate::fault_proxy::{FaultProxy, Mode};
+
+pub mod processes;
 use crate::server::RedisServer;
 
 /// What a run does.
@@ -502,17 +504,7 @@ where
     {
         return Err(CheckError::NeedsMultiThread);
     }
-    let mut options = Options::new()
-        .key_prefix(config.key_prefix.clone())
-        .retry_policy(RetryPolicy {
-            retries: Retries::Forever,
-            delay: config.retry_delay,
-            jitter: config.retry_delay,
-            deadline: Some(Duration::from_secs(5).max(config.ttl * 4)),
-        });
-    if let Some(t) = config.node_timeout {
-        options = options.node_timeout(t);
-    }
+    let options = options(&config);
     let mut redlocks = Vec::with_capacity(clients.len());
     for nodes in &clients {
         redlocks.push(Redlock::from_nodes(nodes.clone(), options.clone())?);
@@ -605,6 +597,24 @@ where
         timed_out,
     };
     Ok(report)
+}
+
+/// The client options every contender uses: the key prefix, retries
+/// forever (every `retry_delay` plus as much jitter) within a deadline of
+/// 5 s or four TTLs, and the node timeout if one is set.
+fn options(config: &Config) -> Options {
+    let mut options = Options::new()
+        .key_prefix(config.key_prefix.clone())
+        .retry_policy(RetryPolicy {
+            retries: Retries::Forever,
+            delay: config.retry_delay,
+            jitter: config.retry_delay,
+            deadline: Some(Duration::from_secs(5).max(config.ttl * 4)),
+        });
+    if let Some(t) = config.node_timeout {
+        options = options.node_timeout(t);
+    }
+    options
 }
 
 /// Counts overlapping holds (each hold that starts before an earlier one
