@@ -17,6 +17,7 @@
 //! let a stale write through.
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use redlock_core::Node;
@@ -28,6 +29,62 @@ async fn node(url: String) -> Result<Arc<dyn Node>, String> {
         .await
         .map(|n| Arc::new(n) as Arc<dyn Node>)
         .map_err(|e| e.to_string())
+}
+
+/// Counts the core's failed acquire attempts (its `attempt failed` debug
+/// events) and, among them, split votes: attempts in which this client got
+/// at least one node but not a quorum (so the votes were split between
+/// contenders). Nothing else is recorded; other events are disabled.
+#[derive(Default)]
+struct Attempts {
+    failed: AtomicU64,
+    split: AtomicU64,
+}
+
+impl Attempts {
+    fn snapshot(&self) -> (u64, u64) {
+        (
+            self.failed.load(Ordering::Relaxed),
+            self.split.load(Ordering::Relaxed),
+        )
+    }
+}
+
+struct Message(String);
+
+impl tracing::field::Visit for Message {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+}
+
+struct AttemptCounter(Arc<Attempts>);
+
+impl tracing::Subscriber for AttemptCounter {
+    fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
+        m.is_event()
+            && *m.level() == tracing::Level::DEBUG
+            && m.target().starts_with("redlock_core")
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        if let Some(failure) = message.0.strip_prefix("attempt failed: ") {
+            self.0.failed.fetch_add(1, Ordering::Relaxed);
+            if failure.contains(" acquired") {
+                self.0.split.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
 }
 
 /// This program again, as a contender process.
@@ -77,8 +134,11 @@ async fn main() -> ExitCode {
     } else {
         vec![name.as_str()]
     };
+    let attempts = Arc::new(Attempts::default());
+    let _ = tracing::subscriber::set_global_default(AttemptCounter(attempts.clone()));
     let mut failed = false;
     for name in names {
+        let before = attempts.snapshot();
         let base = Config::new(name).acquisitions(count).contenders(contenders);
         let result = match name.strip_prefix("processes") {
             Some(fault) => {
@@ -90,6 +150,14 @@ async fn main() -> ExitCode {
         match result {
             Ok(report) => {
                 println!("{report}");
+                let (f, sp) = attempts.snapshot();
+                if !name.starts_with("processes") {
+                    println!(
+                        "  failed acquire attempts {}, of which split votes {}",
+                        f - before.0,
+                        sp - before.1
+                    );
+                }
                 let bad = if checker::is_safe_scenario(name) || name.starts_with("processes") {
                     report.violations() > 0 || report.stale_writes_accepted > 0
                 } else {
