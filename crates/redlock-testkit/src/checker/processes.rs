@@ -357,6 +357,9 @@ where
             Err(e) => *errors.entry(error_kind(&e)).or_default() += 1,
         }
     }
+    // Let releases still queued behind an early quorum decision reach their
+    // nodes before the process exits.
+    let _ = redlock.quit().await;
     let records =
         std::mem::take(&mut *state.records.lock().unwrap_or_else(PoisonError::into_inner));
     let mut out = String::with_capacity(records.len() * 64);
