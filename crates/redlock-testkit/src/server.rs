@@ -69,7 +69,7 @@ pub type Result<T, E = ServerError> = std::result::Result<T, E>;
 
 static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
 
-fn scratch_dir(tag: &str) -> Result<PathBuf> {
+pub(crate) fn scratch_dir(tag: &str) -> Result<PathBuf> {
     let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!(
         "redlock-testkit-{}-{}-{tag}-{n}",
@@ -83,13 +83,13 @@ fn scratch_dir(tag: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn server_binary() -> PathBuf {
+pub(crate) fn server_binary() -> PathBuf {
     std::env::var_os("REDIS_SERVER")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("redis-server"))
 }
 
-fn cli_binary() -> PathBuf {
+pub(crate) fn cli_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("REDIS_CLI") {
         return PathBuf::from(p);
     }

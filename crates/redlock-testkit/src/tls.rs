@@ -24,11 +24,10 @@ use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::server::{Result, ServerError};
+use crate::server::{cli_binary, scratch_dir, server_binary, Result, ServerError};
 
 /// How long the server may take to answer PING over TLS.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,39 +56,10 @@ subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 ";
 
-static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
-
-fn scratch_dir() -> Result<PathBuf> {
-    let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!(
-        "redlock-testkit-tls-{}-{}-{n}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    ));
-    fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
 fn binary(var: &str, default: &str) -> PathBuf {
     std::env::var_os(var)
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(default))
-}
-
-fn cli_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("REDIS_CLI") {
-        return PathBuf::from(p);
-    }
-    if let Some(server) = std::env::var_os("REDIS_SERVER") {
-        let sibling = Path::new(&server).with_file_name("redis-cli");
-        if sibling.exists() {
-            return sibling;
-        }
-    }
-    PathBuf::from("redis-cli")
 }
 
 /// Runs `openssl` with the whitespace-separated `args` in `dir`; an error
@@ -195,7 +165,7 @@ impl TlsRedisServer {
     /// Generates the certificates, starts the server and waits until it
     /// answers PING over TLS.
     pub fn start() -> Result<Self> {
-        let dir = scratch_dir()?;
+        let dir = scratch_dir("tls")?;
         match Self::start_in(&dir) {
             Ok(s) => Ok(s),
             Err(e) => {
@@ -235,7 +205,7 @@ impl TlsRedisServer {
     }
 
     fn spawn(&self) -> Result<()> {
-        let program = binary("REDIS_SERVER", "redis-server");
+        let program = server_binary();
         let log = self.dir.join(format!("redis-tls-{}.log", self.port));
         let log_file = fs::File::create(&log)?;
         let log_err = log_file.try_clone()?;
