@@ -581,7 +581,7 @@ fn find<'a>(
 }
 
 fn print_targets(configs: &[Config], results: &[Vec<RunResult>]) {
-    println!("\nTargets (issue 6), medians:");
+    println!("\nTargets, medians:");
     let d = Waiting::Default;
     for k in [Kind::RedisRs, Kind::Fred] {
         let get = |w, wt| find(configs, results, w, k, wt);
