@@ -24,12 +24,8 @@ async fn run(name: &str, acquisitions: u64) -> Report {
         .await
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     println!("{report}");
-    assert!(!report.timed_out, "{report}");
-    assert!(report.acquisitions >= acquisitions, "{report}");
-    assert_eq!(report.overlaps, 0, "{report}");
-    assert_eq!(report.lost_updates, 0, "{report}");
-    assert_eq!(report.stale_writes, 0, "{report}");
-    assert_eq!(report.register, report.writes, "{report}");
+    report.assert_complete(acquisitions);
+    report.assert_safe();
     report
 }
 

@@ -22,45 +22,37 @@ async fn run(name: &str, acquisitions: u64) -> Report {
         .await
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     println!("{report}");
-    assert!(!report.timed_out, "{report}");
-    assert!(report.acquisitions >= acquisitions, "{report}");
+    report.assert_complete(acquisitions);
     report
-}
-
-fn assert_safe(report: &Report) {
-    assert_eq!(report.overlaps, 0, "{report}");
-    assert_eq!(report.lost_updates, 0, "{report}");
-    assert_eq!(report.stale_writes, 0, "{report}");
-    assert_eq!(report.register, report.writes, "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_fault() {
     let report = run("no-fault", 300).await;
-    assert_safe(&report);
+    report.assert_safe();
     assert_eq!(report.keys_left, 0, "{report}");
     assert_eq!(report.lost_lock_detections, 0, "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minority_paused_in_a_loop() {
-    assert_safe(&run("pause-minority", 150).await);
+    run("pause-minority", 150).await.assert_safe();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minority_killed_and_restarted_after_the_ttl() {
-    assert_safe(&run("kill-minority", 150).await);
+    run("kill-minority", 150).await.assert_safe();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_jitter_and_resets_on_every_node() {
-    assert_safe(&run("proxy-chaos", 40).await);
+    run("proxy-chaos", 40).await.assert_safe();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_paused_past_its_ttl_learns_of_the_loss_before_writing() {
     let report = run("client-pause", 100).await;
-    assert_safe(&report);
+    report.assert_safe();
     assert!(report.client_pauses >= 1, "{report}");
     // Every paused holder woke after its validity: its lease said so and it
     // did not write.

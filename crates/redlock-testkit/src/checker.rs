@@ -270,6 +270,22 @@ impl Report {
     pub fn violations(&self) -> u64 {
         self.overlaps + self.lost_updates
     }
+
+    /// Panics (with the report) unless the run finished in time with at
+    /// least `acquisitions` holds.
+    pub fn assert_complete(&self, acquisitions: u64) {
+        assert!(!self.timed_out, "{self}");
+        assert!(self.acquisitions >= acquisitions, "{self}");
+    }
+
+    /// Panics (with the report) on any overlap, lost update or stale write,
+    /// or when the register disagrees with the writes made.
+    pub fn assert_safe(&self) {
+        assert_eq!(self.overlaps, 0, "{self}");
+        assert_eq!(self.lost_updates, 0, "{self}");
+        assert_eq!(self.stale_writes, 0, "{self}");
+        assert_eq!(self.register, self.writes, "{self}");
+    }
 }
 
 impl fmt::Display for Report {
