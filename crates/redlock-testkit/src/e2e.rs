@@ -285,3 +285,28 @@ pub async fn node_restarted(f: &dyn NodeFactory) {
     assert!(ok, "the restarted node never took part again");
     assert_no_keys(&urls, &p).await;
 }
+
+/// Defines one `#[tokio::test]` per body of this module, each run with the
+/// node factory `$factory` (the path of a `conformance::NodeFactory`
+/// function), so every adapter runs the same list without copying it.
+#[macro_export]
+macro_rules! e2e_tests {
+    ($factory:path) => {
+        $crate::e2e_tests!(@one $factory,
+            lock_extend_unlock,
+            contention_never_two_holders,
+            one_node_paused,
+            two_of_five_killed,
+            three_of_five_killed,
+            node_restarted
+        );
+    };
+    (@one $factory:path, $($name:ident),+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $crate::e2e::$name(&$factory).await;
+            }
+        )+
+    };
+}
