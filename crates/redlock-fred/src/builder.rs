@@ -59,6 +59,7 @@ pub struct FredNodeBuilder {
     reconnect: ReconnectPolicy,
     connection_timeout: Duration,
     pool_size: usize,
+    wake_on_release: bool,
 }
 
 impl fmt::Debug for FredNodeBuilder {
@@ -69,6 +70,7 @@ impl fmt::Debug for FredNodeBuilder {
             .field("reconnect", &self.reconnect)
             .field("connection_timeout", &self.connection_timeout)
             .field("pool_size", &self.pool_size)
+            .field("wake_on_release", &self.wake_on_release)
             .finish_non_exhaustive()
     }
 }
@@ -91,6 +93,7 @@ impl FredNodeBuilder {
             reconnect: default_reconnect_policy(),
             connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
             pool_size: 1,
+            wake_on_release: true,
         }
     }
 
@@ -149,6 +152,18 @@ impl FredNodeBuilder {
         self
     }
 
+    /// Whether waiters are woken by release announcements (default `true`):
+    /// a node on a single server keeps one extra pub/sub connection,
+    /// subscribed only to the release channels of resources someone is
+    /// waiting for, so that a waiting `lock` retries as soon as the holder
+    /// releases instead of after its retry delay. Redis Cluster and Sentinel
+    /// nodes do not announce; their waiters poll with the retry delay. See
+    /// [`Node::watch_release`](redlock_core::Node::watch_release).
+    pub fn wake_on_release(mut self, enabled: bool) -> Self {
+        self.wake_on_release = enabled;
+        self
+    }
+
     /// The per-command options of lock commands.
     fn command_options(&self) -> Options {
         Options {
@@ -200,7 +215,14 @@ impl FredNodeBuilder {
                 .map_err(|e| connect_error(e, &secrets))?;
             vec![client]
         };
-        FredNode::new(clients, self.command_options(), &self.scripts, secrets).await
+        FredNode::new(
+            clients,
+            self.command_options(),
+            &self.scripts,
+            secrets,
+            self.wake_on_release,
+        )
+        .await
     }
 
     /// Wraps a client the application built. It is initialised here when it
@@ -214,6 +236,7 @@ impl FredNodeBuilder {
             self.command_options(),
             &self.scripts,
             Secrets::new(),
+            self.wake_on_release,
         )
         .await
     }
@@ -233,6 +256,7 @@ impl FredNodeBuilder {
             self.command_options(),
             &self.scripts,
             Secrets::new(),
+            self.wake_on_release,
         )
         .await
     }

@@ -44,6 +44,12 @@
 //!   without credentials (`redis://10.0.0.1:6379/0`,
 //!   `redis-cluster://h1:7000,h2:7001`, `redis-sentinel://h:26379/mymaster`);
 //!   `Debug` output and errors never contain a password.
+//! - **Wakes waiters on release.** A node on a single server keeps one
+//!   pub/sub connection, subscribed to the release channels of resources
+//!   someone waits for; a waiting `lock` retries as soon as a quorum of nodes
+//!   announced the release, and still after its retry delay if a message is
+//!   lost ([`FredNodeBuilder::wake_on_release`]). Cluster and Sentinel nodes
+//!   do not announce; their waiters poll.
 //!
 //! ## The API
 //!
@@ -79,6 +85,7 @@ mod error;
 mod node;
 mod reply;
 mod scripts;
+mod watch;
 
 pub use builder::{
     default_reconnect_policy, FredNodeBuilder, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECTION_TIMEOUT,

@@ -19,6 +19,7 @@ use crate::builder::FredNodeBuilder;
 use crate::error::{is_noscript, node_error, ConnectError, Secrets};
 use crate::reply;
 use crate::scripts::{self, LoadedScripts, Script};
+use crate::watch::{Recipe, ReleaseHub};
 
 /// One Redlock node over a fred client or pool: an independent Redis server,
 /// or one whole Redis Cluster or Sentinel deployment.
@@ -55,6 +56,9 @@ struct Inner {
     /// Bumped before every release is sent; see [`FredNode::run`].
     release_epoch: AtomicU64,
     closed: AtomicBool,
+    /// Wake-on-release for a single server; `None` otherwise or when turned
+    /// off.
+    watch: Option<ReleaseHub>,
 }
 
 /// What the clients are connected to.
@@ -74,6 +78,7 @@ impl fmt::Debug for FredNode {
             .field("command_timeout", &self.inner.options.timeout)
             .field("fail_fast", &self.inner.options.fail_fast)
             .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .field("wake_on_release", &self.inner.watch.is_some())
             .finish()
     }
 }
@@ -174,6 +179,7 @@ impl FredNode {
         options: Options,
         scripts: &redlock_core::Scripts,
         mut secrets: Secrets,
+        wake_on_release: bool,
     ) -> Result<Self, ConnectError> {
         let Some(first) = clients.first() else {
             return Err(ConnectError::EmptyPool);
@@ -187,9 +193,15 @@ impl FredNode {
         } else {
             Kind::Centralized
         };
+        let id = node_id(&config);
+        let watch = if wake_on_release && kind == Kind::Centralized {
+            ReleaseHub::spawn(Recipe::from_client(first), secrets.clone(), id.clone())
+        } else {
+            None
+        };
         let node = FredNode {
             inner: Arc::new(Inner {
-                id: node_id(&config),
+                id,
                 kind,
                 clients,
                 options,
@@ -197,6 +209,7 @@ impl FredNode {
                 secrets,
                 release_epoch: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
+                watch,
             }),
         };
         if !node.client().has_reconnect_policy() {
@@ -570,7 +583,23 @@ impl Node for FredNode {
         Ok(max)
     }
 
+    /// Single servers only: a future that completes once the node
+    /// announces a release of any of `keys` on their release channels. The
+    /// node keeps one extra pub/sub connection for this, subscribed only to
+    /// channels someone watches (see [`FredNodeBuilder::wake_on_release`]).
+    /// Redis Cluster and Sentinel nodes return `None`: their waiters poll
+    /// with the retry delay.
+    fn watch_release(&self, keys: &[String]) -> Option<redlock_core::BoxFuture<'static, ()>> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.inner.watch.as_ref()?.watch(keys)
+    }
+
     async fn quit(&self) -> Result<(), NodeError> {
+        if let Some(hub) = &self.inner.watch {
+            hub.close();
+        }
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }

@@ -1,0 +1,337 @@
+//! Wake-on-release against real servers: a waiter with a long retry delay
+//! gets the lock soon after the holder releases; watches withdraw their
+//! subscription when dropped; the pub/sub connection goes away with the
+//! node; a broken or refused subscription falls back to the retry delay.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use redlock_core::{Node, Options, Redlock, Retries, RetryPolicy};
+use redlock_fred::FredNode;
+use redlock_testkit::server::{Reply, ServerOptions};
+use redlock_testkit::RedisServer;
+
+const TTL: Duration = Duration::from_secs(30);
+/// How long a condition on the servers may take to come true before the
+/// test fails (never a measure of speed, only a bound against hanging).
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn servers(n: usize) -> Vec<RedisServer> {
+    (0..n)
+        .map(|_| RedisServer::start().expect("redis-server starts"))
+        .collect()
+}
+
+async fn nodes(servers: &[RedisServer]) -> Vec<FredNode> {
+    let mut nodes = Vec::new();
+    for s in servers {
+        nodes.push(FredNode::connect(&s.url()).await.expect("connects"));
+    }
+    nodes
+}
+
+async fn redlock(servers: &[RedisServer]) -> Redlock {
+    Redlock::new(nodes(servers).await, Options::new()).expect("valid")
+}
+
+/// Subscribers of `channel` on `server` (-1 when the server did not answer).
+fn numsub(server: &RedisServer, channel: &str) -> i64 {
+    match server.command(&["PUBSUB", "NUMSUB", channel]) {
+        Ok(Reply::Array(Some(items))) => match items.get(1) {
+            Some(Reply::Int(n)) => *n,
+            _ => -1,
+        },
+        _ => -1,
+    }
+}
+
+/// Connections on `server` whose last command was a (UN)SUBSCRIBE: the
+/// nodes' pub/sub connections.
+fn pubsub_connections(server: &RedisServer) -> usize {
+    server
+        .text(&["CLIENT", "LIST"])
+        .map(|list| {
+            list.lines()
+                .filter(|l| l.contains(" cmd=subscribe ") || l.contains(" cmd=unsubscribe "))
+                .count()
+        })
+        .unwrap_or(usize::MAX)
+}
+
+/// Polls `cond` until it holds; fails the test after [`PATIENCE`].
+async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let end = Instant::now() + PATIENCE;
+    while !cond().await {
+        assert!(Instant::now() < end, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until every server has exactly `n` subscribers on `channel`.
+async fn until_subscribed(servers: &[RedisServer], channel: &str, n: i64) {
+    eventually(&format!("{channel} has {n} subscribers"), || async {
+        servers.iter().all(|s| numsub(s, channel) == n)
+    })
+    .await;
+}
+
+/// Waits forever, `delay` between attempts, bounded by a deadline that
+/// fails the test (not hangs it).
+fn retry_every(delay: Duration) -> RetryPolicy {
+    RetryPolicy {
+        retries: Retries::Forever,
+        delay,
+        jitter: Duration::ZERO,
+        deadline: Some(Duration::from_secs(60)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiter_gets_the_lock_soon_after_the_holder_unlocks() {
+    let servers = servers(3);
+    let redlock = redlock(&servers).await;
+    let channel = "redlock:release:wake-job";
+    let delay = Duration::from_secs(5);
+    let held = redlock.lock("wake-job", TTL).await.expect("free");
+    let waiter = {
+        let redlock = redlock.clone();
+        tokio::spawn(async move {
+            redlock
+                .lock_with("wake-job", TTL, &retry_every(delay))
+                .await
+        })
+    };
+    // Subscribed means the waiter's first attempt failed and it now waits.
+    until_subscribed(&servers, channel, 1).await;
+    let released = Instant::now();
+    held.unlock().await.expect("unlocked");
+    let lock = waiter.await.expect("task").expect("woken by the release");
+    let waited = released.elapsed();
+    assert!(
+        waited < delay / 2,
+        "the waiter took {waited:?}, as if it had slept its {delay:?} delay"
+    );
+    assert_eq!(lock.attempts(), 2);
+    lock.unlock().await.expect("unlocked");
+    // Nobody waits any more: the channel is given up.
+    until_subscribed(&servers, channel, 0).await;
+    for s in &servers {
+        assert_eq!(s.text(&["DBSIZE"]).expect("dbsize"), "0");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_watch_withdraws_the_subscription() {
+    let servers = servers(1);
+    let server = &servers[0];
+    let node = FredNode::connect(&server.url()).await.expect("connects");
+    let keys = vec!["drop-job".to_string()];
+    let other = vec!["other-job".to_string()];
+    let channel = "redlock:release:drop-job";
+
+    let first = node.watch_release(&keys).expect("single servers announce");
+    let second = node.watch_release(&keys).expect("single servers announce");
+    let unrelated = node.watch_release(&other).expect("single servers announce");
+    until_subscribed(&servers, channel, 1).await;
+    until_subscribed(&servers, "redlock:release:other-job", 1).await;
+
+    drop(first);
+    // The second watch keeps the channel; give a wrong unsubscribe the
+    // chance to show, by waiting for a change that comes after it.
+    drop(unrelated);
+    until_subscribed(&servers, "redlock:release:other-job", 0).await;
+    assert_eq!(numsub(server, channel), 1, "another watch still needs it");
+
+    drop(second);
+    until_subscribed(&servers, channel, 0).await;
+    // The connection stays for the next watch.
+    assert_eq!(pubsub_connections(server), 1);
+
+    // A watch completes when the node announces a release of its key.
+    let watch = node.watch_release(&keys).expect("single servers announce");
+    until_subscribed(&servers, channel, 1).await;
+    let ttl = Duration::from_secs(10);
+    assert_eq!(
+        node.acquire(&keys, "t1", ttl).await,
+        Ok(redlock_core::Acquire::Acquired)
+    );
+    assert_eq!(node.release(&keys, "t1").await, Ok(1));
+    tokio::time::timeout(PATIENCE, watch)
+        .await
+        .expect("the release woke the watch");
+    until_subscribed(&servers, channel, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pubsub_connection_goes_away_with_the_node() {
+    let servers = servers(2);
+    let keys = vec!["gone-job".to_string()];
+    let channel = "redlock:release:gone-job";
+
+    // Dropped: the task ends and closes its connection.
+    let dropped = FredNode::connect(&servers[0].url())
+        .await
+        .expect("connects");
+    let clone = dropped.clone();
+    let watch = dropped.watch_release(&keys).expect("armed");
+    until_subscribed(&servers[..1], channel, 1).await;
+    drop(dropped);
+    drop(watch);
+    assert_eq!(pubsub_connections(&servers[0]), 1, "a clone still has it");
+    drop(clone);
+    let first = &servers[0];
+    eventually(
+        "the dropped node's pub/sub connection is closed",
+        || async { pubsub_connections(first) == 0 },
+    )
+    .await;
+
+    // Quit: returns promptly, even with a watch pending, and closes it too.
+    let node = FredNode::connect(&servers[1].url())
+        .await
+        .expect("connects");
+    let pending = node.watch_release(&keys).expect("armed");
+    until_subscribed(&servers[1..], channel, 1).await;
+    tokio::time::timeout(Duration::from_secs(5), node.quit())
+        .await
+        .expect("quit does not hang")
+        .expect("quit");
+    assert!(
+        node.watch_release(&keys).is_none(),
+        "closed nodes do not watch"
+    );
+    let second = &servers[1];
+    eventually("the quit node's pub/sub connection is closed", || async {
+        pubsub_connections(second) == 0 && numsub(second, channel) == 0
+    })
+    .await;
+    drop(pending);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_subscriptions_fall_back_to_the_delay_and_come_back() {
+    let servers = servers(3);
+    let redlock = redlock(&servers).await;
+    let channel = "redlock:release:kill-job";
+
+    let held = redlock.lock("kill-job", TTL).await.expect("free");
+    let waiter = {
+        let redlock = redlock.clone();
+        let polling = retry_every(Duration::from_millis(200));
+        tokio::spawn(async move { redlock.lock_with("kill-job", TTL, &polling).await })
+    };
+    until_subscribed(&servers, channel, 1).await;
+    for s in &servers {
+        s.command(&["CLIENT", "KILL", "TYPE", "pubsub"])
+            .expect("client kill");
+    }
+    held.unlock().await.expect("unlocked");
+    let lock = waiter.await.expect("task").expect("polling still works");
+    lock.unlock().await.expect("unlocked");
+
+    // A new waiter makes the nodes reconnect and subscribe again; then a
+    // release wakes it as before.
+    let delay = Duration::from_secs(5);
+    let held = redlock.lock("kill-job", TTL).await.expect("free");
+    let waiter = {
+        let redlock = redlock.clone();
+        tokio::spawn(async move {
+            redlock
+                .lock_with("kill-job", TTL, &retry_every(delay))
+                .await
+        })
+    };
+    until_subscribed(&servers, channel, 1).await;
+    let released = Instant::now();
+    held.unlock().await.expect("unlocked");
+    let lock = waiter.await.expect("task").expect("woken after reconnect");
+    let waited = released.elapsed();
+    assert!(
+        waited < delay / 2,
+        "woken after {waited:?}, not by the release"
+    );
+    lock.unlock().await.expect("unlocked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_subscription_falls_back_to_the_delay() {
+    // Servers that refuse SUBSCRIBE: no wake-up can ever come.
+    let servers: Vec<RedisServer> = (0..3)
+        .map(|_| {
+            RedisServer::start_with(ServerOptions {
+                args: vec![
+                    "--rename-command".into(),
+                    "SUBSCRIBE".into(),
+                    "SUBSCRIBE-DISABLED-FOR-THIS-TEST".into(),
+                ],
+                ..ServerOptions::default()
+            })
+            .expect("redis-server starts")
+        })
+        .collect();
+    let redlock = redlock(&servers).await;
+    let delay = Duration::from_millis(500);
+    let held = redlock.lock("refused-job", TTL).await.expect("free");
+    let started = Instant::now();
+    let waiter = {
+        let redlock = redlock.clone();
+        tokio::spawn(async move {
+            redlock
+                .lock_with("refused-job", TTL, &retry_every(delay))
+                .await
+        })
+    };
+    // Let the waiter fail its first attempt and try to subscribe.
+    eventually("the waiter is waiting", || async {
+        servers.iter().all(|s| {
+            s.info_field("stats", "total_error_replies")
+                .is_some_and(|n| n != "0")
+        })
+    })
+    .await;
+    held.unlock().await.expect("unlocked");
+    let lock = waiter.await.expect("task").expect("polling still works");
+    assert!(lock.attempts() >= 2);
+    assert!(
+        started.elapsed() >= delay,
+        "nothing could wake the waiter before its delay"
+    );
+    assert!(servers
+        .iter()
+        .all(|s| numsub(s, "redlock:release:refused-job") == 0));
+    lock.unlock().await.expect("unlocked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_without_wake_on_release_poll() {
+    let servers = servers(3);
+    let mut nodes = Vec::new();
+    for s in &servers {
+        let node = FredNode::builder()
+            .wake_on_release(false)
+            .connect(&s.url())
+            .await
+            .expect("connects");
+        assert!(node.watch_release(&["poll-job".to_string()]).is_none());
+        nodes.push(node);
+    }
+    let redlock = Redlock::new(nodes, Options::new()).expect("valid");
+    let held = redlock.lock("poll-job", TTL).await.expect("free");
+    let policy = RetryPolicy {
+        retries: Retries::Limited(0),
+        ..RetryPolicy::default()
+    };
+    let err = redlock
+        .lock_with("poll-job", TTL, &policy)
+        .await
+        .expect_err("held");
+    assert!(err.is_conflict());
+    assert!(servers
+        .iter()
+        .all(|s| numsub(s, "redlock:release:poll-job") == 0 && pubsub_connections(s) == 0));
+    held.unlock().await.expect("unlocked");
+}
