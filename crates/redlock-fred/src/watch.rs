@@ -557,6 +557,25 @@ mod tests {
     }
 
     #[test]
+    fn the_recipe_keeps_the_server_and_credentials_but_not_the_policy() {
+        let config = Config::from_url("redis://user:pw@127.0.0.1:6390/2").expect("valid url");
+        let client = fred::types::Builder::from_config(config)
+            .set_policy(crate::default_reconnect_policy())
+            .build()
+            .expect("client");
+        let recipe = Recipe::from_client(&client);
+        let made = recipe.client();
+        assert!(!made.has_reconnect_policy(), "the task reconnects itself");
+        let config = made.client_config();
+        assert_eq!(config.password.as_deref(), Some("pw"));
+        assert_eq!(config.username.as_deref(), Some("user"));
+        assert_eq!(config.database, Some(2));
+        assert!(config.fail_fast);
+        assert_eq!(made.connection_config().connection_timeout, STEP_TIMEOUT);
+        assert!(made.perf_config().broadcast_channel_capacity >= MESSAGE_BUFFER);
+    }
+
+    #[test]
     fn a_closed_hub_gives_no_watch() {
         let (hub, _pings) = hub();
         hub.close();

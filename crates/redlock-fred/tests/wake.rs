@@ -335,3 +335,80 @@ async fn nodes_without_wake_on_release_poll() {
         .all(|s| numsub(s, "redlock:release:poll-job") == 0 && pubsub_connections(s) == 0));
     held.unlock().await.expect("unlocked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_server_stalls_the_subscription_only_until_it_is_back() {
+    let servers = servers(1);
+    let server = &servers[0];
+    let node = FredNode::connect(&server.url()).await.expect("connects");
+    let before = vec!["before-pause".to_string()];
+    let during = vec!["during-pause".to_string()];
+
+    let old = node.watch_release(&before).expect("armed");
+    until_subscribed(&servers, "redlock:release:before-pause", 1).await;
+    server.pause().expect("pause");
+    // Changes the connection cannot carry while the server sleeps: the
+    // UNSUBSCRIBE and SUBSCRIBE time out and the connection is given up.
+    drop(old);
+    let new = node.watch_release(&during).expect("armed");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.resume().expect("resume");
+
+    // Back: what is watched now is subscribed, nothing else, and a release
+    // wakes the watch.
+    until_subscribed(&servers, "redlock:release:during-pause", 1).await;
+    until_subscribed(&servers, "redlock:release:before-pause", 0).await;
+    let ttl = Duration::from_secs(10);
+    assert_eq!(
+        node.acquire(&during, "t1", ttl).await,
+        Ok(redlock_core::Acquire::Acquired)
+    );
+    assert_eq!(node.release(&during, "t1").await, Ok(1));
+    tokio::time::timeout(PATIENCE, new)
+        .await
+        .expect("the release woke the watch");
+    tokio::time::timeout(Duration::from_secs(5), node.quit())
+        .await
+        .expect("quit does not hang")
+        .expect("quit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pubsub_connection_authenticates_and_keeps_the_password_secret() {
+    let password = "wake-s3cret-pw";
+    let servers: Vec<RedisServer> = (0..3)
+        .map(|_| {
+            RedisServer::start_with(ServerOptions {
+                password: Some(password.into()),
+                ..ServerOptions::default()
+            })
+            .expect("redis-server starts")
+        })
+        .collect();
+    let nodes = nodes(&servers).await;
+    for n in &nodes {
+        let shown = format!("{n:?} {}", n.id());
+        assert!(!shown.contains(password), "{shown}");
+    }
+    let redlock = Redlock::new(nodes, Options::new()).expect("valid");
+    let delay = Duration::from_secs(5);
+    let held = redlock.lock("secret-job", TTL).await.expect("free");
+    let waiter = {
+        let redlock = redlock.clone();
+        tokio::spawn(async move {
+            redlock
+                .lock_with("secret-job", TTL, &retry_every(delay))
+                .await
+        })
+    };
+    until_subscribed(&servers, "redlock:release:secret-job", 1).await;
+    let released = Instant::now();
+    held.unlock().await.expect("unlocked");
+    let lock = waiter.await.expect("task").expect("woken by the release");
+    let waited = released.elapsed();
+    assert!(
+        waited < delay / 2,
+        "woken after {waited:?}, not by the release"
+    );
+    lock.unlock().await.expect("unlocked");
+}
