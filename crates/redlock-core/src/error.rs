@@ -106,6 +106,11 @@ pub enum NodeOutcome {
     Error(NodeError),
     /// The node did not answer within the per-node timeout.
     TimedOut,
+    /// The node had not answered an earlier request within the per-node
+    /// timeout and had not answered since, so the round was decided without
+    /// waiting for it. (The request was still sent; the node is used again
+    /// as soon as it answers anything.)
+    Unresponsive,
     /// The attempt was decided before this node answered.
     Undecided,
 }
@@ -122,6 +127,7 @@ impl fmt::Display for NodeOutcome {
             NodeOutcome::Counter(n) => write!(f, "counter {n}"),
             NodeOutcome::Error(e) => write!(f, "error: {e}"),
             NodeOutcome::TimedOut => f.write_str("timed out"),
+            NodeOutcome::Unresponsive => f.write_str("unresponsive (not waited for)"),
             NodeOutcome::Undecided => f.write_str("undecided"),
         }
     }

@@ -95,12 +95,10 @@ impl Redlock {
     async fn counter_round(&self, lock: &Lock, counters: &[String], floor: u64) -> Round {
         let shared = &self.shared;
         round::run(
-            &shared.nodes,
-            shared.quorum,
-            &shared.runtime,
-            &shared.options,
+            shared,
             Operation::Fence,
             lock.resources(),
+            counters.first().map(String::as_str),
             node_timeout(&shared.options, lock.ttl()),
             Some(lock.valid_until()),
             |node| {

@@ -24,6 +24,8 @@ pub(crate) struct Shared {
     pub quorum: usize,
     pub options: Options,
     pub runtime: Arc<dyn Runtime>,
+    /// Per node, in the order of `nodes`: whether rounds wait for it.
+    pub health: Box<[round::Health]>,
 }
 
 /// A Redlock over N independent nodes. Cheap to clone; clones share nodes.
@@ -90,8 +92,10 @@ impl Redlock {
             );
         }
         let quorum = nodes.len() / 2 + 1;
+        let health = nodes.iter().map(|_| round::Health::default()).collect();
         Ok(Redlock {
             shared: Arc::new(Shared {
+                health,
                 nodes,
                 quorum,
                 options,
@@ -486,12 +490,10 @@ impl Redlock {
     {
         let shared = &self.shared;
         round::run(
-            &shared.nodes,
-            shared.quorum,
-            &shared.runtime,
-            &shared.options,
+            shared,
             operation,
             &target.names,
+            target.keys.first().map(String::as_str),
             node_timeout(&shared.options, ttl),
             until,
             call,
@@ -591,12 +593,10 @@ pub(crate) async fn release_all(
     ttl: Duration,
 ) -> Round {
     round::run(
-        &shared.nodes,
-        shared.quorum,
-        &shared.runtime,
-        &shared.options,
+        shared,
         Operation::Release,
         names,
+        keys.first().map(String::as_str),
         node_timeout(&shared.options, ttl),
         None,
         |node| {

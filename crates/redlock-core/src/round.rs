@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -12,7 +13,76 @@ use futures_util::future::{self, Either};
 use crate::error::{NodeOutcome, NodeReport, Operation};
 use crate::node::{Node, NodeError};
 use crate::options::{NodeErrorEvent, Options};
-use crate::runtime::{BoxFuture, Runtime};
+use crate::redlock::Shared;
+use crate::runtime::BoxFuture;
+
+/// The longest a background probe waits for an unresponsive node's answer
+/// before giving up (the next round that finds the node still unresponsive
+/// starts another one).
+const PROBE_LIMIT: Duration = Duration::from_secs(10);
+
+/// What the rounds know about one node's responsiveness.
+///
+/// A node whose request timed out becomes *unresponsive*: later rounds still
+/// send it every request (so its order is kept and it is used again as soon
+/// as it answers), but they no longer wait for it to decide that a quorum is
+/// out of reach. Without this, every failed attempt while a minority is
+/// stopped (paused process, black-holed link) would wait out the per-node
+/// timeout on that minority, holding the partial keys it took and blocking
+/// every other contender meanwhile. A success still needs a quorum of real
+/// answers, so this changes how fast a failure is decided, never what counts
+/// as a success.
+///
+/// The node becomes responsive again on its first answer to any request, or
+/// when a background probe (a read-only `inspect` sent behind the requests
+/// it has not answered yet) returns.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    unresponsive: AtomicBool,
+    probing: AtomicBool,
+}
+
+impl Health {
+    fn is_unresponsive(&self) -> bool {
+        self.unresponsive.load(Ordering::Acquire)
+    }
+
+    fn answered(&self) {
+        if self.unresponsive.load(Ordering::Relaxed) {
+            self.unresponsive.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// Marks node `i` unresponsive and makes sure a probe is running for it. A
+/// runtime that cannot spawn leaves the node responsive (every round then
+/// waits for it, as without this mechanism).
+fn suspect(shared: &Arc<Shared>, i: usize, key: Option<&str>) {
+    let health = &shared.health[i];
+    if health.probing.swap(true, Ordering::AcqRel) {
+        health.unresponsive.store(true, Ordering::Release);
+        return;
+    }
+    let owned = shared.clone();
+    let keys: Vec<String> = key.map(str::to_owned).into_iter().collect();
+    let probe: BoxFuture<'static, ()> = Box::pin(async move {
+        let node = owned.nodes[i].clone();
+        let answered = matches!(
+            future::select(node.inspect(&keys), owned.runtime.sleep(PROBE_LIMIT)).await,
+            Either::Left(_)
+        );
+        let health = &owned.health[i];
+        if answered {
+            health.unresponsive.store(false, Ordering::Release);
+        }
+        health.probing.store(false, Ordering::Release);
+    });
+    if shared.runtime.spawn(probe) {
+        health.unresponsive.store(true, Ordering::Release);
+    } else {
+        health.probing.store(false, Ordering::Release);
+    }
+}
 
 /// How a node's answer counts towards the decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,18 +124,20 @@ type Answer = Result<(Vote, NodeOutcome), NodeError>;
 /// Sends `call` to every node concurrently and returns once a quorum of
 /// `Yes` votes is reached, once a quorum has become impossible, once every
 /// node has answered, or once `until` passes — whichever comes first.
+/// Nodes known to be unresponsive (see [`Health`]) count as failed for the
+/// "impossible" decision while they have not answered, and as
+/// [`NodeOutcome::Unresponsive`] if the round ends before they do.
 ///
 /// Every node's future is polled at least once before the round returns, so
 /// that each request is committed to that node's order (see the `Node`
 /// contract); futures still pending at the decision are then dropped.
-#[allow(clippy::too_many_arguments)]
+/// `probe_key` is a key of the request, read by the background probe of a
+/// node that timed out (it picks the cluster slot the request went to).
 pub(crate) async fn run<'a, F>(
-    nodes: &'a [Arc<dyn Node>],
-    quorum: usize,
-    runtime: &'a Arc<dyn Runtime>,
-    options: &'a Options,
+    shared: &'a Arc<Shared>,
     operation: Operation,
     resources: &'a [String],
+    probe_key: Option<&'a str>,
     timeout: Duration,
     until: Option<Instant>,
     call: F,
@@ -73,6 +145,10 @@ pub(crate) async fn run<'a, F>(
 where
     F: Fn(&'a dyn Node) -> BoxFuture<'a, Answer>,
 {
+    let nodes = &shared.nodes;
+    let quorum = shared.quorum;
+    let runtime = &shared.runtime;
+    let options = &shared.options;
     let n = nodes.len();
     let mut pending: Vec<Option<BoxFuture<'a, Option<Answer>>>> = nodes
         .iter()
@@ -101,19 +177,28 @@ where
     });
 
     future::poll_fn(|cx| {
+        let mut waiting_on_unresponsive = 0;
         for (i, slot) in pending.iter_mut().enumerate() {
             let Some(fut) = slot.as_mut() else { continue };
             let Poll::Ready(answer) = fut.as_mut().poll(cx) else {
+                if shared.health[i].is_unresponsive() {
+                    waiting_on_unresponsive += 1;
+                }
                 continue;
             };
             *slot = None;
             let (vote, outcome) = match answer {
-                Some(Ok(v)) => v,
+                Some(Ok(v)) => {
+                    shared.health[i].answered();
+                    v
+                }
                 Some(Err(e)) => {
+                    shared.health[i].answered();
                     report(options, nodes[i].id(), operation, resources, Some(&e));
                     (Vote::Fail, NodeOutcome::Error(e))
                 }
                 None => {
+                    suspect(shared, i, probe_key);
                     report(options, nodes[i].id(), operation, resources, None);
                     (Vote::Fail, NodeOutcome::TimedOut)
                 }
@@ -126,7 +211,10 @@ where
             round.outcomes[i] = outcome;
         }
         let answered = round.yes + round.no + round.fail;
-        if round.yes >= quorum || round.no + round.fail > n - quorum || answered == n {
+        if round.yes >= quorum
+            || round.no + round.fail + waiting_on_unresponsive > n - quorum
+            || answered + waiting_on_unresponsive == n
+        {
             return Poll::Ready(());
         }
         if let Some(d) = deadline.as_mut() {
@@ -138,6 +226,14 @@ where
         Poll::Pending
     })
     .await;
+    for (i, slot) in pending.iter().enumerate() {
+        if slot.is_some() && shared.health[i].is_unresponsive() {
+            round.fail += 1;
+            round.outcomes[i] = NodeOutcome::Unresponsive;
+            // Keep a probe running while the node is skipped.
+            suspect(shared, i, probe_key);
+        }
+    }
     round
 }
 

@@ -758,3 +758,110 @@ async fn even_node_counts_work_with_a_strict_majority() {
         Err(LockError::NoQuorum(_))
     ));
 }
+
+// ----- unresponsive nodes -----------------------------------------------------
+
+/// A stopped minority costs the per-node timeout once, not on every failed
+/// attempt: later rounds still send to it but decide without waiting for it,
+/// and a node that answers again is waited for again.
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_node_is_not_waited_for_until_it_answers_again() {
+    let (redlock, nodes) = setup(5, exact().node_timeout(ms(100)));
+    nodes[0].put_key("r", OTHER, None);
+    nodes[3].set_hung(true);
+    nodes[4].set_hung(true);
+
+    // Two yes, one held, two silent: a quorum stays possible until the
+    // silent nodes time out.
+    let t0 = Instant::now();
+    match redlock.try_lock("r", ms(1_000)).await {
+        Err(LockError::Conflict(f)) => {
+            assert_eq!(f.count(|o| *o == NodeOutcome::TimedOut), 2, "{f:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(Instant::now() - t0, ms(100));
+
+    // Now they are known to be unresponsive: the same failure is decided at
+    // once, and the partial keys are released at once.
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        match redlock.try_lock("r", ms(1_000)).await {
+            Err(LockError::Conflict(f)) => {
+                assert_eq!(f.count(|o| *o == NodeOutcome::Unresponsive), 2, "{f:?}");
+                assert_eq!(f.count(|o| *o == NodeOutcome::Acquired), 2, "{f:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(Instant::now() - t0, Duration::ZERO);
+        assert_eq!(nodes[1].keys().len(), 0);
+        assert_eq!(nodes[2].keys().len(), 0);
+    }
+
+    // A success still needs a quorum of real answers.
+    nodes[1].put_key("r", OTHER, None);
+    assert!(redlock.try_lock("r", ms(1_000)).await.is_err());
+    nodes[1].heal();
+    let _ = nodes[1].expire_now("r");
+
+    // The nodes come back slower than the others; the background probe
+    // (queued behind everything they were sent) notices, and they are
+    // waited for again: with node 0 still held by another, only nodes 1-4
+    // together make a quorum that includes 3 and 4.
+    nodes[0].put_key("r", OTHER, None);
+    nodes[1].put_key("r", OTHER, None);
+    nodes[3].set_delay(ms(5));
+    nodes[4].set_delay(ms(5));
+    nodes[3].set_hung(false);
+    nodes[4].set_hung(false);
+    let policy = RetryPolicy {
+        retries: Retries::Limited(20),
+        delay: ms(10),
+        jitter: Duration::ZERO,
+        deadline: None,
+    };
+    // node 1 held too: a quorum needs 2, 3 and 4.
+    let lock = match redlock.lock_with("r", ms(1_000), &policy).await {
+        Ok(l) => l,
+        Err(e) => panic!("the returned nodes were not used again: {e}"),
+    };
+    assert!(lock.attempts() <= 3, "took {} attempts", lock.attempts());
+    assert_eq!(nodes[3].token_of("r").as_deref(), Some(lock.token()));
+    assert_eq!(nodes[4].token_of("r").as_deref(), Some(lock.token()));
+    assert!(lock.unlock().await.is_ok());
+    settle(&nodes).await;
+}
+
+/// Without a runtime that can spawn the probe, nodes are never skipped: every
+/// round waits for a silent node up to the per-node timeout, as it would
+/// without this mechanism.
+#[test]
+fn without_a_spawning_runtime_every_round_waits_for_a_silent_node() {
+    use redlock_core::{ManualClock, Runtime};
+    use std::future::Future;
+    use std::sync::Arc;
+    let clock = ManualClock::new();
+    let rt: Arc<dyn Runtime> = Arc::new(clock.clone());
+    let nodes = SimNode::many_with_runtime(3, rt);
+    nodes[2].set_hung(true);
+    nodes[0].put_key("r", OTHER, None);
+    let redlock = match Redlock::new(nodes.clone(), exact().runtime(clock.clone())) {
+        Ok(r) => r,
+        Err(e) => panic!("{e}"),
+    };
+    for _ in 0..2 {
+        let mut attempt = Box::pin(redlock.try_lock("r", ms(1_000)));
+        let waker = futures_util::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(attempt.as_mut().poll(&mut cx).is_pending());
+        clock.advance(ms(49));
+        assert!(attempt.as_mut().poll(&mut cx).is_pending());
+        clock.advance(ms(1));
+        match attempt.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(Err(LockError::Conflict(f))) => {
+                assert_eq!(f.count(|o| *o == NodeOutcome::TimedOut), 1, "{f:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
