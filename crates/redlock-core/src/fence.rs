@@ -101,7 +101,7 @@ impl Redlock {
             counters.first().map(String::as_str),
             node_timeout(&shared.options, lock.ttl()),
             Some(lock.valid_until()),
-            |node| {
+            |_, node| {
                 Box::pin(async move {
                     node.fence(counters, floor)
                         .await

@@ -322,20 +322,41 @@ impl Redlock {
         let keys: &[String] = &target.keys;
         let token_str: &str = token;
         let round = self
-            .round(Operation::Acquire, target, ttl, Some(valid_until), |node| {
-                Box::pin(async move {
-                    node.acquire(keys, token_str, ttl).await.map(|a| match a {
-                        Acquire::Acquired => (Vote::Yes, NodeOutcome::Acquired),
-                        Acquire::Held => (Vote::No, NodeOutcome::Held),
+            .round(
+                Operation::Acquire,
+                target,
+                ttl,
+                Some(valid_until),
+                |_, node| {
+                    Box::pin(async move {
+                        node.acquire(keys, token_str, ttl).await.map(|a| match a {
+                            Acquire::Acquired => (Vote::Yes, NodeOutcome::Acquired),
+                            Acquire::Held => (Vote::No, NodeOutcome::Held),
+                        })
                     })
-                })
-            })
+                },
+            )
             .await;
         if round.yes >= shared.quorum && shared.runtime.now() < valid_until {
             guard.armed = false;
             return Ok((start, valid_until));
         }
-        release_all(shared, &target.names, &target.keys, token, ttl).await;
+        // A node that answered "held" took none of the keys (acquire is
+        // all-or-nothing per node): only the others need a release.
+        let took_nothing: Vec<bool> = round
+            .outcomes
+            .iter()
+            .map(|o| *o == NodeOutcome::Held)
+            .collect();
+        release_some(
+            shared,
+            &target.names,
+            &target.keys,
+            token,
+            ttl,
+            &took_nothing,
+        )
+        .await;
         guard.armed = false;
         Err(round)
     }
@@ -417,7 +438,7 @@ impl Redlock {
                 &lock.target,
                 ttl,
                 Some(valid_until),
-                |node| {
+                |_, node| {
                     Box::pin(async move {
                         node.extend(keys, token, ttl).await.map(|e| match e {
                             Extend::Extended => (Vote::Yes, NodeOutcome::Extended),
@@ -485,6 +506,7 @@ impl Redlock {
     ) -> Round
     where
         F: Fn(
+            usize,
             &'a dyn Node,
         ) -> crate::runtime::BoxFuture<'a, Result<(Vote, NodeOutcome), NodeError>>,
     {
@@ -592,6 +614,19 @@ pub(crate) async fn release_all(
     token: &str,
     ttl: Duration,
 ) -> Round {
+    release_some(shared, names, keys, token, ttl, &[]).await
+}
+
+/// Like [`release_all`], except that nodes `i` with `skip[i]` true are
+/// sent nothing (they count as having released nothing).
+async fn release_some(
+    shared: &Arc<Shared>,
+    names: &[String],
+    keys: &[String],
+    token: &str,
+    ttl: Duration,
+    skip: &[bool],
+) -> Round {
     round::run(
         shared,
         Operation::Release,
@@ -599,8 +634,12 @@ pub(crate) async fn release_all(
         keys.first().map(String::as_str),
         node_timeout(&shared.options, ttl),
         None,
-        |node| {
+        |i, node| {
+            let send = !skip.get(i).copied().unwrap_or(false);
             Box::pin(async move {
+                if !send {
+                    return Ok((Vote::Yes, NodeOutcome::Released(0)));
+                }
                 node.release(keys, token)
                     .await
                     .map(|n| (Vote::Yes, NodeOutcome::Released(n)))

@@ -143,7 +143,7 @@ pub(crate) async fn run<'a, F>(
     call: F,
 ) -> Round
 where
-    F: Fn(&'a dyn Node) -> BoxFuture<'a, Answer>,
+    F: Fn(usize, &'a dyn Node) -> BoxFuture<'a, Answer>,
 {
     let nodes = &shared.nodes;
     let quorum = shared.quorum;
@@ -152,8 +152,9 @@ where
     let n = nodes.len();
     let mut pending: Vec<Option<BoxFuture<'a, Option<Answer>>>> = nodes
         .iter()
-        .map(|node| {
-            let request = call(node.as_ref());
+        .enumerate()
+        .map(|(i, node)| {
+            let request = call(i, node.as_ref());
             let sleep = runtime.sleep(timeout);
             let f: BoxFuture<'a, Option<Answer>> = Box::pin(async move {
                 match future::select(request, sleep).await {

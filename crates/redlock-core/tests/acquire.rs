@@ -139,8 +139,9 @@ async fn conflicting_majority_fails_fast_without_waiting_for_hung_nodes() {
         Err(e) => e,
         Ok(l) => panic!("acquired a held resource: {l:?}"),
     };
-    // 3 ms for the held answers, 3 ms for the release quorum; far from 500.
-    assert_eq!(Instant::now() - t0, ms(6));
+    // 3 ms for the held answers; no release goes to a node that answered
+    // "held" (it took nothing), so the quorum of releases is immediate.
+    assert_eq!(Instant::now() - t0, ms(3));
     assert!(err.is_conflict(), "{err:?}");
     let f = failure(&err);
     assert_eq!(f.count(|o| *o == NodeOutcome::Held), 3);
@@ -295,7 +296,8 @@ async fn retry_count_n_makes_n_plus_one_attempts_with_zero_jitter() {
         );
         for node in &nodes {
             assert_eq!(ops(node, Operation::Acquire).len(), n as usize + 1);
-            assert_eq!(ops(node, Operation::Release).len(), n as usize + 1);
+            // A node that answered "held" took nothing: no release is sent.
+            assert_eq!(ops(node, Operation::Release).len(), 0);
         }
     }
 }

@@ -127,16 +127,16 @@ async fn a_release_during_the_attempt_is_not_missed() {
         let redlock = redlock.clone();
         tokio::spawn(async move { redlock.lock("job", TTL).await })
     };
-    // Attempt 1: 0..20 ms (held), releases its nothing 20..40, waits 1 s.
-    // Attempt 2 starts at 1040 ms and is answered at 1060 ms; the holder's
-    // release is sent at 1045 ms and processed after it (order per node),
-    // at 1065 ms, while the waiter is still releasing its attempt 2
-    // (1060..1080 ms). Attempt 3 starts right after, at 1080 ms.
-    tokio::time::sleep(ms(1045)).await;
+    // Attempt 1: 0..20 ms (held everywhere, so nothing to release), then
+    // it waits 1 s. Attempt 2 starts at 1020 ms and is answered at 1040 ms;
+    // the holder's release is sent at 1025 ms, during attempt 2, and is
+    // processed after it (order per node), at 1045 ms. The watch armed
+    // before attempt 2 hears it: attempt 3 starts at 1045 ms.
+    tokio::time::sleep(ms(1025)).await;
     held.unlock().await.expect("unlocked");
     let lock = waiter.await.expect("task").expect("locks");
     let took = lock.acquired_at() - t0;
-    assert_eq!(took, ms(1080), "woken, not polled");
+    assert_eq!(took, ms(1045), "woken, not polled");
     assert_eq!(lock.attempts(), 3);
     lock.unlock().await.expect("unlocked");
     settle(&nodes).await;
