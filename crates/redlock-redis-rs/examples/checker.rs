@@ -6,6 +6,7 @@
 //! cargo run --release -p redlock-redis-rs --example checker -- all 10000
 //! cargo run --release -p redlock-redis-rs --example checker -- pause-minority 2000 1   # one contender
 //! cargo run --release -p redlock-redis-rs --example checker -- processes 10000          # 8 processes
+//! cargo run --release -p redlock-redis-rs --example checker -- pause-minority 2000 8 10 # node timeout 10 ms
 //! ```
 //!
 //! Scenarios: see `redlock_testkit::checker::SCENARIOS`, plus `processes`,
@@ -113,7 +114,7 @@ async fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let (Some(name), Some(count)) = (args.next(), args.next()) else {
         eprintln!(
-            "usage: checker <scenario|all> <acquisitions> [contenders]; scenarios: {SCENARIOS:?}, processes, processes-pause-minority, processes-kill-minority"
+            "usage: checker <scenario|all> <acquisitions> [contenders] [node-timeout-ms]; scenarios: {SCENARIOS:?}, processes, processes-pause-minority, processes-kill-minority"
         );
         return ExitCode::from(2);
     };
@@ -129,6 +130,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let node_timeout = match args.next().map(|t| t.parse::<u64>()) {
+        None => None,
+        Some(Ok(ms)) if ms > 0 => Some(std::time::Duration::from_millis(ms)),
+        Some(_) => {
+            eprintln!("the node timeout is a positive number of milliseconds");
+            return ExitCode::from(2);
+        }
+    };
     let names: Vec<&str> = if name == "all" {
         SCENARIOS.to_vec()
     } else {
@@ -139,7 +148,10 @@ async fn main() -> ExitCode {
     let mut failed = false;
     for name in names {
         let before = attempts.snapshot();
-        let base = Config::new(name).acquisitions(count).contenders(contenders);
+        let mut base = Config::new(name).acquisitions(count).contenders(contenders);
+        if let Some(t) = node_timeout {
+            base = base.node_timeout(t);
+        }
         let result = match name.strip_prefix("processes") {
             Some(fault) => {
                 let fault = fault.strip_prefix('-').unwrap_or("no-fault");
