@@ -89,6 +89,7 @@ mod admin;
 pub mod error;
 pub mod fence;
 mod lease;
+mod local;
 mod lock;
 pub mod node;
 pub mod options;

@@ -1,5 +1,6 @@
 //! [`Redlock`]: the lock manager over a set of nodes.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,6 +9,7 @@ use futures_util::future::{self, Either};
 use tracing::Instrument;
 
 use crate::error::{Failure, InvalidArgument, LockError, NodeOutcome, Operation};
+use crate::local::{LocalQueues, Ticket};
 use crate::lock::Lock;
 use crate::node::{Acquire, Extend, Node, NodeError};
 use crate::options::{default_node_timeout, drift, Options, RetryPolicy, MAX_TTL};
@@ -16,6 +18,16 @@ use crate::round::{self, Round, Vote};
 use crate::runtime::{BoxFuture, Runtime};
 use crate::telemetry;
 use crate::token::new_token;
+
+/// What a queued call does once its wait ends.
+enum Queued {
+    /// Attempt now.
+    Attempt,
+    /// The call ahead got the lock: wait for its release as the head.
+    AfterRelease,
+    /// The deadline passed while queued.
+    Deadline,
+}
 
 /// State shared by a [`Redlock`] and the locks it hands out.
 #[derive(Debug)]
@@ -26,6 +38,8 @@ pub(crate) struct Shared {
     pub runtime: Arc<dyn Runtime>,
     /// Per node, in the order of `nodes`: whether rounds wait for it.
     pub health: Box<[round::Health]>,
+    /// Lock calls of this process waiting for the same keys.
+    pub local: LocalQueues,
 }
 
 /// A Redlock over N independent nodes. Cheap to clone; clones share nodes.
@@ -96,6 +110,7 @@ impl Redlock {
         Ok(Redlock {
             shared: Arc::new(Shared {
                 health,
+                local: LocalQueues::default(),
                 nodes,
                 quorum,
                 options,
@@ -193,11 +208,45 @@ impl Redlock {
         // before every later attempt, so that a release between a failed
         // attempt and the wait after it is not missed.
         let mut watch: Option<BoxFuture<'static, ()>> = None;
+        // The in-process queue (see `local`): calls that may retry take
+        // turns with the other calls of this process on the same keys.
+        let mut ticket: Option<Ticket> = None;
+        let mut failure: Option<Box<Failure>> = None;
+        if policy.may_retry(1) && self.shared.local.has_waiters(&target.keys) {
+            ticket = Some(Ticket::join(&self.shared, &target.keys));
+        }
         loop {
+            if let Some(t) = ticket.as_ref().filter(|t| !t.is_head()) {
+                // Only the head watches: a watch held here would take
+                // wake-ups meant for it.
+                watch = None;
+                match self.queue_wait(t, policy, deadline, &mut attempts).await {
+                    Queued::Attempt => {}
+                    Queued::AfterRelease => {
+                        watch = self.watch_release(&target.keys);
+                        let f = failure
+                            .take()
+                            .unwrap_or_else(|| self.queued_failure(&target, attempts));
+                        self.pause(policy, deadline, &mut watch, t, f).await?;
+                        watch = watch.and_then(|_| self.watch_release(&target.keys));
+                    }
+                    Queued::Deadline => {
+                        let f = failure
+                            .take()
+                            .unwrap_or_else(|| self.queued_failure(&target, attempts));
+                        let err = LockError::DeadlineExceeded(f);
+                        telemetry::lock_failed(&err);
+                        return Err(err);
+                    }
+                }
+            }
             attempts = attempts.saturating_add(1);
             let token: Arc<str> = Arc::from(new_token());
             match self.attempt(&target, &token, ttl).await {
                 Ok((start, valid_until)) => {
+                    if let Some(t) = ticket.take() {
+                        t.acquired();
+                    }
                     tracing::debug!(attempt = attempts, "acquired");
                     telemetry::acquired(rt.now().saturating_duration_since(began), attempts);
                     return Ok(Lock::new(
@@ -214,53 +263,32 @@ impl Redlock {
                     if round.no > 0 {
                         telemetry::conflict();
                     }
-                    let failure = self.failure(Operation::Acquire, &target, attempts, &round);
-                    tracing::debug!(attempt = attempts, "attempt failed: {failure}");
+                    let f = self.failure(Operation::Acquire, &target, attempts, &round);
+                    tracing::debug!(attempt = attempts, "attempt failed: {f}");
                     if !policy.may_retry(attempts) {
                         let err = classify_acquire(
                             &round,
                             self.shared.nodes.len(),
                             self.shared.quorum,
-                            failure,
+                            f,
                         );
                         telemetry::lock_failed(&err);
                         return Err(err);
                     }
+                    let t = ticket.get_or_insert_with(|| Ticket::join(&self.shared, &target.keys));
+                    if !t.is_head() {
+                        failure = Some(f);
+                        continue;
+                    }
+                    if t.take_go() {
+                        // Released in this process during the attempt.
+                        failure = Some(f);
+                        continue;
+                    }
                     if watch.is_none() && round.no > 0 {
                         watch = self.watch_release(&target.keys);
                     }
-                    let mut delay = policy.next_delay();
-                    let mut last_wait = false;
-                    if let Some(deadline) = deadline {
-                        let left = deadline.saturating_duration_since(rt.now());
-                        if delay >= left {
-                            if watch.is_none() {
-                                let err = LockError::DeadlineExceeded(failure);
-                                telemetry::lock_failed(&err);
-                                return Err(err);
-                            }
-                            // A release may still come before the deadline.
-                            delay = left;
-                            last_wait = true;
-                        }
-                    }
-                    let woken = match watch.as_mut() {
-                        Some(w) => {
-                            matches!(future::select(rt.sleep(delay), w).await, Either::Right(_))
-                        }
-                        None => {
-                            rt.sleep(delay).await;
-                            false
-                        }
-                    };
-                    if woken {
-                        tracing::debug!(attempt = attempts, "woken by a release");
-                        telemetry::woken_by_release();
-                    } else if last_wait {
-                        let err = LockError::DeadlineExceeded(failure);
-                        telemetry::lock_failed(&err);
-                        return Err(err);
-                    }
+                    failure = Some(self.pause(policy, deadline, &mut watch, t, f).await?);
                     if watch.is_some() {
                         // Arm the next attempt's watch before letting this
                         // one go, so the subscription stays in place.
@@ -270,6 +298,113 @@ impl Redlock {
                 }
             }
         }
+    }
+
+    /// The head's wait between attempts: the retry delay, cut short by a
+    /// release announced by the nodes (`watch`) or made in this process
+    /// (the ticket's go signal). Fails when the deadline comes first.
+    async fn pause(
+        &self,
+        policy: &RetryPolicy,
+        deadline: Option<Instant>,
+        watch: &mut Option<BoxFuture<'static, ()>>,
+        ticket: &Ticket,
+        failure: Box<Failure>,
+    ) -> Result<Box<Failure>, LockError> {
+        let rt = &self.shared.runtime;
+        let mut delay = policy.next_delay();
+        let mut last_wait = false;
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(rt.now());
+            if delay >= left {
+                if watch.is_none() {
+                    let err = LockError::DeadlineExceeded(failure);
+                    telemetry::lock_failed(&err);
+                    return Err(err);
+                }
+                // A release may still come before the deadline.
+                delay = left;
+                last_wait = true;
+            }
+        }
+        let go = ticket.go();
+        let wake: BoxFuture<'_, ()> = match watch.as_mut() {
+            Some(w) => Box::pin(async move {
+                future::select(w, go).await;
+            }),
+            None => Box::pin(go),
+        };
+        let woken = matches!(
+            future::select(rt.sleep(delay), wake).await,
+            Either::Right(_)
+        );
+        ticket.take_go();
+        if woken {
+            tracing::debug!("woken by a release");
+            telemetry::woken_by_release();
+        } else if last_wait {
+            let err = LockError::DeadlineExceeded(failure);
+            telemetry::lock_failed(&err);
+            return Err(err);
+        }
+        Ok(failure)
+    }
+
+    /// A queued call's wait for its turn. Every retry delay that passes
+    /// counts as an attempt (the head is trying for everyone); when only
+    /// the last allowed attempt is left, the call makes it itself.
+    async fn queue_wait(
+        &self,
+        ticket: &Ticket,
+        policy: &RetryPolicy,
+        deadline: Option<Instant>,
+        attempts: &mut u32,
+    ) -> Queued {
+        let rt = &self.shared.runtime;
+        loop {
+            if ticket.is_head() {
+                return if ticket.take_go() {
+                    Queued::Attempt
+                } else {
+                    Queued::AfterRelease
+                };
+            }
+            if !policy.may_retry(attempts.saturating_add(1)) {
+                return Queued::Attempt;
+            }
+            let mut delay = policy.next_delay();
+            let mut last_wait = false;
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(rt.now());
+                if delay >= left {
+                    delay = left;
+                    last_wait = true;
+                }
+            }
+            let turned = matches!(
+                future::select(rt.sleep(delay), ticket.turn()).await,
+                Either::Right(_)
+            );
+            if turned {
+                continue;
+            }
+            if last_wait {
+                return Queued::Deadline;
+            }
+            *attempts = attempts.saturating_add(1);
+        }
+    }
+
+    /// The failure summary of a call that made no attempt of its own yet.
+    fn queued_failure(&self, target: &Target, attempts: u32) -> Box<Failure> {
+        let round = Round {
+            outcomes: vec![NodeOutcome::Undecided; self.shared.nodes.len()],
+            yes: 0,
+            no: 0,
+            fail: 0,
+            out_of_time: false,
+        };
+        self.failure(Operation::Acquire, target, attempts, &round)
     }
 
     /// One watch over every node that announces releases, or `None`. It
@@ -369,7 +504,7 @@ impl Redlock {
             return Err(LockError::Released);
         }
         let span = tracing::debug_span!("redlock.release", resources = ?lock.target.names);
-        let round = release_all(
+        let round = release_held(
             &self.shared,
             &lock.target.names,
             &lock.target.keys,
@@ -617,6 +752,31 @@ pub(crate) async fn release_all(
     release_some(shared, names, keys, token, ttl, &[]).await
 }
 
+/// [`release_all`] for a lock that was held: as soon as the release requests
+/// are sent (every node's future polled once, which fixes their place in
+/// each node's order), the next call of this process waiting for the same
+/// keys is told to attempt, so its acquire follows the release on every
+/// node instead of waiting for the answers.
+pub(crate) async fn release_held(
+    shared: &Arc<Shared>,
+    names: &[String],
+    keys: &[String],
+    token: &str,
+    ttl: Duration,
+) -> Round {
+    let mut release = std::pin::pin!(release_all(shared, names, keys, token, ttl));
+    let mut sent = false;
+    future::poll_fn(|cx| {
+        let poll = release.as_mut().poll(cx);
+        if !sent {
+            sent = true;
+            shared.local.released(keys);
+        }
+        poll
+    })
+    .await
+}
+
 /// Like [`release_all`], except that nodes `i` with `skip[i]` true are
 /// sent nothing (they count as having released nothing).
 async fn release_some(
@@ -682,7 +842,7 @@ pub(crate) fn spawn_release(
     let owned = shared.clone();
     let keys_for_log = keys.clone();
     let spawned = shared.runtime.spawn(Box::pin(async move {
-        release_all(&owned, &keys, &keys, &token, ttl).await;
+        release_held(&owned, &keys, &keys, &token, ttl).await;
     }));
     if spawned {
         tracing::debug!(keys = ?keys_for_log, "release spawned in the background");

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{ms, settle, setup, total_keys};
-use redlock_core::{LockError, Options, Retries, RetryPolicy};
+use redlock_core::{LockError, Options, Redlock, Retries, RetryPolicy};
 use redlock_testkit::sim::{Announce, SimNode};
 
 const TTL: Duration = Duration::from_secs(30);
@@ -39,7 +39,9 @@ async fn contend(mode: Announce, hold: Duration) -> (Duration, u32, Vec<SimNode>
     let t0 = now();
     let held = redlock.lock("job", TTL).await.expect("free at first");
     let waiter = {
-        let redlock = redlock.clone();
+        // Another client (process) over the same nodes: only the nodes'
+        // announcements can wake it.
+        let redlock = Redlock::new(nodes.clone(), waiting()).expect("valid");
         tokio::spawn(async move { redlock.lock("job", TTL).await })
     };
     tokio::time::sleep(hold).await;
@@ -87,7 +89,9 @@ async fn mixed(modes: [Announce; 5]) -> Duration {
     let t0 = now();
     let held = redlock.lock("job", TTL).await.expect("free");
     let waiter = {
-        let redlock = redlock.clone();
+        // Another client (process) over the same nodes: only the nodes'
+        // announcements can wake it.
+        let redlock = Redlock::new(nodes.clone(), waiting()).expect("valid");
         tokio::spawn(async move { redlock.lock("job", TTL).await })
     };
     tokio::time::sleep(ms(300)).await;
@@ -124,7 +128,9 @@ async fn a_release_during_the_attempt_is_not_missed() {
         n.set_delay(ms(20));
     }
     let waiter = {
-        let redlock = redlock.clone();
+        // Another client (process) over the same nodes: only the nodes'
+        // announcements can wake it.
+        let redlock = Redlock::new(nodes.clone(), waiting()).expect("valid");
         tokio::spawn(async move { redlock.lock("job", TTL).await })
     };
     // Attempt 1: 0..20 ms (held everywhere, so nothing to release), then
@@ -156,7 +162,9 @@ async fn a_watch_lets_the_last_wait_run_to_the_deadline() {
         deadline: Some(Duration::from_secs(10)),
     };
     let waiter = {
-        let redlock = redlock.clone();
+        // Another client (process) over the same nodes: only the nodes'
+        // announcements can wake it.
+        let redlock = Redlock::new(nodes.clone(), waiting()).expect("valid");
         tokio::spawn(async move { redlock.lock_with("job", TTL, &policy).await })
     };
     tokio::time::sleep(ms(700)).await;
@@ -170,7 +178,9 @@ async fn a_watch_lets_the_last_wait_run_to_the_deadline() {
     // Nobody releases: the call ends at the deadline, not after an hour.
     let t1 = now();
     let waiter = {
-        let redlock = redlock.clone();
+        // Another client (process) over the same nodes: only the nodes'
+        // announcements can wake it.
+        let redlock = Redlock::new(nodes.clone(), waiting()).expect("valid");
         tokio::spawn(async move { redlock.lock_with("job", TTL, &policy).await })
     };
     let err = waiter.await.expect("task").expect_err("deadline");
@@ -199,6 +209,111 @@ async fn many_waiters_all_get_the_lock_in_turn_without_polling() {
     // Eight holders of 10 ms each, handed over on release: far below one
     // retry delay in total.
     assert!(now() - t0 < DELAY, "{:?}", now() - t0);
+    settle(&nodes).await;
+    assert_eq!(total_keys(&nodes), 0);
+}
+
+// ----- calls of one process take turns ----------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn in_process_waiters_take_turns_in_order_without_announcements() {
+    // No announcements at all: the hand-over inside the process does not
+    // need them.
+    let (redlock, nodes) = setup(5, waiting());
+    announce(&nodes, Announce::Off);
+    let t0 = now();
+    let held = redlock.lock("job", TTL).await.expect("free");
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..4u64 {
+        let redlock = redlock.clone();
+        let order = order.clone();
+        tasks.push(tokio::spawn(async move {
+            let lock = redlock.lock("job", TTL).await.expect("locks");
+            order
+                .lock()
+                .expect("order")
+                .push((i, lock.acquired_at() - t0));
+            tokio::time::sleep(ms(10)).await;
+            lock.unlock().await.expect("unlocked");
+        }));
+        // Let it make its first attempt and join the queue.
+        tokio::time::sleep(ms(1)).await;
+    }
+    tokio::time::sleep(ms(96)).await;
+    held.unlock().await.expect("unlocked");
+    // The releasing task asks again at once: it goes to the back.
+    let again = redlock.lock("job", TTL).await.expect("locks again");
+    assert_eq!(again.acquired_at() - t0, ms(140));
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let order = order.lock().expect("order").clone();
+    assert_eq!(
+        order,
+        vec![(0, ms(100)), (1, ms(110)), (2, ms(120)), (3, ms(130))],
+        "first come, first served, each at the instant of the release before"
+    );
+    again.unlock().await.expect("unlocked");
+    settle(&nodes).await;
+    assert_eq!(total_keys(&nodes), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_call_keeps_its_retry_budget() {
+    let options = waiting()
+        .retry_count(2)
+        .retry_delay(ms(100))
+        .retry_jitter(Duration::ZERO);
+    let (redlock, nodes) = setup(5, options);
+    announce(&nodes, Announce::Off);
+    let _held = redlock.try_lock("job", TTL).await.expect("free");
+    let t0 = now();
+    let first = {
+        let redlock = redlock.clone();
+        tokio::spawn(async move { redlock.lock("job", TTL).await })
+    };
+    tokio::time::sleep(ms(1)).await;
+    let second = {
+        let redlock = redlock.clone();
+        tokio::spawn(async move { redlock.lock("job", TTL).await })
+    };
+    for (task, ends) in [(first, ms(200)), (second, ms(300))] {
+        match task.await.expect("task") {
+            Err(LockError::Conflict(f)) => assert_eq!(f.attempts, 3),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(now() - t0, ends);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_head_hands_its_turn_on() {
+    let (redlock, nodes) = setup(5, waiting());
+    announce(&nodes, Announce::Off);
+    let t0 = now();
+    let held = redlock.lock("job", TTL).await.expect("free");
+    let head = {
+        let redlock = redlock.clone();
+        tokio::spawn(async move { redlock.lock("job", TTL).await })
+    };
+    tokio::time::sleep(ms(1)).await;
+    let next = {
+        let redlock = redlock.clone();
+        tokio::spawn(async move { redlock.lock("job", TTL).await })
+    };
+    tokio::time::sleep(ms(1)).await;
+    head.abort();
+    assert!(head.await.is_err(), "cancelled");
+    tokio::time::sleep(ms(48)).await;
+    held.unlock().await.expect("unlocked");
+    let lock = next.await.expect("task").expect("locks");
+    assert_eq!(
+        lock.acquired_at() - t0,
+        ms(50),
+        "at the release, not a delay later"
+    );
+    lock.unlock().await.expect("unlocked");
     settle(&nodes).await;
     assert_eq!(total_keys(&nodes), 0);
 }
