@@ -52,6 +52,9 @@ pub enum Waiting {
     Poll,
     /// Like `Poll`, plus wake-on-release where the client supports it.
     Wake,
+    /// Like `Wake`, with one client (its own connections) per task, as
+    /// separate processes would have: no in-process queue between them.
+    Separate,
 }
 
 /// A lock as each client represents it.
@@ -86,14 +89,14 @@ pub async fn build(
 ) -> Result<Arc<dyn Locker>, String> {
     let options = match waiting {
         Waiting::Default => Options::new(),
-        Waiting::Poll | Waiting::Wake => Options::new().retry_policy(polling()),
+        Waiting::Poll | Waiting::Wake | Waiting::Separate => Options::new().retry_policy(polling()),
     };
     match kind {
         Kind::RedisRs => {
             let mut nodes = Vec::new();
             for u in urls {
                 let node = redlock_redis_rs::RedisNode::builder()
-                    .wake_on_release(waiting == Waiting::Wake)
+                    .wake_on_release(waiting != Waiting::Poll)
                     .connect(u)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -105,7 +108,9 @@ pub async fn build(
         Kind::Fred => {
             let mut nodes = Vec::new();
             for u in urls {
-                let node = redlock_fred::FredNode::connect(u)
+                let node = redlock_fred::FredNode::builder()
+                    .wake_on_release(waiting != Waiting::Poll)
+                    .connect(u)
                     .await
                     .map_err(|e| e.to_string())?;
                 nodes.push(node);

@@ -76,8 +76,12 @@ impl Config {
     fn label(&self) -> String {
         match self.waiting {
             Waiting::Default => self.kind.name().to_string(),
+            Waiting::Poll if matches!(self.kind, Kind::RedisRs | Kind::Fred) => {
+                format!("{} (no pub/sub, retry 10±10 ms)", self.kind.name())
+            }
             Waiting::Poll => format!("{} (poll 10±10 ms)", self.kind.name()),
             Waiting::Wake => format!("{} (wake on release)", self.kind.name()),
+            Waiting::Separate => format!("{} (16 clients, wake on release)", self.kind.name()),
         }
     }
 }
@@ -245,6 +249,14 @@ async fn run_one(env: &Env, cfg: Config, secs: f64) -> Result<RunResult, String>
             let _ = locker.unlock(h).await;
         }
     }
+    // One client per task (connected before the clock starts), or all
+    // tasks on `locker`.
+    let mut separate = Vec::new();
+    if cfg.waiting == Waiting::Separate {
+        for _ in 0..cfg.workload.tasks() {
+            separate.push(clients::build(cfg.kind, &env.urls, cfg.waiting).await?);
+        }
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();
     let pause_at =
@@ -254,7 +266,7 @@ async fn run_one(env: &Env, cfg: Config, secs: f64) -> Result<RunResult, String>
     let server0 = server_cpu();
     let mut handles = Vec::new();
     for i in 0..cfg.workload.tasks() {
-        let locker = locker.clone();
+        let locker = separate.get(i).cloned().unwrap_or_else(|| locker.clone());
         let stop = stop.clone();
         let key = match cfg.workload {
             Workload::Uncontended => format!("bench:u:{i}"),
@@ -446,12 +458,14 @@ fn configs(args: &Args, can_pause: bool) -> Vec<Config> {
         }
         for &kind in &args.clients {
             if workload == Workload::Contended {
-                if kind == Kind::RedisRs {
-                    out.push(Config {
-                        workload,
-                        kind,
-                        waiting: Waiting::Wake,
-                    });
+                if matches!(kind, Kind::RedisRs | Kind::Fred) {
+                    for waiting in [Waiting::Wake, Waiting::Separate] {
+                        out.push(Config {
+                            workload,
+                            kind,
+                            waiting,
+                        });
+                    }
                 }
                 out.push(Config {
                     workload,

@@ -19,9 +19,13 @@
 //!
 //! All nodes are asked at once, each within a per-node timeout small next to
 //! the TTL, and the attempt is decided as soon as the outcome is known either
-//! way, so a slow or paused minority costs nothing. A failed attempt releases
-//! on every node before the next one starts (or in the background when the
-//! caller's future is dropped), so nothing is left behind. Extending needs a
+//! way, so a slow or paused minority costs nothing. A node that timed out is
+//! still sent every request but no longer waited for until it answers again
+//! (a background probe notices its return), so a stopped minority costs one
+//! timeout, not one per failed attempt. A failed attempt releases on every
+//! node that may have taken the key before the next one starts (or in the
+//! background when the caller's future is dropped), so nothing is left
+//! behind. Extending needs a
 //! quorum too and never recreates a vanished key; a failed extension keeps the
 //! old validity and does not release. If the holder dies, the keys expire with
 //! their TTL.
@@ -48,6 +52,12 @@
 //! - Waiting wakes on release: a node that can announce releases
 //!   ([`Node::watch_release`]) cuts a waiter's retry delay short; the delay
 //!   stays the upper bound when an announcement is lost.
+//! - Calls of one process take turns: lock calls of a `Redlock` (and its
+//!   clones) that wait for the same resources queue first come, first
+//!   served; only the first one polls the nodes, and a release in the
+//!   process hands over to it as soon as the release is sent. A queued call
+//!   spends its retry budget and deadline while it waits; `try_lock` never
+//!   queues.
 //! - Feature `metrics`: acquisition wait, attempts, conflicts, node errors
 //!   and extension failures through the `metrics` facade (see [`telemetry`]);
 //!   nothing is compiled in without it.

@@ -98,7 +98,9 @@ async fn waiter_gets_the_lock_soon_after_the_holder_unlocks() {
     let delay = Duration::from_secs(5);
     let held = redlock.lock("wake-job", TTL).await.expect("free");
     let waiter = {
-        let redlock = redlock.clone();
+        // Another client, as another process would be: only the nodes'
+        // announcements can wake it (calls of one client hand over directly).
+        let redlock = crate::redlock(&servers).await;
         tokio::spawn(async move {
             redlock
                 .lock_with("wake-job", TTL, &retry_every(delay))
@@ -220,7 +222,9 @@ async fn killed_subscriptions_fall_back_to_the_delay_and_come_back() {
 
     let held = redlock.lock("kill-job", TTL).await.expect("free");
     let waiter = {
-        let redlock = redlock.clone();
+        // Another client, as another process would be: only the nodes'
+        // announcements can wake it (calls of one client hand over directly).
+        let redlock = crate::redlock(&servers).await;
         let polling = retry_every(Duration::from_millis(200));
         tokio::spawn(async move { redlock.lock_with("kill-job", TTL, &polling).await })
     };
@@ -238,7 +242,9 @@ async fn killed_subscriptions_fall_back_to_the_delay_and_come_back() {
     let delay = Duration::from_secs(5);
     let held = redlock.lock("kill-job", TTL).await.expect("free");
     let waiter = {
-        let redlock = redlock.clone();
+        // Another client, as another process would be: only the nodes'
+        // announcements can wake it (calls of one client hand over directly).
+        let redlock = crate::redlock(&servers).await;
         tokio::spawn(async move {
             redlock
                 .lock_with("kill-job", TTL, &retry_every(delay))
@@ -278,7 +284,9 @@ async fn a_refused_subscription_falls_back_to_the_delay() {
     let held = redlock.lock("refused-job", TTL).await.expect("free");
     let started = Instant::now();
     let waiter = {
-        let redlock = redlock.clone();
+        // Another client, as another process would be: only the nodes'
+        // announcements can wake it (calls of one client hand over directly).
+        let redlock = crate::redlock(&servers).await;
         tokio::spawn(async move {
             redlock
                 .lock_with("refused-job", TTL, &retry_every(delay))
@@ -394,7 +402,9 @@ async fn the_pubsub_connection_authenticates_and_keeps_the_password_secret() {
     let delay = Duration::from_secs(5);
     let held = redlock.lock("secret-job", TTL).await.expect("free");
     let waiter = {
-        let redlock = redlock.clone();
+        // Another client, as another process would be: only the nodes'
+        // announcements can wake it (calls of one client hand over directly).
+        let redlock = crate::redlock(&servers).await;
         tokio::spawn(async move {
             redlock
                 .lock_with("secret-job", TTL, &retry_every(delay))

@@ -62,7 +62,9 @@ async fn waiter_wakes_on_release_and_unsubscribes_after() {
     let channel = "redlock:release:wake-job";
     let held = redlock.lock("wake-job", TTL).await.expect("free");
     let waiter = {
-        let redlock = redlock.clone();
+        // Another client, as another process would be: only the nodes'
+        // announcements can wake it (calls of one client hand over directly).
+        let redlock = crate::redlock(&servers).await;
         tokio::spawn(async move { redlock.lock_with("wake-job", TTL, &hour_delay()).await })
     };
     until_subscribed(&servers, channel, 1).await;
@@ -94,7 +96,9 @@ async fn killed_subscriptions_fall_back_to_the_delay_and_come_back() {
 
     let held = redlock.lock("kill-job", TTL).await.expect("free");
     let waiter = {
-        let redlock = redlock.clone();
+        // Another client, as another process would be: only the nodes'
+        // announcements can wake it (calls of one client hand over directly).
+        let redlock = crate::redlock(&servers).await;
         tokio::spawn(async move { redlock.lock_with("kill-job", TTL, &polling).await })
     };
     until_subscribed(&servers, channel, 1).await;
@@ -110,7 +114,9 @@ async fn killed_subscriptions_fall_back_to_the_delay_and_come_back() {
     // release wakes it as before.
     let held = redlock.lock("kill-job", TTL).await.expect("free");
     let waiter = {
-        let redlock = redlock.clone();
+        // Another client, as another process would be: only the nodes'
+        // announcements can wake it (calls of one client hand over directly).
+        let redlock = crate::redlock(&servers).await;
         tokio::spawn(async move { redlock.lock_with("kill-job", TTL, &hour_delay()).await })
     };
     until_subscribed(&servers, channel, 1).await;
