@@ -113,7 +113,8 @@ impl Lock {
         self.fence
     }
 
-    /// Attempts it took to acquire.
+    /// Attempts it took to acquire. Retry delays spent queued behind other
+    /// calls of this process for the same resources count as attempts.
     pub fn attempts(&self) -> u32 {
         self.attempts
     }
