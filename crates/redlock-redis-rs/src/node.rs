@@ -441,12 +441,14 @@ impl Node for RedisNode {
             .ok_or_else(|| unexpected(&v))
     }
 
-    /// Stops taking requests and waits until everything already queued
-    /// (a release still in flight, say) has been sent and answered.
+    /// A watch on the node's shared pub/sub connection (standalone nodes
+    /// with wake-on-release on; `None` otherwise).
     fn watch_release(&self, keys: &[String]) -> Option<redlock_core::BoxFuture<'static, ()>> {
         self.inner.watch.as_ref()?.watch(keys)
     }
 
+    /// Stops taking requests and waits until everything already queued
+    /// (a release still in flight, say) has been sent and answered.
     async fn quit(&self) -> Result<(), NodeError> {
         if let Some(hub) = &self.inner.watch {
             hub.close();
