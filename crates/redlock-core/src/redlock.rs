@@ -1,11 +1,12 @@
 //! [`Redlock`]: the lock manager over a set of nodes.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::{self, Either};
+use rand::Rng;
 use tracing::Instrument;
 
 use crate::error::{Failure, InvalidArgument, LockError, NodeOutcome, Operation};
@@ -29,6 +30,71 @@ enum Queued {
     Deadline,
 }
 
+/// What ended a wait between attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Woke {
+    /// The retry delay passed.
+    Delay,
+    /// The nodes announced a release (another client's, possibly).
+    Announced,
+    /// A lock of this process on the same keys was released, or the turn
+    /// was handed on.
+    Local,
+}
+
+/// Binary exponential backoff against other clients, as on a shared
+/// Ethernet segment. Every client waiting for a resource hears the same
+/// release announcement at the same instant; if they all attempted at
+/// once, they would split the nodes between them and nobody would get a
+/// quorum (and their cleanup releases are announced too, so it would
+/// repeat). So a client that lost a race (woken by an announcement and
+/// still failed, or a split vote) doubles a window, starting from two
+/// attempt durations (at least 0.5 ms), capped by the retry delay plus
+/// jitter, and waits a random time within it before attempting after the
+/// next announcement or split. A client that has not collided waits
+/// nothing extra; the window lasts for one `lock` call.
+struct Backoff<'a> {
+    window: Duration,
+    cap: Duration,
+    /// Where the window is kept between lock calls of this `Redlock`.
+    shared: &'a AtomicU64,
+}
+
+impl<'a> Backoff<'a> {
+    /// Starts from half the window the previous lock call ended with, so a
+    /// client that keeps contending does not collide afresh on every call,
+    /// and one that stopped contending forgets it within a few calls.
+    fn new(policy: &RetryPolicy, shared: &'a AtomicU64) -> Self {
+        let cap = policy.delay.saturating_add(policy.jitter);
+        let last = Duration::from_micros(shared.load(Ordering::Relaxed) / 2);
+        Backoff {
+            window: last.min(cap),
+            cap,
+            shared,
+        }
+    }
+
+    fn collided(&mut self, attempt: Duration) {
+        let base = attempt.max(Duration::from_micros(250)).saturating_mul(2);
+        self.window = self.window.saturating_mul(2).max(base).min(self.cap);
+    }
+
+    fn draw(&self) -> Duration {
+        let us = u64::try_from(self.window.as_micros()).unwrap_or(u64::MAX);
+        if us == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_micros(rand::rng().random_range(0..=us))
+    }
+}
+
+impl Drop for Backoff<'_> {
+    fn drop(&mut self) {
+        let us = u64::try_from(self.window.as_micros()).unwrap_or(u64::MAX);
+        self.shared.store(us, Ordering::Relaxed);
+    }
+}
+
 /// State shared by a [`Redlock`] and the locks it hands out.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -40,6 +106,9 @@ pub(crate) struct Shared {
     pub health: Box<[round::Health]>,
     /// Lock calls of this process waiting for the same keys.
     pub local: LocalQueues,
+    /// The last collision backoff window (µs) a lock call ended with; the
+    /// next call starts from half of it (see `Backoff`).
+    pub backoff_us: AtomicU64,
 }
 
 /// A Redlock over N independent nodes. Cheap to clone; clones share nodes.
@@ -111,6 +180,7 @@ impl Redlock {
             shared: Arc::new(Shared {
                 health,
                 local: LocalQueues::default(),
+                backoff_us: AtomicU64::new(0),
                 nodes,
                 quorum,
                 options,
@@ -212,6 +282,9 @@ impl Redlock {
         // turns with the other calls of this process on the same keys.
         let mut ticket: Option<Ticket> = None;
         let mut failure: Option<Box<Failure>> = None;
+        // Collision backoff against other clients (see `Backoff`).
+        let mut backoff = Backoff::new(policy, &self.shared.backoff_us);
+        let mut woken_by_announcement = false;
         if policy.may_retry(1) && self.shared.local.has_waiters(&target.keys) {
             ticket = Some(Ticket::join(&self.shared, &target.keys));
         }
@@ -227,7 +300,8 @@ impl Redlock {
                         let f = failure
                             .take()
                             .unwrap_or_else(|| self.queued_failure(&target, attempts));
-                        self.pause(policy, deadline, &mut watch, t, f).await?;
+                        let (_, woke) = self.pause(policy, deadline, &mut watch, t, f).await?;
+                        woken_by_announcement = woke == Woke::Announced;
                         watch = watch.and_then(|_| self.watch_release(&target.keys));
                     }
                     Queued::Deadline => {
@@ -240,8 +314,14 @@ impl Redlock {
                     }
                 }
             }
+            if woken_by_announcement {
+                if let Some(t) = ticket.as_ref() {
+                    self.backoff_pause(&backoff, deadline, t).await;
+                }
+            }
             attempts = attempts.saturating_add(1);
             let token: Arc<str> = Arc::from(new_token());
+            let attempt_began = rt.now();
             match self.attempt(&target, &token, ttl).await {
                 Ok((start, valid_until)) => {
                     if let Some(t) = ticket.take() {
@@ -285,10 +365,29 @@ impl Redlock {
                         failure = Some(f);
                         continue;
                     }
+                    // Lost a race: woken by a release and beaten to it, or
+                    // the nodes split between contenders and none of them
+                    // can have a quorum.
+                    let split = round.yes > 0 && round.no > 0 && round.no < self.shared.quorum;
+                    if woken_by_announcement || split {
+                        backoff.collided(rt.now().saturating_duration_since(attempt_began));
+                    }
+                    woken_by_announcement = false;
                     if watch.is_none() && round.no > 0 {
                         watch = self.watch_release(&target.keys);
                     }
-                    failure = Some(self.pause(policy, deadline, &mut watch, t, f).await?);
+                    if split {
+                        // Everyone in the split has just released, and those
+                        // releases are announced: waking on them would send
+                        // every contender back at the same instant.
+                        self.backoff_pause(&backoff, deadline, t).await;
+                        t.take_go();
+                        failure = Some(f);
+                    } else {
+                        let (f, woke) = self.pause(policy, deadline, &mut watch, t, f).await?;
+                        failure = Some(f);
+                        woken_by_announcement = woke == Woke::Announced;
+                    }
                     if watch.is_some() {
                         // Arm the next attempt's watch before letting this
                         // one go, so the subscription stays in place.
@@ -310,7 +409,7 @@ impl Redlock {
         watch: &mut Option<BoxFuture<'static, ()>>,
         ticket: &Ticket,
         failure: Box<Failure>,
-    ) -> Result<Box<Failure>, LockError> {
+    ) -> Result<(Box<Failure>, Woke), LockError> {
         let rt = &self.shared.runtime;
         let mut delay = policy.next_delay();
         let mut last_wait = false;
@@ -328,18 +427,24 @@ impl Redlock {
             }
         }
         let go = ticket.go();
-        let wake: BoxFuture<'_, ()> = match watch.as_mut() {
+        let wake: BoxFuture<'_, Woke> = match watch.as_mut() {
             Some(w) => Box::pin(async move {
-                future::select(w, go).await;
+                match future::select(go, w).await {
+                    Either::Left(_) => Woke::Local,
+                    Either::Right(_) => Woke::Announced,
+                }
             }),
-            None => Box::pin(go),
+            None => Box::pin(async move {
+                go.await;
+                Woke::Local
+            }),
         };
-        let woken = matches!(
-            future::select(rt.sleep(delay), wake).await,
-            Either::Right(_)
-        );
-        ticket.take_go();
-        if woken {
+        let woke = match future::select(rt.sleep(delay), wake).await {
+            Either::Left(_) => Woke::Delay,
+            Either::Right((woke, _)) => woke,
+        };
+        let woke = if ticket.take_go() { Woke::Local } else { woke };
+        if woke != Woke::Delay {
             tracing::debug!("woken by a release");
             telemetry::woken_by_release();
         } else if last_wait {
@@ -347,7 +452,26 @@ impl Redlock {
             telemetry::lock_failed(&err);
             return Err(err);
         }
-        Ok(failure)
+        Ok((failure, woke))
+    }
+
+    /// A random pause drawn from `backoff`, cut short by a release in this
+    /// process, and never past the deadline.
+    async fn backoff_pause(
+        &self,
+        backoff: &Backoff<'_>,
+        deadline: Option<Instant>,
+        ticket: &Ticket,
+    ) {
+        let rt = &self.shared.runtime;
+        let mut delay = backoff.draw();
+        if let Some(deadline) = deadline {
+            delay = delay.min(deadline.saturating_duration_since(rt.now()));
+        }
+        if delay.is_zero() {
+            return;
+        }
+        future::select(rt.sleep(delay), ticket.go()).await;
     }
 
     /// A queued call's wait for its turn. Every retry delay that passes

@@ -154,3 +154,47 @@ async fn nodes_without_wake_on_release_poll() {
         .all(|s| numsub(s, "redlock:release:poll-job") == 0));
     held.unlock().await.expect("unlocked");
 }
+
+/// Separate clients (as separate processes) hammering one key with no hold
+/// time: every release wakes all the others at once. Without the collision
+/// backoff they split the nodes between them, release, are woken again by
+/// those releases, and so on: hundreds of failed attempts per acquisition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_clients_woken_together_do_not_keep_splitting_the_votes() {
+    const CLIENTS: usize = 8;
+    const EACH: u32 = 25;
+    let servers = servers(5);
+    let policy = RetryPolicy {
+        retries: Retries::Forever,
+        delay: Duration::ZERO,
+        jitter: Duration::from_millis(20),
+        deadline: Some(Duration::from_secs(60)),
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let redlock = redlock(&servers).await;
+        let policy = policy.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut attempts = 0u32;
+            for _ in 0..EACH {
+                let lock = redlock
+                    .lock_with("herd-job", TTL, &policy)
+                    .await
+                    .expect("locks within the deadline");
+                attempts += lock.attempts();
+                lock.unlock().await.expect("unlocked");
+            }
+            attempts
+        }));
+    }
+    let mut total = 0u32;
+    for t in tasks {
+        total += t.await.expect("task");
+    }
+    let per_lock = f64::from(total) / f64::from(EACH * CLIENTS as u32);
+    println!("attempts per acquisition: {per_lock:.1}");
+    assert!(
+        per_lock < 12.0,
+        "{per_lock:.1} attempts per acquisition: the clients keep colliding"
+    );
+}
