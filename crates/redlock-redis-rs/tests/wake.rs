@@ -173,7 +173,6 @@ async fn separate_clients_woken_together_do_not_keep_splitting_the_votes() {
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
         let redlock = redlock(&servers).await;
-        let policy = policy.clone();
         tasks.push(tokio::spawn(async move {
             let mut attempts = 0u32;
             for _ in 0..EACH {
