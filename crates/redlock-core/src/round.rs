@@ -21,6 +21,21 @@ use crate::runtime::BoxFuture;
 /// starts another one).
 const PROBE_LIMIT: Duration = Duration::from_secs(10);
 
+/// In a contended acquire (some node already answered "held by another")
+/// that the answers so far cannot decide, the nodes still silent are waited
+/// for at most this many times as long as the round has taken so far
+/// (at least [`CONTENDED_STRAGGLER_FLOOR`], at most the per-node timeout).
+/// Meanwhile this attempt holds the nodes it got and blocks every other
+/// contender, which is what made a stopped minority so costly: each client
+/// waited out the full per-node timeout once per stop, holding its keys.
+/// Giving up early is always safe (the attempt fails and releases
+/// everywhere); the silent nodes are then treated as unresponsive until a
+/// probe hears from them, which for a node that is merely slow is one round
+/// trip. An uncontended attempt still waits the full per-node timeout.
+const CONTENDED_STRAGGLERS: u32 = 8;
+/// The least a contended acquire waits for silent nodes.
+const CONTENDED_STRAGGLER_FLOOR: Duration = Duration::from_millis(5);
+
 /// What the rounds know about one node's responsiveness.
 ///
 /// A node whose request timed out becomes *unresponsive*: later rounds still
@@ -172,6 +187,8 @@ where
         fail: 0,
         out_of_time: false,
     };
+    let started = runtime.now();
+    let mut straggler: Option<BoxFuture<'static, ()>> = None;
     let mut deadline = until.map(|t| {
         let left = t.saturating_duration_since(runtime.now());
         runtime.sleep(left)
@@ -221,6 +238,26 @@ where
         if let Some(d) = deadline.as_mut() {
             if Pin::new(d).poll(cx).is_ready() {
                 round.out_of_time = true;
+                return Poll::Ready(());
+            }
+        }
+        if operation == Operation::Acquire && round.no > 0 {
+            // Contended, and only nodes that have not answered yet can
+            // still make (or rule out) a quorum: see `CONTENDED_STRAGGLERS`.
+            let limit = straggler.get_or_insert_with(|| {
+                let so_far = runtime.now().saturating_duration_since(started);
+                let wait = so_far
+                    .saturating_mul(CONTENDED_STRAGGLERS)
+                    .max(CONTENDED_STRAGGLER_FLOOR)
+                    .min(timeout);
+                runtime.sleep(wait)
+            });
+            if limit.as_mut().poll(cx).is_ready() {
+                for (i, slot) in pending.iter().enumerate() {
+                    if slot.is_some() {
+                        suspect(shared, i, probe_key);
+                    }
+                }
                 return Poll::Ready(());
             }
         }

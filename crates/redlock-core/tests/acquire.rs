@@ -769,20 +769,22 @@ async fn even_node_counts_work_with_a_strict_majority() {
 #[tokio::test(start_paused = true)]
 async fn a_timed_out_node_is_not_waited_for_until_it_answers_again() {
     let (redlock, nodes) = setup(5, exact().node_timeout(ms(100)));
-    nodes[0].put_key("r", OTHER, None);
+    nodes[0].set_down(true);
     nodes[3].set_hung(true);
     nodes[4].set_hung(true);
 
-    // Two yes, one held, two silent: a quorum stays possible until the
+    // Two yes, one error, two silent: a quorum stays possible until the
     // silent nodes time out.
     let t0 = Instant::now();
     match redlock.try_lock("r", ms(1_000)).await {
-        Err(LockError::Conflict(f)) => {
+        Err(LockError::NoQuorum(f)) => {
             assert_eq!(f.count(|o| *o == NodeOutcome::TimedOut), 2, "{f:?}");
         }
         other => panic!("{other:?}"),
     }
     assert_eq!(Instant::now() - t0, ms(100));
+    nodes[0].heal();
+    nodes[0].put_key("r", OTHER, None);
 
     // Now they are known to be unresponsive: the same failure is decided at
     // once, and the partial keys are released at once.
@@ -853,7 +855,7 @@ fn without_a_spawning_runtime_every_round_waits_for_a_silent_node() {
     let rt: Arc<dyn Runtime> = Arc::new(clock.clone());
     let nodes = SimNode::many_with_runtime(3, rt);
     nodes[2].set_hung(true);
-    nodes[0].put_key("r", OTHER, None);
+    nodes[0].set_down(true);
     let redlock = match Redlock::new(nodes.clone(), exact().runtime(clock.clone())) {
         Ok(r) => r,
         Err(e) => panic!("{e}"),
@@ -865,12 +867,47 @@ fn without_a_spawning_runtime_every_round_waits_for_a_silent_node() {
         assert!(attempt.as_mut().poll(&mut cx).is_pending());
         clock.advance(ms(49));
         assert!(attempt.as_mut().poll(&mut cx).is_pending());
+        // The acquire round times out at 50 ms; the release round then
+        // waits for the silent node again, up to 100 ms.
+        clock.advance(ms(1));
+        assert!(attempt.as_mut().poll(&mut cx).is_pending());
+        clock.advance(ms(49));
+        assert!(attempt.as_mut().poll(&mut cx).is_pending());
         clock.advance(ms(1));
         match attempt.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(Err(LockError::Conflict(f))) => {
+            std::task::Poll::Ready(Err(LockError::NoQuorum(f))) => {
                 assert_eq!(f.count(|o| *o == NodeOutcome::TimedOut), 1, "{f:?}");
             }
             other => panic!("{other:?}"),
         }
+    }
+}
+
+/// Contended (a node already said "held by another") and undecided without
+/// the silent nodes: they are waited for only eight times as long as the
+/// round has taken (at least 5 ms), not the per-node timeout, because the
+/// attempt holds its nodes against every other contender meanwhile.
+#[tokio::test(start_paused = true)]
+async fn a_contended_attempt_waits_for_silent_nodes_only_briefly() {
+    for (answer_in, decided_at) in [(ms(0), ms(5)), (ms(2), ms(18))] {
+        let (redlock, nodes) = setup(5, exact().node_timeout(ms(500)));
+        nodes[0].put_key("r", OTHER, None);
+        for node in &nodes[..3] {
+            node.set_delay(answer_in);
+        }
+        nodes[3].set_hung(true);
+        nodes[4].set_hung(true);
+        let t0 = Instant::now();
+        match redlock.try_lock("r", ms(10_000)).await {
+            Err(LockError::Conflict(f)) => {
+                assert_eq!(f.count(|o| *o == NodeOutcome::Unresponsive), 2, "{f:?}");
+                assert_eq!(f.count(|o| *o == NodeOutcome::Acquired), 2, "{f:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The release quorum (three "released") adds the answer time again.
+        assert_eq!(Instant::now() - t0, decided_at + answer_in);
+        settle(&nodes[..3]).await;
+        assert_eq!(total_keys(&nodes[..3]), 1, "only the other holder's key");
     }
 }
