@@ -22,7 +22,9 @@
 //! way, so a slow or paused minority costs nothing. A node that timed out is
 //! still sent every request but no longer waited for until it answers again
 //! (a background probe notices its return), so a stopped minority costs one
-//! timeout, not one per failed attempt. A failed attempt releases on every
+//! timeout, not one per failed attempt; and a contended attempt (another
+//! client already holds some node) waits for silent nodes only briefly,
+//! since it blocks the other contenders meanwhile. A failed attempt releases on every
 //! node that may have taken the key before the next one starts (or in the
 //! background when the caller's future is dropped), so nothing is left
 //! behind. Extending needs a
@@ -57,7 +59,10 @@
 //!   served; only the first one polls the nodes, and a release in the
 //!   process hands over to it as soon as the release is sent. A queued call
 //!   spends its retry budget and deadline while it waits; `try_lock` never
-//!   queues.
+//!   queues. Across processes, a client that lost a race (woken by a
+//!   release and beaten to it, or a split vote) backs off exponentially
+//!   with a random pause, so clients woken by the same release stop
+//!   splitting the nodes between them.
 //! - Feature `metrics`: acquisition wait, attempts, conflicts, node errors
 //!   and extension failures through the `metrics` facade (see [`telemetry`]);
 //!   nothing is compiled in without it.
