@@ -50,7 +50,9 @@ enum Woke {
 /// repeat). So a client that lost a race (woken by an announcement and
 /// still failed, or a split vote) doubles a window, starting from two
 /// attempt durations (at least 0.5 ms), capped by the retry delay plus
-/// jitter, and waits a random time within it before attempting after the
+/// jitter or eight attempt durations, whichever is longer (a window shorter
+/// than a few attempts cannot spread contenders whose attempts take that
+/// long), and waits a random time within it before attempting after the
 /// next announcement or split. A client that has not collided waits
 /// nothing extra; the window lasts for one `lock` call.
 struct Backoff<'a> {
@@ -75,8 +77,12 @@ impl<'a> Backoff<'a> {
     }
 
     fn collided(&mut self, attempt: Duration) {
-        let base = attempt.max(Duration::from_micros(250)).saturating_mul(2);
-        self.window = self.window.saturating_mul(2).max(base).min(self.cap);
+        let attempt = attempt.max(Duration::from_micros(250));
+        let base = attempt.saturating_mul(2);
+        // A window shorter than a few attempts cannot spread contenders
+        // whose attempts take that long, whatever the retry delay.
+        let cap = self.cap.max(attempt.saturating_mul(8));
+        self.window = self.window.saturating_mul(2).max(base).min(cap);
     }
 
     fn draw(&self) -> Duration {
