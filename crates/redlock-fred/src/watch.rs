@@ -11,8 +11,9 @@
 //!
 //! The connection is a fred [`Client`] of its own, made from the node's
 //! configuration but without a reconnect policy: the task reconnects by
-//! itself, at most once a second and only while any channel is watched, and
-//! subscribes again to what is watched then.
+//! itself, only while any channel is watched (at once after losing a
+//! connection that worked; after failures, backing off from 50 ms to 1 s),
+//! and subscribes again to what is watched then.
 //!
 //! Everything here is best effort, as the [`Node::watch_release`] contract
 //! allows: a broken or paused pub/sub connection only means no wake-up, and
@@ -43,8 +44,14 @@ use crate::error::Secrets;
 /// How long connecting, a SUBSCRIBE or an UNSUBSCRIBE may take before the
 /// connection is given up (a paused server).
 const STEP_TIMEOUT: Duration = Duration::from_secs(1);
-/// The pause between reconnection attempts.
+/// The longest pause between reconnection attempts. A connection that
+/// worked for at least [`STABLE`] and then broke (a reset, a restarted
+/// server) is replaced at once; failures to connect or subscribe back off
+/// from 50 ms, doubling up to this.
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+/// How long a subscription must have worked for its loss to be retried at
+/// once.
+const STABLE: Duration = Duration::from_millis(100);
 /// Messages fred buffers for the task before the oldest are dropped (a lag
 /// wakes one waiter of every channel, see [`Task::run`]).
 const MESSAGE_BUFFER: usize = 1024;
@@ -192,6 +199,8 @@ impl ReleaseHub {
             conn: None,
             subscribed: HashSet::new(),
             retry_at: None,
+            failures: 0,
+            subscribed_at: None,
         };
         handle.spawn(task.run());
         Some(ReleaseHub { shared })
@@ -273,6 +282,10 @@ struct Task {
     conn: Option<Conn>,
     subscribed: HashSet<String>,
     retry_at: Option<Instant>,
+    /// Failed connects or subscribes in a row (sets the next pause).
+    failures: u32,
+    /// When the current connection's subscriptions last succeeded.
+    subscribed_at: Option<Instant>,
 }
 
 enum Event {
@@ -308,7 +321,15 @@ impl Task {
                         conn.abort();
                     }
                     self.subscribed.clear();
-                    self.retry_at = Some(Instant::now() + RECONNECT_PAUSE);
+                    let stable = self
+                        .subscribed_at
+                        .take()
+                        .is_some_and(|at| at.elapsed() >= STABLE);
+                    self.retry_at = Some(if stable {
+                        Instant::now()
+                    } else {
+                        Instant::now() + self.backoff()
+                    });
                 }
                 Event::Reconcile => {
                     while self.rx.try_recv().is_ok() {}
@@ -395,6 +416,16 @@ impl Task {
         }
     }
 
+    /// The pause before the next reconnection: 50 ms, doubling with every
+    /// failure in a row, at most [`RECONNECT_PAUSE`].
+    fn backoff(&mut self) -> Duration {
+        let pause = Duration::from_millis(50)
+            .saturating_mul(1 << self.failures.min(5))
+            .min(RECONNECT_PAUSE);
+        self.failures = self.failures.saturating_add(1);
+        pause
+    }
+
     /// Brings the subscriptions in line with what is watched. Returns
     /// `false` when the hub is gone or closed.
     async fn reconcile(&mut self) -> bool {
@@ -422,7 +453,7 @@ impl Task {
                     self.subscribed.clear();
                 }
                 None => {
-                    self.retry_at = Some(Instant::now() + RECONNECT_PAUSE);
+                    self.retry_at = Some(Instant::now() + self.backoff());
                     return true;
                 }
             }
@@ -435,7 +466,11 @@ impl Task {
         let mut failure = None;
         if !add.is_empty() {
             match tokio::time::timeout(STEP_TIMEOUT, conn.client.subscribe(add.clone())).await {
-                Ok(Ok(())) => self.subscribed.extend(add),
+                Ok(Ok(())) => {
+                    self.subscribed.extend(add);
+                    self.failures = 0;
+                    self.subscribed_at = Some(Instant::now());
+                }
                 Ok(Err(e)) => failure = Some(self.secrets.redact(&e.to_string())),
                 Err(_) => failure = Some("SUBSCRIBE timed out".to_owned()),
             }
@@ -458,7 +493,7 @@ impl Task {
                 conn.abort();
             }
             self.subscribed.clear();
-            self.retry_at = Some(Instant::now() + RECONNECT_PAUSE);
+            self.retry_at = Some(Instant::now() + self.backoff());
         }
         true
     }

@@ -35,18 +35,22 @@ async fn node(url: String) -> Result<Arc<dyn Node>, String> {
 /// Counts the core's failed acquire attempts (its `attempt failed` debug
 /// events) and, among them, split votes: attempts in which this client got
 /// at least one node but not a quorum (so the votes were split between
-/// contenders). Nothing else is recorded; other events are disabled.
+/// contenders), and those in which some node failed (an error, a timeout,
+/// or skipped as unresponsive). Nothing else is recorded; other events are
+/// disabled.
 #[derive(Default)]
 struct Attempts {
     failed: AtomicU64,
     split: AtomicU64,
+    node_failed: AtomicU64,
 }
 
 impl Attempts {
-    fn snapshot(&self) -> (u64, u64) {
+    fn snapshot(&self) -> (u64, u64, u64) {
         (
             self.failed.load(Ordering::Relaxed),
             self.split.load(Ordering::Relaxed),
+            self.node_failed.load(Ordering::Relaxed),
         )
     }
 }
@@ -81,6 +85,12 @@ impl tracing::Subscriber for AttemptCounter {
             self.0.failed.fetch_add(1, Ordering::Relaxed);
             if failure.contains(" acquired") {
                 self.0.split.fetch_add(1, Ordering::Relaxed);
+            }
+            if ["error: ", "timed out", "unresponsive"]
+                .iter()
+                .any(|o| failure.contains(o))
+            {
+                self.0.node_failed.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -162,12 +172,13 @@ async fn main() -> ExitCode {
         match result {
             Ok(report) => {
                 println!("{report}");
-                let (f, sp) = attempts.snapshot();
+                let (f, sp, nf) = attempts.snapshot();
                 if !name.starts_with("processes") {
                     println!(
-                        "  failed acquire attempts {}, of which split votes {}",
+                        "  failed acquire attempts {}, of which split votes {}, with a node failing {}",
                         f - before.0,
-                        sp - before.1
+                        sp - before.1,
+                        nf - before.2
                     );
                 }
                 let bad = if checker::is_safe_scenario(name) || name.starts_with("processes") {

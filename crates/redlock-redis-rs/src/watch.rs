@@ -11,8 +11,9 @@
 //!
 //! Everything here is best effort, as the [`Node::watch_release`] contract
 //! allows: a broken or paused pub/sub connection only means no wake-up, and
-//! the waiter retries after its delay. The task reconnects (at most once a
-//! second) while any channel is watched.
+//! the waiter retries after its delay. The task reconnects while any channel
+//! is watched: at once after losing a connection that worked, and after
+//! failures backing off from 50 ms to 1 s.
 //!
 //! [`Node::watch_release`]: redlock_core::Node::watch_release
 
@@ -38,8 +39,14 @@ use crate::address::Redactor;
 /// How long connecting or a SUBSCRIBE may take before the connection is
 /// given up (a paused server).
 const STEP_TIMEOUT: Duration = Duration::from_secs(1);
-/// The pause between reconnection attempts.
+/// The longest pause between reconnection attempts. A connection that
+/// worked for at least [`STABLE`] and then broke (a reset, a restarted
+/// server) is replaced at once; failures to connect or subscribe back off
+/// from 50 ms, doubling up to this.
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+/// How long a subscription must have worked for its loss to be retried at
+/// once.
+const STABLE: Duration = Duration::from_millis(100);
 
 /// The node's side of the hub; dropping it (with every watch) ends the task.
 #[derive(Debug)]
@@ -147,6 +154,8 @@ impl ReleaseHub {
             conn: None,
             subscribed: HashSet::new(),
             retry_at: None,
+            failures: 0,
+            subscribed_at: None,
         };
         handle.spawn(task.run());
         Some(ReleaseHub { shared })
@@ -203,6 +212,10 @@ struct Task {
     conn: Option<(PubSubSink, PubSubStream)>,
     subscribed: HashSet<String>,
     retry_at: Option<Instant>,
+    /// Failed connects or subscribes in a row (sets the next pause).
+    failures: u32,
+    /// When the current connection's subscriptions last succeeded.
+    subscribed_at: Option<Instant>,
 }
 
 enum Event {
@@ -223,7 +236,15 @@ impl Task {
                     tracing::debug!(node = %self.id, "release subscription lost; waiters poll until it is back");
                     self.conn = None;
                     self.subscribed.clear();
-                    self.retry_at = Some(Instant::now() + RECONNECT_PAUSE);
+                    let stable = self
+                        .subscribed_at
+                        .take()
+                        .is_some_and(|at| at.elapsed() >= STABLE);
+                    self.retry_at = Some(if stable {
+                        Instant::now()
+                    } else {
+                        Instant::now() + self.backoff()
+                    });
                 }
                 Event::Reconcile => {
                     while self.rx.try_recv().is_ok() {}
@@ -272,6 +293,16 @@ impl Task {
         }
     }
 
+    /// The pause before the next reconnection: 50 ms, doubling with every
+    /// failure in a row, at most [`RECONNECT_PAUSE`].
+    fn backoff(&mut self) -> Duration {
+        let pause = Duration::from_millis(50)
+            .saturating_mul(1 << self.failures.min(5))
+            .min(RECONNECT_PAUSE);
+        self.failures = self.failures.saturating_add(1);
+        pause
+    }
+
     /// Brings the subscriptions in line with what is watched. Returns
     /// `false` when the hub is gone or closed.
     async fn reconcile(&mut self) -> bool {
@@ -300,12 +331,12 @@ impl Task {
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(node = %self.id, "release subscription: connect failed: {}", self.redact.scrub(&e.to_string()));
-                    self.retry_at = Some(Instant::now() + RECONNECT_PAUSE);
+                    self.retry_at = Some(Instant::now() + self.backoff());
                     return true;
                 }
                 Err(_) => {
                     tracing::debug!(node = %self.id, "release subscription: connect timed out");
-                    self.retry_at = Some(Instant::now() + RECONNECT_PAUSE);
+                    self.retry_at = Some(Instant::now() + self.backoff());
                     return true;
                 }
             }
@@ -318,7 +349,11 @@ impl Task {
         let mut ok = true;
         if !add.is_empty() {
             match tokio::time::timeout(STEP_TIMEOUT, sink.subscribe(&add)).await {
-                Ok(Ok(())) => self.subscribed.extend(add),
+                Ok(Ok(())) => {
+                    self.subscribed.extend(add);
+                    self.failures = 0;
+                    self.subscribed_at = Some(Instant::now());
+                }
                 _ => ok = false,
             }
         }
@@ -336,7 +371,7 @@ impl Task {
             tracing::debug!(node = %self.id, "release subscription failed; reconnecting later");
             self.conn = None;
             self.subscribed.clear();
-            self.retry_at = Some(Instant::now() + RECONNECT_PAUSE);
+            self.retry_at = Some(Instant::now() + self.backoff());
         }
         true
     }
