@@ -20,7 +20,10 @@
 //! - **Sent at most once.** Lock commands go out with fred's
 //!   `max_attempts = 1`: a command whose connection breaks is reported as
 //!   failed, never written again behind the core's back (a resent `SET`
-//!   landing after the release would leave a stale key). A cluster `MOVED`
+//!   landing after the release would leave a stale key). Releases are the
+//!   exception: they get one more attempt, so fred writes a release again
+//!   after a reconnect (also when the core stopped waiting for it), and a
+//!   connection reset does not leave the key behind until its TTL. A cluster `MOVED`
 //!   reply therefore fails that one request; fred refreshes its slot map and
 //!   the core's next attempt goes to the new owner.
 //! - **Ordered, also when dropped.** fred hands a command to its connection

@@ -51,6 +51,9 @@ struct Inner {
     kind: Kind,
     clients: Vec<Client>,
     options: Options,
+    /// `options` with one more attempt: a release whose connection broke is
+    /// written again after fred reconnected (see [`FredNode::run`]).
+    release_options: Options,
     scripts: LoadedScripts,
     secrets: Secrets,
     /// Bumped before every release is sent; see [`FredNode::run`].
@@ -204,6 +207,10 @@ impl FredNode {
                 id,
                 kind,
                 clients,
+                release_options: Options {
+                    max_attempts: Some(options.max_attempts.unwrap_or(1).saturating_add(1)),
+                    ..options.clone()
+                },
                 options,
                 scripts: LoadedScripts::new(scripts),
                 secrets,
@@ -270,7 +277,17 @@ impl FredNode {
         // per-command options (one attempt, timeout, fail fast) to
         // `ClientLike` commands, while `LuaInterface` calls on it would go to
         // the plain client and silently drop them.
-        let client = self.client_for(slot).with_options(&inner.options);
+        // A release is the one request fred may write again after a broken
+        // connection (also when the core no longer waits for it): deleting
+        // our own token is harmless to repeat, it still follows everything
+        // sent before it, and without it the key would outlive a reset by
+        // up to its TTL, blocking every contender.
+        let options = if std::ptr::eq(script, &inner.scripts.release) {
+            &inner.release_options
+        } else {
+            &inner.options
+        };
+        let client = self.client_for(slot).with_options(options);
         let is_acquire = std::ptr::eq(script, &inner.scripts.acquire);
         let epoch = inner.release_epoch.load(Ordering::SeqCst);
         let first = client
