@@ -207,8 +207,10 @@ impl FredNode {
                 id,
                 kind,
                 clients,
+                // `fail_fast` would take precedence over the second attempt.
                 release_options: Options {
                     max_attempts: Some(options.max_attempts.unwrap_or(1).saturating_add(1)),
+                    fail_fast: false,
                     ..options.clone()
                 },
                 options,
