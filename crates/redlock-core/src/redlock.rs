@@ -417,20 +417,13 @@ impl Redlock {
         failure: Box<Failure>,
     ) -> Result<(Box<Failure>, Woke), LockError> {
         let rt = &self.shared.runtime;
-        let mut delay = policy.next_delay();
-        let mut last_wait = false;
-        if let Some(deadline) = deadline {
-            let left = deadline.saturating_duration_since(rt.now());
-            if delay >= left {
-                if watch.is_none() {
-                    let err = LockError::DeadlineExceeded(failure);
-                    telemetry::lock_failed(&err);
-                    return Err(err);
-                }
-                // A release may still come before the deadline.
-                delay = left;
-                last_wait = true;
-            }
+        let (delay, last_wait) = self.next_wait(policy, deadline);
+        if last_wait && watch.is_none() {
+            // Only a release in this process could still come; the deadline
+            // ends the call now, as it did before the queue existed.
+            let err = LockError::DeadlineExceeded(failure);
+            telemetry::lock_failed(&err);
+            return Err(err);
         }
         let go = ticket.go();
         let wake: BoxFuture<'_, Woke> = match watch.as_mut() {
@@ -480,6 +473,23 @@ impl Redlock {
         future::select(rt.sleep(delay), ticket.go()).await;
     }
 
+    /// The next retry delay, cut to what is left before the deadline; `true`
+    /// when it was cut (this is the last wait).
+    fn next_wait(&self, policy: &RetryPolicy, deadline: Option<Instant>) -> (Duration, bool) {
+        let delay = policy.next_delay();
+        match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(self.shared.runtime.now());
+                if delay >= left {
+                    (left, true)
+                } else {
+                    (delay, false)
+                }
+            }
+            None => (delay, false),
+        }
+    }
+
     /// A queued call's wait for its turn. Every retry delay that passes
     /// counts as an attempt (the head is trying for everyone); when only
     /// the last allowed attempt is left, the call makes it itself.
@@ -502,15 +512,7 @@ impl Redlock {
             if !policy.may_retry(attempts.saturating_add(1)) {
                 return Queued::Attempt;
             }
-            let mut delay = policy.next_delay();
-            let mut last_wait = false;
-            if let Some(deadline) = deadline {
-                let left = deadline.saturating_duration_since(rt.now());
-                if delay >= left {
-                    delay = left;
-                    last_wait = true;
-                }
-            }
+            let (delay, last_wait) = self.next_wait(policy, deadline);
             let turned = matches!(
                 future::select(rt.sleep(delay), ticket.turn()).await,
                 Either::Right(_)
