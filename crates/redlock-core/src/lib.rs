@@ -118,6 +118,7 @@ pub mod slot;
 pub mod status;
 pub mod telemetry;
 pub mod token;
+pub mod watchers;
 
 pub use admin::Released;
 pub use error::{Failure, InvalidArgument, LockError, NodeOutcome, NodeReport, Operation};
