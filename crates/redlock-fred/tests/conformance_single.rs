@@ -45,4 +45,5 @@ standalone!(
     order_kept_under_early_decisions,
     stopped_server_then_restarted,
     paused_server_does_not_block,
+    release_resent_after_reset,
 );

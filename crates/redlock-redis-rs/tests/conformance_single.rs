@@ -46,3 +46,8 @@ async fn stopped_server_then_restarted() {
 async fn paused_server_does_not_block() {
     conformance::paused_server_does_not_block(&common::factory).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_resent_after_reset() {
+    conformance::release_resent_after_reset(&common::factory).await;
+}

@@ -32,7 +32,7 @@ use redis::AsyncCommands;
 use redlock_core::slot::hash_slot;
 use redlock_core::{Acquire, Extend, LockError, Node, NodeError, Options, Redlock};
 
-use crate::fault_proxy::{FaultProxy, Mode};
+use crate::fault_proxy::{Direction, FaultProxy, Mode};
 use crate::server::RedisServer;
 
 /// A boxed error from a factory.
@@ -744,4 +744,76 @@ pub async fn run_standalone(f: &dyn NodeFactory) {
     order_kept_under_early_decisions(f).await;
     stopped_server_then_restarted(f).await;
     paused_server_does_not_block(f).await;
+    release_resent_after_reset(f).await;
+}
+
+/// Resets every connection through `proxy`, waits until it did, then passes
+/// traffic again.
+async fn reset_then_heal(proxy: &FaultProxy) {
+    let before = proxy.stats().resets;
+    proxy.reset();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            proxy.stats().resets > before
+        })
+        .await,
+        "the proxy did not reset"
+    );
+    proxy.heal();
+}
+
+/// A release whose connection breaks under it (it ran on the server, but
+/// the reply was cut off) is sent once more after the node reconnects, and
+/// answers instead of failing: releases are safe to repeat, and a release
+/// lost to a reset would leave the key until its TTL. An acquire cut off
+/// the same way is never repeated: it reports the error.
+pub async fn release_resent_after_reset(f: &dyn NodeFactory) {
+    let server = RedisServer::start().expect("redis-server starts");
+    let proxy = FaultProxy::start(server.port()).await.expect("proxy");
+    let node = make(f, &Target::Single(proxy.url())).await;
+    let key = format!("{}k", unique_prefix("resend"));
+    let keys = vec![key.clone()];
+    let ttl = Duration::from_secs(60);
+    assert_eq!(node.acquire(&keys, "tok", ttl).await, Ok(Acquire::Acquired));
+    let exists = |want: &'static str| {
+        let server = &server;
+        let key = key.clone();
+        move || {
+            let ok = server.text(&["EXISTS", &key]).is_ok_and(|t| t == want);
+            async move { ok }
+        }
+    };
+
+    // The release runs on the server, but its reply never comes back...
+    proxy.set_mode(Direction::ToClient, Mode::Hold);
+    let releasing = {
+        let node = node.clone();
+        let keys = keys.clone();
+        tokio::spawn(async move { node.release(&keys, "tok").await })
+    };
+    assert!(eventually(Duration::from_secs(5), exists("0")).await);
+    // ...because the connection is reset. The node reconnects and sends the
+    // release again: it answers (0 deleted, the first one did it) instead of
+    // a connection error.
+    reset_then_heal(&proxy).await;
+    let answer = tokio::time::timeout(Duration::from_secs(10), releasing)
+        .await
+        .expect("release answered")
+        .expect("task");
+    assert_eq!(answer, Ok(0));
+
+    // An acquire cut off the same way is not repeated: it reports the error.
+    proxy.set_mode(Direction::ToClient, Mode::Hold);
+    let acquiring = {
+        let node = node.clone();
+        let keys = keys.clone();
+        tokio::spawn(async move { node.acquire(&keys, "tok2", ttl).await })
+    };
+    assert!(eventually(Duration::from_secs(5), exists("1")).await);
+    reset_then_heal(&proxy).await;
+    let answer = tokio::time::timeout(Duration::from_secs(10), acquiring)
+        .await
+        .expect("acquire answered")
+        .expect("task");
+    assert!(answer.is_err(), "an acquire was repeated: {answer:?}");
 }
