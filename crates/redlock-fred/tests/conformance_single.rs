@@ -29,6 +29,7 @@ on_single!(
     multi_key_all_or_nothing,
     script_flush,
     concurrent_calls,
+    dropped_after_first_poll,
     through_redlock,
 );
 

@@ -32,7 +32,39 @@ pub(crate) struct LoadedScripts {
     /// sent as `SET key token NX PX ttl`: the same atomic effect and reply
     /// (`OK` = 1, nil = 0) at a fraction of the server's cost of a script.
     plain_acquire: bool,
+    /// The release script is the built-in one, so several releases in one
+    /// pipeline may be sent as one [`RELEASE_MANY`] call.
+    release_many: Option<Loaded>,
 }
+
+/// The built-in release script for several releases at once: the same
+/// effect, per release, as [`redlock_core::scripts::RELEASE`], with one
+/// script call instead of one per release (a script call is most of what
+/// a release costs the server). `ARGV` holds, per release, its number of
+/// keys and its token; `KEYS` holds their keys in turn. The reply has one
+/// entry per release: the number of keys it deleted, or the error that
+/// stopped it.
+pub(crate) const RELEASE_MANY: &str = r#"-- redlock release, several at once
+local r, k = {}, 0
+for j = 1, #ARGV, 2 do
+  local n, token, deleted = tonumber(ARGV[j]), ARGV[j + 1], 0
+  for i = k + 1, k + n do
+    local v = redis.pcall('get', KEYS[i])
+    if type(v) == 'table' and v.err then
+      deleted = v
+      break
+    end
+    if v == token then
+      redis.call('del', KEYS[i])
+      redis.call('publish', 'redlock:release:' .. KEYS[i], token)
+      deleted = deleted + 1
+    end
+  end
+  k = k + n
+  r[#r + 1] = deleted
+end
+return r
+"#;
 
 fn load(source: &str) -> Loaded {
     Loaded {
@@ -50,6 +82,8 @@ impl LoadedScripts {
             inspect: load(&scripts.inspect),
             fence: load(&scripts.fence),
             plain_acquire: scripts.acquire == redlock_core::scripts::ACQUIRE,
+            release_many: (scripts.release == redlock_core::scripts::RELEASE)
+                .then(|| load(RELEASE_MANY)),
         }
     }
 
@@ -63,7 +97,8 @@ impl LoadedScripts {
         }
     }
 
-    pub(crate) fn all(&self) -> [&Loaded; 5] {
+    /// Every script a connection should have loaded.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Loaded> {
         [
             &self.acquire,
             &self.release,
@@ -71,6 +106,14 @@ impl LoadedScripts {
             &self.inspect,
             &self.fence,
         ]
+        .into_iter()
+        .chain(self.release_many.as_ref())
+    }
+
+    /// The script for several releases at once, when the release script is
+    /// the built-in one.
+    pub(crate) fn release_many(&self) -> Option<&Loaded> {
+        self.release_many.as_ref()
     }
 }
 
@@ -92,22 +135,26 @@ impl Call {
     }
 
     pub(crate) fn evalsha(&self, scripts: &LoadedScripts) -> redis::Cmd {
-        if self.kind == Kind::Ping {
-            return redis::cmd("PING");
-        }
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&scripts.get(self.kind).sha);
-        self.push_keys_args(&mut cmd);
-        cmd
+        self.script_call("EVALSHA", &scripts.get(self.kind).sha)
     }
 
     pub(crate) fn eval(&self, scripts: &LoadedScripts) -> redis::Cmd {
+        self.script_call("EVAL", &scripts.get(self.kind).source)
+    }
+
+    /// `verb script numkeys keys… args…`, built in one allocation each for
+    /// the bytes and the argument list.
+    fn script_call(&self, verb: &str, script: &str) -> redis::Cmd {
         if self.kind == Kind::Ping {
             return redis::cmd("PING");
         }
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(&scripts.get(self.kind).source);
-        self.push_keys_args(&mut cmd);
+        let strings = self.keys.iter().chain(&self.args);
+        let data = verb.len() + script.len() + 20 + strings.clone().map(String::len).sum::<usize>();
+        let mut cmd = redis::Cmd::with_capacity(3 + self.keys.len() + self.args.len(), data);
+        cmd.arg(verb).arg(script).arg(self.keys.len());
+        for s in strings {
+            cmd.arg(s);
+        }
         cmd
     }
 
@@ -125,13 +172,10 @@ impl Call {
             return None;
         }
         let (key, token, ttl) = (self.keys.first()?, self.args.first()?, self.args.get(1)?);
-        let mut cmd = redis::cmd("SET");
+        let mut cmd = redis::Cmd::with_capacity(6, 10 + key.len() + token.len() + ttl.len());
+        cmd.arg("SET");
         cmd.arg(key).arg(token).arg("NX").arg("PX").arg(ttl);
         Some(cmd)
-    }
-
-    fn push_keys_args(&self, cmd: &mut redis::Cmd) {
-        cmd.arg(self.keys.len()).arg(&self.keys).arg(&self.args);
     }
 
     /// The same call over a subset of the keys.

@@ -146,28 +146,154 @@ impl SingleExecutor {
         }
     }
 
+    /// Sends `entries` as one pipeline (as EVAL instead of EVALSHA when
+    /// `eval`); one result per entry.
     async fn run(
         &mut self,
         calls: &[Call],
+        entries: &[Entry],
         eval: bool,
     ) -> Result<Vec<RedisResult<Value>>, redis::RedisError> {
-        let mut pipe = redis::pipe();
+        let mut pipe = redis::Pipeline::with_capacity(entries.len());
         pipe.ignore_errors();
-        for c in calls {
-            pipe.add_command(if eval {
-                c.eval(&self.scripts)
-            } else {
-                c.single_server(&self.scripts)
-            });
+        for e in entries {
+            pipe.add_command(e.command(calls, &self.scripts, eval));
         }
         let conn = match self.connect().await {
             Ok(c) => c,
             Err(e) => {
-                return Ok(calls.iter().map(|_| Err(to_redis(&e))).collect());
+                return Ok(entries.iter().map(|_| Err(to_redis(&e))).collect());
             }
         };
         conn.query(&pipe).await
     }
+}
+
+/// One command of a pipeline: one call, or several releases sent as one
+/// [`RELEASE_MANY`](crate::scripts::RELEASE_MANY) call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Entry {
+    One(usize),
+    Releases(Vec<usize>),
+}
+
+impl Entry {
+    fn command(&self, calls: &[Call], scripts: &LoadedScripts, eval: bool) -> redis::Cmd {
+        match self {
+            Entry::One(i) if eval => calls[*i].eval(scripts),
+            Entry::One(i) => calls[*i].single_server(scripts),
+            Entry::Releases(members) => {
+                let Some(many) = scripts.release_many() else {
+                    // `plan` only merges when the script is there.
+                    return calls[members[0]].evalsha(scripts);
+                };
+                let nkeys: usize = members.iter().map(|&i| calls[i].keys.len()).sum();
+                let bytes: usize = members
+                    .iter()
+                    .flat_map(|&i| calls[i].keys.iter().chain(&calls[i].args))
+                    .map(|s| s.len() + 4)
+                    .sum();
+                let mut cmd = redis::Cmd::with_capacity(
+                    3 + nkeys + 2 * members.len(),
+                    many.source.len().max(many.sha.len()) + 16 + bytes,
+                );
+                if eval {
+                    cmd.arg("EVAL").arg(&many.source);
+                } else {
+                    cmd.arg("EVALSHA").arg(&many.sha);
+                }
+                cmd.arg(nkeys);
+                for &i in members {
+                    cmd.arg(&calls[i].keys);
+                }
+                for &i in members {
+                    cmd.arg(calls[i].keys.len())
+                        .arg(calls[i].args.first().map_or("", String::as_str));
+                }
+                cmd
+            }
+        }
+    }
+
+    /// The calls this entry carries.
+    fn members(&self) -> Vec<usize> {
+        match self {
+            Entry::One(i) => vec![*i],
+            Entry::Releases(members) => members.clone(),
+        }
+    }
+
+    /// Hands this entry's reply to its calls.
+    fn distribute(
+        &self,
+        reply: RedisResult<Value>,
+        results: &mut [Result<Value, NodeError>],
+        redact: &Redactor,
+    ) {
+        match self {
+            Entry::One(i) => results[*i] = reply.map_err(|e| node_err_keep(&e, redact)),
+            Entry::Releases(members) => match reply {
+                Ok(Value::Array(items)) if items.len() == members.len() => {
+                    for (&i, item) in members.iter().zip(items) {
+                        results[i] = match item {
+                            Value::ServerError(e) => {
+                                Err(NodeError::Server(redact.scrub(&format!("{e:?}"))))
+                            }
+                            v => Ok(v),
+                        };
+                    }
+                }
+                Ok(other) => {
+                    let mut text = format!("{other:?}");
+                    text.truncate(200);
+                    for &i in members {
+                        results[i] = Err(NodeError::Protocol(text.clone()));
+                    }
+                }
+                Err(e) => {
+                    let ne = node_err_keep(&e, redact);
+                    for &i in members {
+                        results[i] = Err(ne.clone());
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// How a batch goes on the wire: releases (with the built-in script) are
+/// gathered into one script call where that keeps the batch's meaning. A
+/// release may move later in the batch, past calls on other keys only, so
+/// every call still meets the keys in the state the original order gives
+/// (a release deletes only keys that hold its own token).
+pub(crate) fn plan(calls: &[Call], scripts: &LoadedScripts) -> Vec<Entry> {
+    let mut entries = Vec::with_capacity(calls.len());
+    if scripts.release_many().is_none() {
+        entries.extend((0..calls.len()).map(Entry::One));
+        return entries;
+    }
+    let mut group: Vec<usize> = Vec::new();
+    let mut group_keys: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let flush = |group: &mut Vec<usize>, entries: &mut Vec<Entry>| match group.len() {
+        0 => {}
+        1 => entries.push(Entry::One(group[0])),
+        _ => entries.push(Entry::Releases(std::mem::take(group))),
+    };
+    for (i, call) in calls.iter().enumerate() {
+        if call.kind == Kind::Release {
+            group.push(i);
+            group_keys.extend(call.keys.iter().map(String::as_str));
+            continue;
+        }
+        if !group.is_empty() && call.keys.iter().any(|k| group_keys.contains(k.as_str())) {
+            flush(&mut group, &mut entries);
+            group.clear();
+            group_keys.clear();
+        }
+        entries.push(Entry::One(i));
+    }
+    flush(&mut group, &mut entries);
+    entries
 }
 
 /// Carries a NodeError through the RedisResult plumbing.
@@ -188,11 +314,9 @@ impl Executor for SingleExecutor {
         if let Err(e) = self.connect().await {
             return calls.iter().map(|_| Err(e.clone())).collect();
         }
-        let mut results: Vec<Result<Value, NodeError>> = match self.run(calls, false).await {
-            Ok(r) => r
-                .into_iter()
-                .map(|r| r.map_err(|e| node_err_keep(&e, &self.redact)))
-                .collect(),
+        let entries = plan(calls, &self.scripts);
+        let replies = match self.run(calls, &entries, false).await {
+            Ok(r) => r,
             Err(e) => {
                 let reconnect = needs_reconnect(&e);
                 if reconnect {
@@ -207,21 +331,24 @@ impl Executor for SingleExecutor {
                 return results;
             }
         };
-        // NOSCRIPT (a SCRIPT FLUSH, or a restarted server): send those calls
-        // again, in order, as EVAL (which also caches the script). They were
-        // not executed, so this is no retry.
-        let missing: Vec<usize> = results
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| matches!(r, Err(NodeError::Server(m)) if m.contains("NOSCRIPT")))
-            .map(|(i, _)| i)
-            .collect();
+        let mut results: Vec<Result<Value, NodeError>> =
+            calls.iter().map(|_| Err(NodeError::Closed)).collect();
+        // NOSCRIPT (a SCRIPT FLUSH, or a restarted server): send those
+        // entries again, in order, as EVAL (which also caches the script).
+        // They were not executed, so this is no retry.
+        let mut missing: Vec<Entry> = Vec::new();
+        for (entry, reply) in entries.into_iter().zip(replies) {
+            if matches!(&reply, Err(e) if is_noscript(e)) {
+                missing.push(entry);
+            } else {
+                entry.distribute(reply, &mut results, &self.redact);
+            }
+        }
         if !missing.is_empty() {
-            let again: Vec<Call> = missing.iter().map(|&i| calls[i].clone()).collect();
-            match self.run(&again, true).await {
-                Ok(r) => {
-                    for (i, r) in missing.iter().zip(r) {
-                        results[*i] = r.map_err(|e| node_err_keep(&e, &self.redact));
+            match self.run(calls, &missing, true).await {
+                Ok(replies) => {
+                    for (entry, reply) in missing.iter().zip(replies) {
+                        entry.distribute(reply, &mut results, &self.redact);
                     }
                 }
                 Err(e) => {
@@ -229,8 +356,10 @@ impl Executor for SingleExecutor {
                         self.drop_connection();
                     }
                     let ne = node_error(&e, &self.redact);
-                    for i in missing {
-                        results[i] = Err(ne.clone());
+                    for entry in &missing {
+                        for i in entry.members() {
+                            results[i] = Err(ne.clone());
+                        }
                     }
                 }
             }
@@ -253,20 +382,19 @@ impl SingleExecutor {
     /// leave a key behind until its TTL. Acquires and extends are never
     /// repeated.
     async fn resend_releases(&mut self, calls: &[Call], results: &mut [Result<Value, NodeError>]) {
-        let releases: Vec<usize> = calls
+        let releases: Vec<Entry> = calls
             .iter()
             .enumerate()
             .filter(|(_, c)| c.kind == Kind::Release)
-            .map(|(i, _)| i)
+            .map(|(i, _)| Entry::One(i))
             .collect();
         if releases.is_empty() || self.connect().await.is_err() {
             return;
         }
-        let again: Vec<Call> = releases.iter().map(|&i| calls[i].clone()).collect();
-        match self.run(&again, true).await {
+        match self.run(calls, &releases, true).await {
             Ok(replies) => {
-                for (&i, r) in releases.iter().zip(replies) {
-                    results[i] = r.map_err(|e| node_err_keep(&e, &self.redact));
+                for (entry, r) in releases.iter().zip(replies) {
+                    entry.distribute(r, results, &self.redact);
                 }
             }
             Err(e) => {
@@ -294,3 +422,63 @@ fn node_err_keep(e: &redis::RedisError, redact: &Redactor) -> NodeError {
 pub(crate) const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default connection timeout.
 pub(crate) const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redlock_core::Scripts;
+
+    fn call(kind: Kind, keys: &[&str]) -> Call {
+        Call {
+            kind,
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            args: vec!["tok".into()],
+        }
+    }
+
+    #[test]
+    fn releases_on_other_keys_share_one_entry() {
+        let scripts = LoadedScripts::new(&Scripts::default());
+        let calls = [
+            call(Kind::Release, &["a"]),
+            call(Kind::Acquire, &["x"]),
+            call(Kind::Release, &["b", "c"]),
+            call(Kind::Ping, &[]),
+            call(Kind::Release, &["d"]),
+        ];
+        assert_eq!(
+            plan(&calls, &scripts),
+            vec![Entry::One(1), Entry::One(3), Entry::Releases(vec![0, 2, 4])]
+        );
+    }
+
+    #[test]
+    fn a_release_never_moves_past_a_call_on_its_keys() {
+        let scripts = LoadedScripts::new(&Scripts::default());
+        let calls = [
+            call(Kind::Release, &["a"]),
+            call(Kind::Release, &["b"]),
+            call(Kind::Acquire, &["x", "b"]),
+            call(Kind::Release, &["c"]),
+            call(Kind::Extend, &["c"]),
+            call(Kind::Release, &["d"]),
+        ];
+        assert_eq!(
+            plan(&calls, &scripts),
+            vec![
+                Entry::Releases(vec![0, 1]),
+                Entry::One(2),
+                Entry::One(3),
+                Entry::One(4),
+                Entry::One(5),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_substitute_release_script_is_sent_as_it_is() {
+        let scripts = LoadedScripts::new(&Scripts::default().with_release("return 0"));
+        let calls = [call(Kind::Release, &["a"]), call(Kind::Release, &["b"])];
+        assert_eq!(plan(&calls, &scripts), vec![Entry::One(0), Entry::One(1)]);
+    }
+}

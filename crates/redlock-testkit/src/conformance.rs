@@ -528,6 +528,48 @@ pub async fn concurrent_calls(f: &dyn NodeFactory, target: &Target) {
     assert_eq!(raw.count(&p).await, 0);
 }
 
+/// Polls `request` once, then drops it.
+fn poll_once_then_drop<F: Future>(request: F) {
+    let mut request = std::pin::pin!(request);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let _ = request.as_mut().poll(&mut cx);
+}
+
+/// A request whose future is dropped right after its first poll is still
+/// carried out (the `Node` contract: polled once means committed): a
+/// release dropped that way on an idle node, then twenty dropped at once
+/// (most of them waiting behind the first), still delete their keys.
+pub async fn dropped_after_first_poll(f: &dyn NodeFactory, target: &Target) {
+    let node = make(f, target).await;
+    let raw = Raw::connect(target).await;
+    let p = unique_prefix("dropped");
+    let ttl = Duration::from_secs(60);
+    let keys: Vec<Vec<String>> = (0..21).map(|i| vec![format!("{p}{i}")]).collect();
+    for k in &keys {
+        assert_eq!(node.acquire(k, "tok", ttl).await, Ok(Acquire::Acquired));
+    }
+    poll_once_then_drop(node.release(&keys[0], "tok"));
+    let first = &keys[0][0];
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            raw.get(first).await.is_none()
+        })
+        .await,
+        "a release dropped after its first poll was not carried out"
+    );
+    for k in &keys[1..] {
+        poll_once_then_drop(node.release(k, "tok"));
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            raw.count(&p).await == 0
+        })
+        .await,
+        "releases dropped after their first poll left {} keys",
+        raw.count(&p).await
+    );
+}
+
 /// A Redlock over this one node: lock, conflict, extend, unlock.
 pub async fn through_redlock(f: &dyn NodeFactory, target: &Target) {
     let node = make(f, target).await;
@@ -557,6 +599,7 @@ pub async fn run_on_target(f: &dyn NodeFactory, target: &Target) {
     multi_key_all_or_nothing(f, target).await;
     script_flush(f, target).await;
     concurrent_calls(f, target).await;
+    dropped_after_first_poll(f, target).await;
     through_redlock(f, target).await;
 }
 
