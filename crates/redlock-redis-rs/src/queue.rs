@@ -15,8 +15,9 @@
 //!
 //! Either way a request is committed to the node's order on its first poll
 //! and is carried out even if the caller drops the future afterwards: a
-//! request running on the caller's task is moved to a spawned task when its
-//! future is dropped, and a queued request belongs to the queue.
+//! request running on the caller's task is handed to the driver when its
+//! future is dropped (the driver finishes it, then sends whatever queued up
+//! behind it), and a queued request belongs to the queue.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -55,6 +56,10 @@ struct State {
     /// the driver, so a request may go direct only when this is empty.
     waiting: VecDeque<Request>,
     closed: bool,
+    /// A request that started on its caller's task, whose future was
+    /// dropped before it finished; the driver finishes it. There is at most
+    /// one, since it holds the executor.
+    adopted: Option<BoxFuture<'static, Reply>>,
 }
 
 struct Shared {
@@ -99,12 +104,12 @@ impl Drop for Lease {
 }
 
 /// A request running on the caller's task. Dropped before it finished, it
-/// moves to a task of its own so that it is still sent and answered (the
+/// is handed to the driver so that it is still sent and answered (the
 /// `redis` crate skips a request whose receiver is gone) and the executor
 /// comes back afterwards.
 struct Detached {
     run: Option<BoxFuture<'static, Reply>>,
-    runtime: Handle,
+    shared: Arc<Shared>,
 }
 
 impl Future for Detached {
@@ -123,9 +128,8 @@ impl Future for Detached {
 impl Drop for Detached {
     fn drop(&mut self) {
         if let Some(run) = self.run.take() {
-            self.runtime.spawn(async move {
-                let _ = run.await;
-            });
+            self.shared.lock().adopted = Some(run);
+            self.shared.wake.notify_one();
         }
     }
 }
@@ -133,7 +137,6 @@ impl Drop for Detached {
 /// The sending side of a node's queue.
 pub(crate) struct Queue {
     shared: Arc<Shared>,
-    runtime: Handle,
     driver: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -152,6 +155,7 @@ impl Queue {
                 executor: None,
                 waiting: VecDeque::new(),
                 closed: false,
+                adopted: None,
             }),
             wake: Notify::new(),
             max_batch: max_batch.max(1),
@@ -159,7 +163,6 @@ impl Queue {
         let driver = runtime.spawn(drive(shared.clone(), Box::new(executor)));
         Ok(Queue {
             shared,
-            runtime,
             driver: Mutex::new(Some(driver)),
         })
     }
@@ -208,7 +211,7 @@ impl Queue {
         });
         Detached {
             run: Some(run),
-            runtime: self.runtime.clone(),
+            shared: self.shared.clone(),
         }
     }
 
@@ -243,6 +246,12 @@ async fn drive(shared: Arc<Shared>, mut executor: Box<dyn Executor>) {
     let mut calls: Vec<Call> = Vec::new();
     let mut replies: Vec<oneshot::Sender<Reply>> = Vec::new();
     loop {
+        let adopted = shared.lock().adopted.take();
+        if let Some(run) = adopted {
+            // It gives the executor back when done.
+            let _ = run.await;
+            continue;
+        }
         let mut executor = {
             let mut state = shared.lock();
             let idle = state.executor.is_some();

@@ -46,6 +46,25 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// One command on its own (no pipeline around it); a server's error
+    /// reply is the command's result, a broken connection the `Err`.
+    async fn query_one(&mut self, cmd: &redis::Cmd) -> RedisResult<RedisResult<Value>> {
+        let reply = match self {
+            Conn::Multiplexed(c) => c.req_packed_command(cmd).await,
+            Conn::Manager(c) => c.req_packed_command(cmd).await,
+        };
+        match reply {
+            Ok(Value::ServerError(e)) => Ok(Err(e.into())),
+            Ok(v) => Ok(Ok(v)),
+            Err(e) if e.code().is_some() && !e.is_connection_dropped() && !e.is_io_error() => {
+                Ok(Err(e))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
 async fn query<C: ConnectionLike>(
     con: &mut C,
     pipe: &redis::Pipeline,
@@ -154,18 +173,29 @@ impl SingleExecutor {
         entries: &[Entry],
         eval: bool,
     ) -> Result<Vec<RedisResult<Value>>, redis::RedisError> {
-        let mut pipe = redis::Pipeline::with_capacity(entries.len());
-        pipe.ignore_errors();
-        for e in entries {
-            pipe.add_command(e.command(calls, &self.scripts, eval));
-        }
+        // One command on its own, several as a pipeline.
+        let (one, pipe) = match entries {
+            [only] => (Some(only.command(calls, &self.scripts, eval)), None),
+            _ => {
+                let mut pipe = redis::Pipeline::with_capacity(entries.len());
+                pipe.ignore_errors();
+                for e in entries {
+                    pipe.add_command(e.command(calls, &self.scripts, eval));
+                }
+                (None, Some(pipe))
+            }
+        };
         let conn = match self.connect().await {
             Ok(c) => c,
             Err(e) => {
                 return Ok(entries.iter().map(|_| Err(to_redis(&e))).collect());
             }
         };
-        conn.query(&pipe).await
+        match (one, pipe) {
+            (Some(cmd), _) => conn.query_one(&cmd).await.map(|r| vec![r]),
+            (None, Some(pipe)) => conn.query(&pipe).await,
+            (None, None) => Ok(Vec::new()),
+        }
     }
 }
 
