@@ -12,10 +12,12 @@
 //! [`redlock_core::Redlock`]; this crate only carries single requests to one
 //! node each, as atomic Lua scripts.
 //!
-//! Each [`RedisNode`] owns an ordered queue and one background task. A call
-//! is put on the queue when its future is first polled, and the task sends
-//! whatever has queued up as one pipeline (one round trip), waits for the
-//! replies, then sends the next batch. So:
+//! Each [`RedisNode`] has one connection, used by one request or batch at a
+//! time, and one background task. A call is committed to the node's order
+//! when its future is first polled: on an idle node it is sent right away
+//! from the caller's task; on a busy node it waits, and the task sends
+//! everything that has queued up as one pipeline (one round trip) as soon
+//! as the connection is free again. So:
 //!
 //! - **Order is kept.** The core decides as soon as a quorum answered and
 //!   drops the slower nodes' futures; the release it sends next can never
@@ -25,7 +27,8 @@
 //!   command the server refused without running it (`NOSCRIPT`, and in a
 //!   cluster `MOVED`/`TRYAGAIN`/`CLUSTERDOWN`) is sent again.
 //! - **Shared round trips.** Concurrent lock requests to one node travel in
-//!   the same pipeline.
+//!   the same pipeline, and the releases among them (with the built-in
+//!   script) as one script call.
 //! - **Reconnects.** A broken connection is replaced on the next request;
 //!   after a server restart the scripts are loaded again (and `NOSCRIPT`
 //!   falls back to `EVAL`, so a `SCRIPT FLUSH` does no harm). Behind
