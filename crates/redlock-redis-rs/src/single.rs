@@ -266,9 +266,7 @@ impl Entry {
                 Ok(Value::Array(items)) if items.len() == members.len() => {
                     for (&i, item) in members.iter().zip(items) {
                         results[i] = match item {
-                            Value::ServerError(e) => {
-                                Err(NodeError::Server(redact.scrub(&format!("{e:?}"))))
-                            }
+                            Value::ServerError(e) => Err(node_err_keep(&e.into(), redact)),
                             v => Ok(v),
                         };
                     }

@@ -13,8 +13,13 @@ use redlock_testkit::RedisServer;
 
 const TTL: Duration = Duration::from_secs(60);
 
-fn start() -> RedisServer {
-    RedisServer::start().unwrap_or_else(|e| panic!("redis-server: {e}"))
+/// A fresh server and a node on it.
+async fn start() -> (RedisServer, RedisNode) {
+    let server = RedisServer::start().unwrap_or_else(|e| panic!("redis-server: {e}"));
+    let node = RedisNode::connect(&server.url())
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    (server, node)
 }
 
 /// Script calls (EVAL and EVALSHA) the server has executed.
@@ -49,10 +54,7 @@ fn keys(k: &[&str]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_releases_share_one_script_call() {
-    let server = start();
-    let node = RedisNode::connect(&server.url())
-        .await
-        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let (server, node) = start().await;
     let singles: Vec<Vec<String>> = (0..40).map(|i| keys(&[&format!("k{i}")])).collect();
     for k in &singles {
         assert_eq!(node.acquire(k, "tok", TTL).await, Ok(Acquire::Acquired));
@@ -92,10 +94,7 @@ async fn concurrent_releases_share_one_script_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_keeps_the_order_of_calls_on_the_same_key() {
-    let server = start();
-    let node = RedisNode::connect(&server.url())
-        .await
-        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let (server, node) = start().await;
     let (k1, k2, k3) = (keys(&["k1"]), keys(&["k2"]), keys(&["k3"]));
     for k in [&k1, &k2, &k3] {
         assert_eq!(node.acquire(k, "a", TTL).await, Ok(Acquire::Acquired));
@@ -123,10 +122,7 @@ async fn a_batch_keeps_the_order_of_calls_on_the_same_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_error_in_one_release_leaves_the_others_of_its_batch() {
-    let server = start();
-    let node = RedisNode::connect(&server.url())
-        .await
-        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let (server, node) = start().await;
     server
         .text(&["LPUSH", "list", "x"])
         .unwrap_or_else(|e| panic!("LPUSH: {e}"));
