@@ -165,21 +165,15 @@ where
     let runtime = &shared.runtime;
     let options = &shared.options;
     let n = nodes.len();
-    let mut pending: Vec<Option<BoxFuture<'a, Option<Answer>>>> = nodes
+    let mut pending: Vec<Option<BoxFuture<'a, Answer>>> = nodes
         .iter()
         .enumerate()
-        .map(|(i, node)| {
-            let request = call(i, node.as_ref());
-            let sleep = runtime.sleep(timeout);
-            let f: BoxFuture<'a, Option<Answer>> = Box::pin(async move {
-                match future::select(request, sleep).await {
-                    Either::Left((answer, _)) => Some(answer),
-                    Either::Right(_) => None,
-                }
-            });
-            Some(f)
-        })
+        .map(|(i, node)| Some(call(i, node.as_ref())))
         .collect();
+    // Every node's request started now and has the same bound, so one timer
+    // serves them all.
+    let mut node_timer = runtime.sleep(timeout);
+    let mut expired = false;
     let mut round = Round {
         outcomes: vec![NodeOutcome::Undecided; n],
         yes: 0,
@@ -195,14 +189,23 @@ where
     });
 
     future::poll_fn(|cx| {
+        if !expired && node_timer.as_mut().poll(cx).is_ready() {
+            expired = true;
+        }
         let mut waiting_on_unresponsive = 0;
         for (i, slot) in pending.iter_mut().enumerate() {
             let Some(fut) = slot.as_mut() else { continue };
-            let Poll::Ready(answer) = fut.as_mut().poll(cx) else {
-                if shared.health[i].is_unresponsive() {
-                    waiting_on_unresponsive += 1;
+            // The node's answer, or `None` when the per-node timeout passed
+            // first.
+            let answer = match fut.as_mut().poll(cx) {
+                Poll::Ready(answer) => Some(answer),
+                Poll::Pending if expired => None,
+                Poll::Pending => {
+                    if shared.health[i].is_unresponsive() {
+                        waiting_on_unresponsive += 1;
+                    }
+                    continue;
                 }
-                continue;
             };
             *slot = None;
             let (vote, outcome) = match answer {

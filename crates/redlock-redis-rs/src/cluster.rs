@@ -158,12 +158,13 @@ async fn run_call(
         // All or nothing across slots: first check that every key still
         // holds the token, and change nothing when one does not. (A key that
         // expires between the check and the extend is reported as NotHeld.)
-        let token = call.args.first().cloned().unwrap_or_default();
+        let token = call.token.clone().unwrap_or_default();
         let checks = futures_util::future::join_all(subs.iter().map(|c| {
             let check = Call {
                 kind: Kind::Inspect,
                 keys: c.keys.clone(),
-                args: Vec::new(),
+                token: None,
+                number: None,
             };
             let conn = conn.clone();
             async move { eval_once(conn, scripts, &check).await }
@@ -196,7 +197,7 @@ async fn run_call(
             }
             // Compensate: give back what some slots took (and, to be safe
             // after an error, what they may have taken).
-            let token = call.args.first().cloned().unwrap_or_default();
+            let token = call.token.clone().unwrap_or_default();
             let undo: Vec<Call> = subs
                 .iter()
                 .zip(&results)
@@ -204,7 +205,8 @@ async fn run_call(
                 .map(|(c, _)| Call {
                     kind: Kind::Release,
                     keys: c.keys.clone(),
-                    args: vec![token.clone()],
+                    token: Some(token.clone()),
+                    number: None,
                 })
                 .collect();
             let _ = futures_util::future::join_all(

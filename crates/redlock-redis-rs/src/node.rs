@@ -304,14 +304,16 @@ impl RedisNode {
         &self,
         kind: Kind,
         keys: &[String],
-        args: Vec<String>,
+        token: Option<&str>,
+        number: Option<u64>,
     ) -> Result<Value, NodeError> {
         self.inner
             .queue
             .call(Call {
                 kind,
                 keys: keys.to_vec(),
-                args,
+                token: token.map(str::to_owned),
+                number,
             })
             .await
     }
@@ -385,11 +387,7 @@ impl Node for RedisNode {
         ttl: Duration,
     ) -> Result<Acquire, NodeError> {
         let v = self
-            .call(
-                Kind::Acquire,
-                keys,
-                vec![token.to_string(), ttl_millis(ttl).to_string()],
-            )
+            .call(Kind::Acquire, keys, Some(token), Some(ttl_millis(ttl)))
             .await?;
         match as_int(&v) {
             Some(1) => Ok(Acquire::Acquired),
@@ -399,9 +397,7 @@ impl Node for RedisNode {
     }
 
     async fn release(&self, keys: &[String], token: &str) -> Result<u64, NodeError> {
-        let v = self
-            .call(Kind::Release, keys, vec![token.to_string()])
-            .await?;
+        let v = self.call(Kind::Release, keys, Some(token), None).await?;
         as_int(&v)
             .and_then(|n| u64::try_from(n).ok())
             .ok_or_else(|| unexpected(&v))
@@ -414,11 +410,7 @@ impl Node for RedisNode {
         ttl: Duration,
     ) -> Result<Extend, NodeError> {
         let v = self
-            .call(
-                Kind::Extend,
-                keys,
-                vec![token.to_string(), ttl_millis(ttl).to_string()],
-            )
+            .call(Kind::Extend, keys, Some(token), Some(ttl_millis(ttl)))
             .await?;
         match as_int(&v) {
             Some(1) => Ok(Extend::Extended),
@@ -428,14 +420,12 @@ impl Node for RedisNode {
     }
 
     async fn inspect(&self, keys: &[String]) -> Result<Vec<KeyState>, NodeError> {
-        let v = self.call(Kind::Inspect, keys, Vec::new()).await?;
+        let v = self.call(Kind::Inspect, keys, None, None).await?;
         parse_inspect(keys, &v)
     }
 
     async fn fence(&self, keys: &[String], floor: u64) -> Result<u64, NodeError> {
-        let v = self
-            .call(Kind::Fence, keys, vec![floor.to_string()])
-            .await?;
+        let v = self.call(Kind::Fence, keys, None, Some(floor)).await?;
         as_int(&v)
             .and_then(|n| u64::try_from(n).ok())
             .ok_or_else(|| unexpected(&v))

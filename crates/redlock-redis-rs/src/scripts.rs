@@ -117,12 +117,15 @@ impl LoadedScripts {
     }
 }
 
-/// One request in lock terms, ready to become an EVALSHA.
+/// One request in lock terms, ready to become an EVALSHA: `KEYS` are the
+/// keys, `ARGV` the token (if any) followed by the number (if any: a TTL in
+/// ms, or a fencing floor).
 #[derive(Debug, Clone)]
 pub(crate) struct Call {
     pub kind: Kind,
     pub keys: Vec<String>,
-    pub args: Vec<String>,
+    pub token: Option<String>,
+    pub number: Option<u64>,
 }
 
 impl Call {
@@ -130,8 +133,14 @@ impl Call {
         Call {
             kind: Kind::Ping,
             keys: Vec::new(),
-            args: Vec::new(),
+            token: None,
+            number: None,
         }
+    }
+
+    /// The number of `ARGV` entries.
+    fn argc(&self) -> usize {
+        usize::from(self.token.is_some()) + usize::from(self.number.is_some())
     }
 
     pub(crate) fn evalsha(&self, scripts: &LoadedScripts) -> redis::Cmd {
@@ -148,12 +157,21 @@ impl Call {
         if self.kind == Kind::Ping {
             return redis::cmd("PING");
         }
-        let strings = self.keys.iter().chain(&self.args);
-        let data = verb.len() + script.len() + 20 + strings.clone().map(String::len).sum::<usize>();
-        let mut cmd = redis::Cmd::with_capacity(3 + self.keys.len() + self.args.len(), data);
+        let data = verb.len()
+            + script.len()
+            + 40
+            + self.keys.iter().map(String::len).sum::<usize>()
+            + self.token.as_ref().map_or(0, String::len);
+        let mut cmd = redis::Cmd::with_capacity(3 + self.keys.len() + self.argc(), data);
         cmd.arg(verb).arg(script).arg(self.keys.len());
-        for s in strings {
-            cmd.arg(s);
+        for k in &self.keys {
+            cmd.arg(k);
+        }
+        if let Some(token) = &self.token {
+            cmd.arg(token);
+        }
+        if let Some(n) = self.number {
+            cmd.arg(n);
         }
         cmd
     }
@@ -171,8 +189,8 @@ impl Call {
         if self.kind != Kind::Acquire || !scripts.plain_acquire || self.keys.len() != 1 {
             return None;
         }
-        let (key, token, ttl) = (self.keys.first()?, self.args.first()?, self.args.get(1)?);
-        let mut cmd = redis::Cmd::with_capacity(6, 10 + key.len() + token.len() + ttl.len());
+        let (key, token, ttl) = (self.keys.first()?, self.token.as_ref()?, self.number?);
+        let mut cmd = redis::Cmd::with_capacity(6, 40 + key.len() + token.len());
         cmd.arg("SET");
         cmd.arg(key).arg(token).arg("NX").arg("PX").arg(ttl);
         Some(cmd)
@@ -184,7 +202,8 @@ impl Call {
         Call {
             kind: self.kind,
             keys,
-            args: self.args.clone(),
+            token: self.token.clone(),
+            number: self.number,
         }
     }
 }

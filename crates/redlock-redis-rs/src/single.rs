@@ -220,7 +220,7 @@ impl Entry {
                 let nkeys: usize = members.iter().map(|&i| calls[i].keys.len()).sum();
                 let bytes: usize = members
                     .iter()
-                    .flat_map(|&i| calls[i].keys.iter().chain(&calls[i].args))
+                    .flat_map(|&i| calls[i].keys.iter().chain(&calls[i].token))
                     .map(|s| s.len() + 4)
                     .sum();
                 let mut cmd = redis::Cmd::with_capacity(
@@ -238,7 +238,7 @@ impl Entry {
                 }
                 for &i in members {
                     cmd.arg(calls[i].keys.len())
-                        .arg(calls[i].args.first().map_or("", String::as_str));
+                        .arg(calls[i].token.as_deref().unwrap_or(""));
                 }
                 cmd
             }
@@ -460,7 +460,8 @@ mod tests {
         Call {
             kind,
             keys: keys.iter().map(|k| k.to_string()).collect(),
-            args: vec!["tok".into()],
+            token: Some("tok".into()),
+            number: None,
         }
     }
 
