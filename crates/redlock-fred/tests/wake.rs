@@ -121,9 +121,14 @@ async fn waiter_gets_the_lock_soon_after_the_holder_unlocks() {
     lock.unlock().await.expect("unlocked");
     // Nobody waits any more: the channel is given up.
     until_subscribed(&servers, channel, 0).await;
-    for s in &servers {
-        assert_eq!(s.text(&["DBSIZE"]).expect("dbsize"), "0");
-    }
+    // The unlock returned on a quorum of answers; the last release may
+    // still be on its way (the TTL is far longer than this wait).
+    let empty = || async {
+        servers
+            .iter()
+            .all(|s| s.text(&["DBSIZE"]).is_ok_and(|n| n == "0"))
+    };
+    eventually("no key is left", empty).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

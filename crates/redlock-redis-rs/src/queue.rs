@@ -39,6 +39,14 @@ pub(crate) trait Executor: Send + 'static {
     async fn warm_up(&mut self);
     /// Executes `calls` in order; returns one result per call.
     async fn execute(&mut self, calls: &[Call]) -> Vec<Result<Value, NodeError>>;
+
+    /// Executes one call.
+    async fn execute_one(&mut self, call: &Call) -> Result<Value, NodeError> {
+        self.execute(std::slice::from_ref(call))
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(NodeError::Protocol("missing reply".into())))
+    }
 }
 
 type Reply = Result<Value, NodeError>;
@@ -203,11 +211,9 @@ impl Queue {
             let Some(executor) = lease.executor.as_mut() else {
                 return Err(NodeError::Closed);
             };
-            let mut replies = executor.execute(std::slice::from_ref(&call)).await;
+            let reply = executor.execute_one(&call).await;
             drop(lease);
-            replies
-                .pop()
-                .unwrap_or_else(|| Err(NodeError::Protocol("missing reply".into())))
+            reply
         });
         Detached {
             run: Some(run),

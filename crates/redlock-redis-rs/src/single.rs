@@ -156,6 +156,17 @@ impl SingleExecutor {
         }
     }
 
+    /// Sends one command on the connection (made first if needed). The
+    /// innermost result is the server's reply or error reply; the one
+    /// around it is `Err` when the connection broke; the outer one is `Err`
+    /// when no connection could be made.
+    async fn send_one(
+        &mut self,
+        cmd: redis::Cmd,
+    ) -> Result<RedisResult<RedisResult<Value>>, NodeError> {
+        Ok(self.connect().await?.query_one(&cmd).await)
+    }
+
     fn drop_connection(&mut self) {
         match self.connector {
             // The manager reconnects by itself; a fixed connection cannot be
@@ -338,6 +349,9 @@ impl Executor for SingleExecutor {
     }
 
     async fn execute(&mut self, calls: &[Call]) -> Vec<Result<Value, NodeError>> {
+        if let [call] = calls {
+            return vec![self.execute_one(call).await];
+        }
         // Connect first so a connect error is reported as such.
         if let Err(e) = self.connect().await {
             return calls.iter().map(|_| Err(e.clone())).collect();
@@ -400,6 +414,49 @@ impl Executor for SingleExecutor {
             self.drop_connection();
         }
         results
+    }
+
+    /// [`execute`](Executor::execute) for one call, with the same handling
+    /// (NOSCRIPT sent again in full, a release sent again after the
+    /// connection broke under it) and no pipeline or lists around it.
+    async fn execute_one(&mut self, call: &Call) -> Result<Value, NodeError> {
+        let reply = self.send_one(call.single_server(&self.scripts)).await?;
+        let reply = match reply {
+            Ok(Err(e)) if is_noscript(&e) => self.send_one(call.eval(&self.scripts)).await?,
+            other => other,
+        };
+        match reply {
+            Ok(r) => {
+                let r = r.map_err(|e| node_err_keep(&e, &self.redact));
+                if matches!(&r, Err(NodeError::Server(m)) if m.contains("READONLY")) {
+                    // The server became a replica (failover): find the
+                    // master again.
+                    self.drop_connection();
+                }
+                r
+            }
+            Err(e) => {
+                let reconnect = needs_reconnect(&e);
+                if reconnect {
+                    self.drop_connection();
+                }
+                let broken = Err(node_error(&e, &self.redact));
+                if !reconnect || call.kind != Kind::Release {
+                    return broken;
+                }
+                // See `resend_releases`.
+                match self.send_one(call.eval(&self.scripts)).await {
+                    Ok(Ok(r)) => r.map_err(|e| node_err_keep(&e, &self.redact)),
+                    Ok(Err(e)) => {
+                        if needs_reconnect(&e) {
+                            self.drop_connection();
+                        }
+                        broken
+                    }
+                    Err(_) => broken,
+                }
+            }
+        }
     }
 }
 
