@@ -381,6 +381,33 @@ impl FredNode {
         }
     }
 
+    /// Releases `keys` on every slot they fall in (see [`Node::release`]).
+    async fn release_now(&self, keys: &[String], token: &str) -> Result<u64, NodeError> {
+        let mut groups = self.groups(keys);
+        if groups.len() == 1 {
+            let (slot, keys) = groups.remove(0);
+            return self.release_group(slot, keys, token).await;
+        }
+        let answers = join_all(
+            groups
+                .into_iter()
+                .map(|(slot, keys)| self.release_group(slot, keys, token)),
+        )
+        .await;
+        let mut deleted = 0u64;
+        let mut error = None;
+        for a in answers {
+            match a {
+                Ok(n) => deleted = deleted.saturating_add(n),
+                Err(e) => error = error.or(Some(e)),
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(deleted),
+        }
+    }
+
     async fn release_group(
         &self,
         slot: u16,
@@ -485,30 +512,19 @@ impl Node for FredNode {
         }
     }
 
+    /// Sent on the first poll like every request; if the caller drops the
+    /// future before the answer, the rest (waiting for the reply, and the
+    /// full-text resend after NOSCRIPT, as after a server restart) goes on
+    /// in a task of its own. Otherwise a release refused with NOSCRIPT after
+    /// its caller moved on would never be sent again, and the key it was
+    /// meant to delete would stay until its TTL.
     async fn release(&self, keys: &[String], token: &str) -> Result<u64, NodeError> {
-        let mut groups = self.groups(keys);
-        if groups.len() == 1 {
-            let (slot, keys) = groups.remove(0);
-            return self.release_group(slot, keys, token).await;
-        }
-        let answers = join_all(
-            groups
-                .into_iter()
-                .map(|(slot, keys)| self.release_group(slot, keys, token)),
-        )
-        .await;
-        let mut deleted = 0u64;
-        let mut error = None;
-        for a in answers {
-            match a {
-                Ok(n) => deleted = deleted.saturating_add(n),
-                Err(e) => error = error.or(Some(e)),
-            }
-        }
-        match error {
-            Some(e) => Err(e),
-            None => Ok(deleted),
-        }
+        let node = self.clone();
+        let (keys, token) = (keys.to_vec(), token.to_owned());
+        FinishOnDrop(Some(Box::pin(async move {
+            node.release_now(&keys, &token).await
+        })))
+        .await
     }
 
     /// All or nothing. On a cluster with keys in several slots, every slot
@@ -699,6 +715,38 @@ fn config_uses_tls(config: &Config) -> bool {
 #[cfg(not(any(feature = "enable-rustls", feature = "enable-rustls-ring")))]
 fn config_uses_tls(_: &Config) -> bool {
     false
+}
+
+/// A future finished in a spawned task if it is dropped before it is done
+/// (on the runtime of the dropping thread; without one it is dropped).
+struct FinishOnDrop<T: Send + 'static>(Option<redlock_core::BoxFuture<'static, T>>);
+
+impl<T: Send + 'static> std::future::Future for FinishOnDrop<T> {
+    type Output = T;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<T> {
+        let Some(run) = self.0.as_mut() else {
+            return std::task::Poll::Pending;
+        };
+        let out = std::task::ready!(run.as_mut().poll(cx));
+        self.0 = None;
+        std::task::Poll::Ready(out)
+    }
+}
+
+impl<T: Send + 'static> Drop for FinishOnDrop<T> {
+    fn drop(&mut self) {
+        if let Some(run) = self.0.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = run.await;
+                });
+            }
+        }
+    }
 }
 
 #[cfg(test)]
