@@ -148,9 +148,7 @@ impl SingleExecutor {
                 }
                 Err(e) => {
                     tracing::debug!(node = %self.id, "SCRIPT LOAD failed: {}", self.redact.scrub(&e.to_string()));
-                    if needs_reconnect(&e) {
-                        self.drop_connection();
-                    }
+                    self.broke(&e);
                 }
             }
         }
@@ -165,6 +163,27 @@ impl SingleExecutor {
         cmd: redis::Cmd,
     ) -> Result<RedisResult<RedisResult<Value>>, NodeError> {
         Ok(self.connect().await?.query_one(&cmd).await)
+    }
+
+    /// After a broken connection: drops it when it must be replaced and
+    /// says whether it was.
+    fn broke(&mut self, e: &redis::RedisError) -> bool {
+        let reconnect = needs_reconnect(e);
+        if reconnect {
+            self.drop_connection();
+        }
+        reconnect
+    }
+
+    /// After a reply: a `READONLY` answer means the server became a replica
+    /// (failover), so the master is looked up again.
+    fn check_readonly<'r>(
+        &mut self,
+        mut replies: impl Iterator<Item = &'r Result<Value, NodeError>>,
+    ) {
+        if replies.any(|r| matches!(r, Err(NodeError::Server(m)) if m.contains("READONLY"))) {
+            self.drop_connection();
+        }
     }
 
     fn drop_connection(&mut self) {
@@ -360,10 +379,7 @@ impl Executor for SingleExecutor {
         let replies = match self.run(calls, &entries, false).await {
             Ok(r) => r,
             Err(e) => {
-                let reconnect = needs_reconnect(&e);
-                if reconnect {
-                    self.drop_connection();
-                }
+                let reconnect = self.broke(&e);
                 let ne = node_error(&e, &self.redact);
                 let mut results: Vec<Result<Value, NodeError>> =
                     calls.iter().map(|_| Err(ne.clone())).collect();
@@ -394,9 +410,7 @@ impl Executor for SingleExecutor {
                     }
                 }
                 Err(e) => {
-                    if needs_reconnect(&e) {
-                        self.drop_connection();
-                    }
+                    self.broke(&e);
                     let ne = node_error(&e, &self.redact);
                     for entry in &missing {
                         for i in entry.members() {
@@ -406,13 +420,7 @@ impl Executor for SingleExecutor {
                 }
             }
         }
-        if results
-            .iter()
-            .any(|r| matches!(r, Err(NodeError::Server(m)) if m.contains("READONLY")))
-        {
-            // The server became a replica (failover): find the master again.
-            self.drop_connection();
-        }
+        self.check_readonly(results.iter());
         results
     }
 
@@ -428,18 +436,11 @@ impl Executor for SingleExecutor {
         match reply {
             Ok(r) => {
                 let r = r.map_err(|e| node_err_keep(&e, &self.redact));
-                if matches!(&r, Err(NodeError::Server(m)) if m.contains("READONLY")) {
-                    // The server became a replica (failover): find the
-                    // master again.
-                    self.drop_connection();
-                }
+                self.check_readonly(std::iter::once(&r));
                 r
             }
             Err(e) => {
-                let reconnect = needs_reconnect(&e);
-                if reconnect {
-                    self.drop_connection();
-                }
+                let reconnect = self.broke(&e);
                 let broken = Err(node_error(&e, &self.redact));
                 if !reconnect || call.kind != Kind::Release {
                     return broken;
@@ -448,9 +449,7 @@ impl Executor for SingleExecutor {
                 match self.send_one(call.eval(&self.scripts)).await {
                     Ok(Ok(r)) => r.map_err(|e| node_err_keep(&e, &self.redact)),
                     Ok(Err(e)) => {
-                        if needs_reconnect(&e) {
-                            self.drop_connection();
-                        }
+                        self.broke(&e);
                         broken
                     }
                     Err(_) => broken,
@@ -483,9 +482,7 @@ impl SingleExecutor {
                 }
             }
             Err(e) => {
-                if needs_reconnect(&e) {
-                    self.drop_connection();
-                }
+                self.broke(&e);
             }
         }
     }
