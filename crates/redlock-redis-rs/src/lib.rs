@@ -29,6 +29,13 @@
 //! - **Shared round trips.** Concurrent lock requests to one node travel in
 //!   the same pipeline, and the releases among them (with the built-in
 //!   script) as one script call.
+//! - **Nothing in between.** For a `redis://` or `redis+unix://` URL (RESP2,
+//!   the default) the connection is a plain socket owned by the node: the
+//!   request is written by the task that sends it and its reply read by the
+//!   same task, with no multiplexing task in the path. A reply owed to a
+//!   request that gave up waiting is skipped, so replies stay matched to
+//!   requests. TLS, RESP3, and the connections you pass in use the `redis`
+//!   crate's multiplexed connection.
 //! - **Reconnects.** A broken connection is replaced on the next request;
 //!   after a server restart the scripts are loaded again (and `NOSCRIPT`
 //!   falls back to `EVAL`, so a `SCRIPT FLUSH` does no harm). Behind
@@ -77,6 +84,7 @@
 mod address;
 #[cfg(feature = "cluster")]
 mod cluster;
+mod direct;
 mod error;
 mod node;
 mod queue;

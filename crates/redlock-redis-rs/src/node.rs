@@ -106,11 +106,12 @@ impl Builder {
         self
     }
 
-    /// How long the connection waits for a reply before reporting an error
+    /// How long the node waits for a reply before reporting an error
     /// (default 10 s; `None` waits forever). The core bounds every request
     /// by its own, much shorter per-node timeout; this one only frees the
-    /// node's queue from a server that never answers. A timed-out request
-    /// stays on the same connection, so order is kept.
+    /// node's queue from a server that never answers (it bounds batches and
+    /// requests whose caller stopped waiting). A timed-out request stays on
+    /// the same connection, so order is kept; its late reply is skipped.
     pub fn response_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.response_timeout = timeout.into();
         self
@@ -174,6 +175,8 @@ impl Builder {
             None
         };
         let connector = Connector::Client {
+            direct: crate::direct::supports(client.get_connection_info()),
+            connection_timeout: self.connection_timeout,
             client,
             config: self.config(),
         };
@@ -227,7 +230,7 @@ impl Builder {
     }
 
     pub(crate) fn spawn<E: Executor>(self, executor: E, id: String) -> Result<RedisNode, Error> {
-        let queue = Queue::spawn(executor, self.max_batch)?;
+        let queue = Queue::spawn(executor, self.max_batch, self.response_timeout)?;
         Ok(RedisNode {
             inner: Arc::new(Inner {
                 id,

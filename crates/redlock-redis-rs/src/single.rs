@@ -8,6 +8,7 @@ use redis::{AsyncConnectionConfig, Client, RedisResult, Value};
 use redlock_core::NodeError;
 
 use crate::address::Redactor;
+use crate::direct::Direct;
 use crate::error::{is_noscript, is_readonly, needs_reconnect, node_error};
 use crate::queue::Executor;
 use crate::scripts::{Call, Kind, LoadedScripts};
@@ -19,6 +20,9 @@ pub(crate) enum Connector {
     Client {
         client: Client,
         config: AsyncConnectionConfig,
+        /// Plain TCP or Unix socket with RESP2: use a [`Direct`] connection.
+        direct: bool,
+        connection_timeout: Option<Duration>,
     },
     /// A connection the user made; it cannot be re-established here.
     Fixed(MultiplexedConnection),
@@ -33,6 +37,7 @@ pub(crate) enum Connector {
 }
 
 enum Conn {
+    Direct(Direct),
     Multiplexed(MultiplexedConnection),
     Manager(ConnectionManager),
 }
@@ -40,6 +45,7 @@ enum Conn {
 impl Conn {
     async fn query(&mut self, pipe: &redis::Pipeline) -> RedisResult<Vec<RedisResult<Value>>> {
         match self {
+            Conn::Direct(c) => c.query(pipe).await,
             Conn::Multiplexed(c) => query(c, pipe).await,
             Conn::Manager(c) => query(c, pipe).await,
         }
@@ -51,6 +57,7 @@ impl Conn {
     /// reply is the command's result, a broken connection the `Err`.
     async fn query_one(&mut self, cmd: &redis::Cmd) -> RedisResult<RedisResult<Value>> {
         let reply = match self {
+            Conn::Direct(c) => return c.query_one(cmd).await,
             Conn::Multiplexed(c) => c.req_packed_command(cmd).await,
             Conn::Manager(c) => c.req_packed_command(cmd).await,
         };
@@ -97,9 +104,22 @@ impl SingleExecutor {
     }
 
     async fn connect(&mut self) -> Result<&mut Conn, NodeError> {
+        if matches!(&self.conn, Some(Conn::Direct(d)) if !d.is_usable()) {
+            self.conn = None;
+        }
         if self.conn.is_none() {
             let conn = match &mut self.connector {
-                Connector::Client { client, config } => Conn::Multiplexed(
+                Connector::Client {
+                    client,
+                    direct: true,
+                    connection_timeout,
+                    ..
+                } => Conn::Direct(
+                    Direct::connect(client.get_connection_info(), *connection_timeout)
+                        .await
+                        .map_err(|e| node_error(&e, &self.redact))?,
+                ),
+                Connector::Client { client, config, .. } => Conn::Multiplexed(
                     client
                         .get_multiplexed_async_connection_with_config(config)
                         .await

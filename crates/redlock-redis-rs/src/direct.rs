@@ -1,0 +1,362 @@
+//! A plain connection to one server, used by the node's queue directly.
+//!
+//! The queue already sends one request (or one pipeline) at a time per
+//! node, so the node needs no multiplexing: the request is written from
+//! the task that sends it, on its first poll, and the reply is read by the
+//! same task. A [`redis::aio::MultiplexedConnection`] would add a task of
+//! its own in between (a hop each way per request).
+//!
+//! Commands are encoded by the `redis` crate ([`redis::Cmd`]) and replies
+//! parsed by it ([`redis::parse_redis_value`]); this module only finds
+//! where one reply ends in the byte stream.
+//!
+//! Used for `redis://` (TCP) and `redis+unix://` addresses speaking RESP2;
+//! TLS and RESP3 keep the `redis` crate's connection.
+//!
+//! A request may be dropped at any point (a timeout, a caller gone): the
+//! replies it was owed are counted and skipped by the next request, so the
+//! connection keeps its order. Only a write cut off halfway leaves the
+//! stream unusable; the connection then says so ([`Direct::is_usable`]) and
+//! is replaced.
+
+use std::io;
+use std::time::Duration;
+
+use redis::{ConnectionAddr, ConnectionInfo, ProtocolVersion, RedisError, RedisResult, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The transport.
+enum Io {
+    Tcp(tokio::net::TcpStream),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixStream),
+}
+
+/// One connection; see the module documentation.
+pub(crate) struct Direct {
+    io: Io,
+    /// Commands being written; reused.
+    out: Vec<u8>,
+    /// Bytes read and not yet consumed start at `pos`.
+    input: Vec<u8>,
+    pos: usize,
+    /// Replies the server still owes to requests sent on this connection
+    /// (including ones whose sender stopped waiting).
+    owed: usize,
+    /// A write is (or was left) under way.
+    writing: bool,
+}
+
+/// Whether `info` can use a [`Direct`] connection.
+pub(crate) fn supports(info: &ConnectionInfo) -> bool {
+    let addr = match info.addr() {
+        ConnectionAddr::Tcp(..) => true,
+        #[cfg(unix)]
+        ConnectionAddr::Unix(_) => true,
+        _ => false,
+    };
+    addr && info.redis_settings().protocol() == ProtocolVersion::RESP2
+}
+
+impl Direct {
+    /// Connects, authenticates and selects the database of `info`, within
+    /// `timeout`.
+    pub(crate) async fn connect(
+        info: &ConnectionInfo,
+        timeout: Option<Duration>,
+    ) -> RedisResult<Self> {
+        let attempt = Self::connect_inner(info);
+        match timeout {
+            Some(t) => tokio::time::timeout(t, attempt)
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connection timed out"))?,
+            None => attempt.await,
+        }
+    }
+
+    async fn connect_inner(info: &ConnectionInfo) -> RedisResult<Self> {
+        let io = match info.addr() {
+            ConnectionAddr::Tcp(host, port) => {
+                let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+                stream.set_nodelay(true)?;
+                Io::Tcp(stream)
+            }
+            #[cfg(unix)]
+            ConnectionAddr::Unix(path) => Io::Unix(tokio::net::UnixStream::connect(path).await?),
+            _ => {
+                return Err(RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "address not supported by a direct connection",
+                )))
+            }
+        };
+        let mut conn = Direct {
+            io,
+            out: Vec::with_capacity(512),
+            input: Vec::with_capacity(4096),
+            pos: 0,
+            owed: 0,
+            writing: false,
+        };
+        let settings = info.redis_settings();
+        let mut setup = redis::pipe();
+        if let Some(password) = settings.password() {
+            let auth = setup.cmd("AUTH");
+            if let Some(user) = settings.username() {
+                auth.arg(user);
+            }
+            auth.arg(password);
+        }
+        if settings.db() != 0 {
+            setup.cmd("SELECT").arg(settings.db());
+        }
+        if setup.cmd_iter().next().is_some() {
+            for reply in conn.query(&setup).await? {
+                reply?;
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Whether the stream is still in a known state.
+    pub(crate) fn is_usable(&self) -> bool {
+        !self.writing
+    }
+
+    /// One command; a server's error reply is the inner `Err`, a broken
+    /// connection the outer one.
+    pub(crate) async fn query_one(&mut self, cmd: &redis::Cmd) -> RedisResult<RedisResult<Value>> {
+        self.out.clear();
+        cmd.write_packed_command(&mut self.out);
+        self.send(1).await?;
+        self.receive(1).await.map(server_error)
+    }
+
+    /// The commands of `pipe`, one result each.
+    pub(crate) async fn query(
+        &mut self,
+        pipe: &redis::Pipeline,
+    ) -> RedisResult<Vec<RedisResult<Value>>> {
+        self.out.clear();
+        let mut n = 0;
+        for cmd in pipe.cmd_iter() {
+            cmd.write_packed_command(&mut self.out);
+            n += 1;
+        }
+        self.send(n).await?;
+        let mut replies = Vec::with_capacity(n);
+        for i in 0..n {
+            replies.push(server_error(self.receive(n - i).await?));
+        }
+        Ok(replies)
+    }
+
+    /// Writes `out` (`n` commands).
+    async fn send(&mut self, n: usize) -> RedisResult<()> {
+        if self.writing {
+            return Err(
+                io::Error::new(io::ErrorKind::BrokenPipe, "connection left mid-write").into(),
+            );
+        }
+        self.writing = true;
+        let written = match &mut self.io {
+            Io::Tcp(s) => s.write_all(&self.out).await,
+            #[cfg(unix)]
+            Io::Unix(s) => s.write_all(&self.out).await,
+        };
+        written?;
+        self.writing = false;
+        self.owed += n;
+        Ok(())
+    }
+
+    /// The next reply of the request being served, whose `mine` replies
+    /// (this one included) are the last ones owed: older replies, owed to
+    /// requests nobody waits for any more, are read and dropped first.
+    async fn receive(&mut self, mine: usize) -> RedisResult<Value> {
+        while self.owed > mine {
+            self.next_reply().await?;
+            self.owed -= 1;
+        }
+        let value = self.next_reply().await?;
+        self.owed = self.owed.saturating_sub(1);
+        Ok(value)
+    }
+
+    /// Reads one whole reply.
+    async fn next_reply(&mut self) -> RedisResult<Value> {
+        loop {
+            if let Some(len) = frame_len(&self.input[self.pos..])? {
+                let start = self.pos;
+                self.pos += len;
+                let value = redis::parse_redis_value(&self.input[start..self.pos]);
+                if self.pos == self.input.len() {
+                    self.input.clear();
+                    self.pos = 0;
+                }
+                return value;
+            }
+            if self.pos > 0 {
+                self.input.drain(..self.pos);
+                self.pos = 0;
+            }
+            self.input.reserve(4096);
+            let read = match &mut self.io {
+                Io::Tcp(s) => s.read_buf(&mut self.input).await,
+                #[cfg(unix)]
+                Io::Unix(s) => s.read_buf(&mut self.input).await,
+            }?;
+            if read == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed by the server",
+                )
+                .into());
+            }
+        }
+    }
+}
+
+fn server_error(value: Value) -> RedisResult<Value> {
+    match value {
+        Value::ServerError(e) => Err(e.into()),
+        v => Ok(v),
+    }
+}
+
+/// The length of the first whole RESP2 reply at the start of `buf`, or
+/// `None` while it is incomplete.
+fn frame_len(buf: &[u8]) -> RedisResult<Option<usize>> {
+    let mut pos = 0;
+    // Values still to read: the reply itself, then array elements.
+    let mut pending: usize = 1;
+    while pending > 0 {
+        let Some(kind) = buf.get(pos) else {
+            return Ok(None);
+        };
+        let Some(newline) = buf[pos..].iter().position(|&b| b == b'\n') else {
+            return Ok(None);
+        };
+        let line_end = pos + newline;
+        if newline < 2 || buf[line_end - 1] != b'\r' {
+            return Err(protocol("a reply line does not end in CRLF"));
+        }
+        let line = &buf[pos + 1..line_end - 1];
+        pos = line_end + 1;
+        pending -= 1;
+        match kind {
+            b'+' | b'-' | b':' => {}
+            b'$' => {
+                if let Some(len) = length(line)? {
+                    let end = pos.checked_add(len).and_then(|e| e.checked_add(2));
+                    let Some(end) = end else {
+                        return Err(protocol("bulk string too long"));
+                    };
+                    if buf.len() < end {
+                        return Ok(None);
+                    }
+                    if &buf[end - 2..end] != b"\r\n" {
+                        return Err(protocol("a bulk string does not end in CRLF"));
+                    }
+                    pos = end;
+                }
+            }
+            b'*' => {
+                if let Some(len) = length(line)? {
+                    pending = pending
+                        .checked_add(len)
+                        .ok_or_else(|| protocol("array too long"))?;
+                }
+            }
+            _ => return Err(protocol("unknown reply type")),
+        }
+    }
+    Ok(Some(pos))
+}
+
+/// A length field: `None` for -1 (a nil), an error for anything else that
+/// is not a count.
+fn length(line: &[u8]) -> RedisResult<Option<usize>> {
+    if line == b"-1" {
+        return Ok(None);
+    }
+    if line.is_empty() || line.len() > 19 || !line.iter().all(u8::is_ascii_digit) {
+        return Err(protocol("bad length in a reply"));
+    }
+    let n = line
+        .iter()
+        .fold(0usize, |n, &d| n * 10 + usize::from(d - b'0'));
+    Ok(Some(n))
+}
+
+fn protocol(what: &'static str) -> RedisError {
+    RedisError::from((
+        redis::ErrorKind::Parse,
+        "unexpected reply from the server",
+        what.to_string(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frame_len;
+
+    #[test]
+    fn whole_replies_are_measured() {
+        for reply in [
+            &b"+OK\r\n"[..],
+            b"-ERR wrong\r\n",
+            b":42\r\n",
+            b"$-1\r\n",
+            b"*-1\r\n",
+            b"$0\r\n\r\n",
+            b"$4\r\na\r\nb\r\n",
+            b"*0\r\n",
+            b"*3\r\n:1\r\n$2\r\nab\r\n*2\r\n+x\r\n$-1\r\n",
+        ] {
+            assert_eq!(frame_len(reply).unwrap(), Some(reply.len()), "{reply:?}");
+            let mut two = reply.to_vec();
+            two.extend_from_slice(b":7\r\n");
+            assert_eq!(
+                frame_len(&two).unwrap(),
+                Some(reply.len()),
+                "{reply:?} then more"
+            );
+            for cut in 0..reply.len() {
+                assert_eq!(
+                    frame_len(&reply[..cut]).unwrap(),
+                    None,
+                    "{reply:?} cut at {cut}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        for bad in [
+            &b"?x\r\n"[..],
+            b"$abc\r\n",
+            b"*-2\r\n",
+            b"$2\r\nabcd\r\n",
+            b"+OK\n",
+            b"$99999999999999999999\r\n",
+        ] {
+            assert!(frame_len(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn parsed_values_match_the_redis_crate() {
+        let reply = b"*2\r\n$5\r\nhello\r\n:3\r\n";
+        let len = frame_len(reply).unwrap().unwrap();
+        let value = redis::parse_redis_value(&reply[..len]).unwrap();
+        assert_eq!(
+            value,
+            redis::Value::Array(vec![
+                redis::Value::BulkString(b"hello".to_vec()),
+                redis::Value::Int(3)
+            ])
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! A node opened from a `redis://` or `redis+unix://` URL talks to its
+//! server over a plain connection of its own (no multiplexing task in
+//! between). These tests pin down what that connection must still do: the
+//! URL's password and database, Unix sockets, and keeping replies matched
+//! to requests when a request gave up waiting for its reply.
+
+use std::time::Duration;
+
+use redlock_core::{Acquire, Node, NodeError};
+use redlock_redis_rs::RedisNode;
+use redlock_testkit::server::{Reply, ServerOptions};
+use redlock_testkit::RedisServer;
+
+const TTL: Duration = Duration::from_secs(60);
+
+fn keys(k: &[&str]) -> Vec<String> {
+    k.iter().map(|s| s.to_string()).collect()
+}
+
+/// `INFO keyspace` line for `db`, e.g. `keys=1,expires=1,avg_ttl=0`.
+fn keyspace(server: &RedisServer, db: u32) -> Option<String> {
+    server
+        .info("keyspace")
+        .unwrap_or_else(|e| panic!("INFO: {e}"))
+        .into_iter()
+        .find(|(k, _)| *k == format!("db{db}"))
+        .map(|(_, v)| v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_and_database_come_from_the_url() {
+    let server = RedisServer::start_with(ServerOptions {
+        password: Some("s3cret-pw".into()),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("redis-server: {e}"));
+    let url = format!("redis://:s3cret-pw@127.0.0.1:{}/3", server.port());
+    let node = RedisNode::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let k = keys(&["in-db-3"]);
+    assert_eq!(node.acquire(&k, "tok", TTL).await, Ok(Acquire::Acquired));
+    assert!(
+        keyspace(&server, 3).is_some_and(|v| v.starts_with("keys=1,")),
+        "the key is in database 3"
+    );
+    assert_eq!(keyspace(&server, 0), None, "nothing in database 0");
+    assert_eq!(node.release(&k, "tok").await, Ok(1));
+
+    // A wrong password is a connection error on use, without the password.
+    let wrong = format!("redis://:not-it@127.0.0.1:{}/3", server.port());
+    let node = RedisNode::open(&wrong).unwrap_or_else(|e| panic!("open: {e}"));
+    match node.acquire(&k, "tok", TTL).await {
+        Err(e) => assert!(!e.to_string().contains("not-it"), "{e}"),
+        Ok(a) => panic!("acquired with a wrong password: {a:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_socket() {
+    let socket = std::env::temp_dir().join(format!("redlock-direct-{}.sock", std::process::id()));
+    let server = RedisServer::start_with(ServerOptions {
+        args: vec![
+            "--unixsocket".into(),
+            socket.display().to_string(),
+            "--unixsocketperm".into(),
+            "700".into(),
+        ],
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("redis-server: {e}"));
+    let node = RedisNode::connect(&format!("redis+unix://{}", socket.display()))
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let k = keys(&["over-unix"]);
+    assert_eq!(node.acquire(&k, "tok", TTL).await, Ok(Acquire::Acquired));
+    assert_eq!(node.acquire(&k, "other", TTL).await, Ok(Acquire::Held));
+    assert_eq!(
+        server.command(&["GET", "over-unix"]).ok(),
+        Some(Reply::Bulk(Some("tok".into())))
+    );
+    assert_eq!(node.release(&k, "tok").await, Ok(1));
+    drop(server);
+    let _ = std::fs::remove_file(&socket);
+}
+
+/// Requests that gave up on a paused server leave their replies owed on
+/// the connection; the next request must skip them and get its own reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_owed_to_requests_that_gave_up_are_skipped() {
+    let server = RedisServer::start().unwrap_or_else(|e| panic!("redis-server: {e}"));
+    let node = RedisNode::builder()
+        .response_timeout(Duration::from_millis(100))
+        .connect(&server.url())
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let k = keys(&["owed"]);
+    server.pause().unwrap_or_else(|e| panic!("pause: {e}"));
+
+    // A: its caller stops waiting; the node finishes it, then gives up after
+    // the response timeout. Its reply ("OK": A takes the key) stays owed.
+    let a = tokio::time::timeout(Duration::from_millis(10), node.acquire(&k, "a", TTL)).await;
+    assert!(a.is_err(), "a paused server cannot answer: {a:?}");
+    // B waits behind A, then gives up too (its reply, nil, is owed as well).
+    // Its error means A's time is over as well.
+    match node.acquire(&k, "b", TTL).await {
+        Err(NodeError::Connection(_)) => {}
+        other => panic!("B on a paused server: {other:?}"),
+    }
+
+    server.resume().unwrap_or_else(|e| panic!("resume: {e}"));
+    // C is answered after A's "OK" and B's nil: the key is A's, so C is
+    // refused. Taking A's "OK" for C's reply would say C holds the key.
+    assert_eq!(node.acquire(&k, "c", TTL).await, Ok(Acquire::Held));
+    assert_eq!(
+        server.command(&["GET", "owed"]).ok(),
+        Some(Reply::Bulk(Some("a".into())))
+    );
+    assert_eq!(node.release(&k, "c").await, Ok(0));
+    assert_eq!(node.release(&k, "a").await, Ok(1));
+}
