@@ -1,4 +1,4 @@
-//! The four lock clients under test behind one small interface.
+//! The lock clients under test behind one small interface.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +18,8 @@ pub enum Kind {
     Fred,
     /// The `redis` crate with no lock library.
     Raw,
+    /// The `fred` crate with no lock library.
+    RawFred,
     /// The `rslock` crate.
     Rslock,
 }
@@ -28,6 +30,7 @@ impl Kind {
             Kind::RedisRs => "redlock-redis-rs",
             Kind::Fred => "redlock-fred",
             Kind::Raw => "raw redis-rs",
+            Kind::RawFred => "raw fred",
             Kind::Rslock => "rslock 0.10",
         }
     }
@@ -37,6 +40,7 @@ impl Kind {
             "redis-rs" | "redlock-redis-rs" => Some(Kind::RedisRs),
             "fred" | "redlock-fred" => Some(Kind::Fred),
             "raw" => Some(Kind::Raw),
+            "raw-fred" => Some(Kind::RawFred),
             "rslock" => Some(Kind::Rslock),
             _ => None,
         }
@@ -121,6 +125,9 @@ pub async fn build(
         Kind::Raw => Ok(Arc::new(
             Raw::connect(urls, waiting != Waiting::Default).await?,
         )),
+        Kind::RawFred => Ok(Arc::new(
+            Raw::connect_fred(urls, waiting != Waiting::Default).await?,
+        )),
         Kind::Rslock => {
             let mut manager = rslock::LockManager::new(urls.to_vec());
             let contended = waiting != Waiting::Default;
@@ -191,19 +198,89 @@ static RAW_BUFFER_ENV: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 
 const UNLOCK: &str = r#"if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"#;
 
-/// The baseline: `SET NX PX` to every node at once, decided as soon as a
+/// One node's connection as the baselines use it: two commands.
+#[async_trait::async_trait]
+trait RawConn: Clone + Send + Sync + 'static {
+    /// `SET key token NX PX ttl`; whether it was set.
+    async fn set_nx(&mut self, key: &str, token: &str, ttl_ms: u64) -> bool;
+    /// `EVALSHA` of the compare-and-delete script; whether it answered.
+    async fn unlock(&mut self, sha: &str, key: &str, token: &str) -> bool;
+}
+
+#[async_trait::async_trait]
+impl RawConn for MultiplexedConnection {
+    async fn set_nx(&mut self, key: &str, token: &str, ttl_ms: u64) -> bool {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(token).arg("NX").arg("PX").arg(ttl_ms);
+        matches!(cmd.query_async::<Option<String>>(self).await, Ok(Some(_)))
+    }
+
+    async fn unlock(&mut self, sha: &str, key: &str, token: &str) -> bool {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(sha).arg(1).arg(key).arg(token);
+        cmd.query_async::<i64>(self).await.is_ok()
+    }
+}
+
+#[async_trait::async_trait]
+impl RawConn for fred::clients::Client {
+    async fn set_nx(&mut self, key: &str, token: &str, ttl_ms: u64) -> bool {
+        use fred::interfaces::ClientLike;
+        use fred::types::{ClusterHash, CustomCommand, Value};
+        let args: Vec<Value> = vec![
+            key.into(),
+            token.into(),
+            "NX".into(),
+            "PX".into(),
+            Value::from(ttl_ms as i64),
+        ];
+        matches!(
+            self.custom::<Value, Value>(
+                CustomCommand::new_static("SET", ClusterHash::FirstKey, false),
+                args
+            )
+            .await,
+            Ok(v) if !v.is_null()
+        )
+    }
+
+    async fn unlock(&mut self, sha: &str, key: &str, token: &str) -> bool {
+        use fred::interfaces::ClientLike;
+        use fred::types::{ClusterHash, CustomCommand, Value};
+        let args: Vec<Value> = vec![sha.into(), 1i64.into(), key.into(), token.into()];
+        self.custom::<Value, Value>(
+            CustomCommand::new_static("EVALSHA", ClusterHash::Random, false),
+            args,
+        )
+        .await
+        .is_ok()
+    }
+}
+
+/// The baselines: `SET NX PX` to every node at once, decided as soon as a
 /// quorum said yes or can no longer say yes; `EVALSHA` unlock the same way.
-/// One multiplexed connection per node keeps each node's SET before its DEL.
-struct Raw {
-    conns: Vec<MultiplexedConnection>,
-    sha: String,
+/// One connection per node (multiplexed for `redis`, fred's client) keeps
+/// each node's SET before its DEL.
+struct Raw<C> {
+    conns: Vec<C>,
+    sha: Arc<str>,
     quorum: usize,
     retry: bool,
 }
 
-impl Raw {
+impl<C> Raw<C> {
+    fn new(conns: Vec<C>, retry: bool) -> Self {
+        Raw {
+            quorum: conns.len() / 2 + 1,
+            conns,
+            sha: redis::Script::new(UNLOCK).get_hash().into(),
+            retry,
+        }
+    }
+}
+
+impl Raw<MultiplexedConnection> {
     async fn connect(urls: &[String], retry: bool) -> Result<Self, String> {
-        let sha = redis::Script::new(UNLOCK).get_hash().to_string();
         let mut conns = Vec::new();
         for u in urls {
             let client = redis::Client::open(u.as_str()).map_err(|e| e.to_string())?;
@@ -227,14 +304,36 @@ impl Raw {
                 .map_err(|e| e.to_string())?;
             conns.push(c);
         }
-        Ok(Raw {
-            quorum: conns.len() / 2 + 1,
-            conns,
-            sha,
-            retry,
-        })
+        Ok(Raw::new(conns, retry))
     }
+}
 
+impl Raw<fred::clients::Client> {
+    async fn connect_fred(urls: &[String], retry: bool) -> Result<Self, String> {
+        use fred::interfaces::ClientLike;
+        use fred::types::{ClusterHash, CustomCommand, Value};
+        let mut conns = Vec::new();
+        for u in urls {
+            let config = fred::types::config::Config::from_url(u).map_err(|e| e.to_string())?;
+            let client = fred::types::Builder::from_config(config)
+                .build()
+                .map_err(|e| e.to_string())?;
+            client.init().await.map_err(|e| e.to_string())?;
+            let load: Vec<Value> = vec!["LOAD".into(), UNLOCK.into()];
+            client
+                .custom::<Value, Value>(
+                    CustomCommand::new_static("SCRIPT", ClusterHash::Random, false),
+                    load,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            conns.push(client);
+        }
+        Ok(Raw::new(conns, retry))
+    }
+}
+
+impl<C: RawConn> Raw<C> {
     async fn attempt(&self, key: &str, ttl: Duration) -> Result<String, String> {
         let mut bytes = [0u8; 20];
         OsRng
@@ -244,21 +343,17 @@ impl Raw {
         let ttl_ms = ttl.as_millis() as u64;
         let node_timeout = (ttl / 10).clamp(Duration::from_millis(2), Duration::from_secs(1));
         let start = Instant::now();
+        let (shared_key, shared_token): (Arc<str>, Arc<str>) = (key.into(), token.as_str().into());
         let mut pending: FuturesUnordered<_> = self
             .conns
             .iter()
             .map(|c| {
                 let mut c = c.clone();
-                let mut cmd = redis::cmd("SET");
-                cmd.arg(key).arg(&token).arg("NX").arg("PX").arg(ttl_ms);
+                let (key, token) = (shared_key.clone(), shared_token.clone());
                 async move {
                     matches!(
-                        tokio::time::timeout(
-                            node_timeout,
-                            cmd.query_async::<Option<String>>(&mut c)
-                        )
-                        .await,
-                        Ok(Ok(Some(_)))
+                        tokio::time::timeout(node_timeout, c.set_nx(&key, &token, ttl_ms)).await,
+                        Ok(true)
                     )
                 }
             })
@@ -289,19 +384,17 @@ impl Raw {
     }
 
     async fn release(&self, key: &str, token: &str) -> usize {
-        let (key, token) = (key.to_owned(), token.to_owned());
+        let (key, token): (Arc<str>, Arc<str>) = (key.into(), token.into());
         let mut pending: FuturesUnordered<_> = self
             .conns
             .iter()
             .map(|c| {
                 let mut c = c.clone();
-                let mut cmd = redis::cmd("EVALSHA");
-                cmd.arg(&self.sha).arg(1).arg(&key).arg(&token);
-                let cmd = cmd;
+                let (sha, key, token) = (self.sha.clone(), key.clone(), token.clone());
                 async move {
-                    tokio::time::timeout(Duration::from_secs(1), cmd.query_async::<i64>(&mut c))
+                    tokio::time::timeout(Duration::from_secs(1), c.unlock(&sha, &key, &token))
                         .await
-                        .is_ok_and(|r| r.is_ok())
+                        .unwrap_or(false)
                 }
             })
             .collect();
@@ -322,7 +415,7 @@ impl Raw {
 }
 
 #[async_trait::async_trait]
-impl Locker for Raw {
+impl<C: RawConn> Locker for Raw<C> {
     async fn lock(&self, key: &str, ttl: Duration) -> Result<Held, String> {
         loop {
             match self.attempt(key, ttl).await {

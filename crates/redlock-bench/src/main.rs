@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p redlock-bench -- [--runs 3] [--secs 3]
-//!     [--clients redis-rs,fred,raw,rslock]
+//!     [--clients redis-rs,fred,raw,raw-fred,rslock]
 //!     [--workloads uncontended,serial,contended,paused]
 //!     [--urls redis://a,redis://b,...]   (no `paused` workload then)
 //! ```
@@ -121,7 +121,13 @@ fn parse_args() -> Result<Args, String> {
         runs: 3,
         secs: 3.0,
         urls: None,
-        clients: vec![Kind::RedisRs, Kind::Fred, Kind::Raw, Kind::Rslock],
+        clients: vec![
+            Kind::RedisRs,
+            Kind::Fred,
+            Kind::Raw,
+            Kind::RawFred,
+            Kind::Rslock,
+        ],
         workloads: vec![
             Workload::Uncontended,
             Workload::Serial,
@@ -150,7 +156,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "-h" | "--help" => {
                 println!(
-                    "redlock-bench [--runs N] [--secs S] [--clients redis-rs,fred,raw,rslock] \
+                    "redlock-bench [--runs N] [--secs S] [--clients redis-rs,fred,raw,raw-fred,rslock] \
                      [--workloads uncontended,serial,contended,paused] [--urls u1,u2,...]"
                 );
                 std::process::exit(0);
@@ -597,32 +603,57 @@ fn find<'a>(
 fn print_targets(configs: &[Config], results: &[Vec<RunResult>]) {
     println!("\nTargets, medians:");
     let d = Waiting::Default;
-    for k in [Kind::RedisRs, Kind::Fred] {
+    // Every adapter against the `redis` baseline (the targets), and fred's
+    // adapter also against fred used directly (what the adapter adds).
+    for (k, base) in [
+        (Kind::RedisRs, Kind::Raw),
+        (Kind::Fred, Kind::Raw),
+        (Kind::Fred, Kind::RawFred),
+    ] {
         let get = |w, wt| find(configs, results, w, k, wt);
-        let raw = |w, wt| find(configs, results, w, Kind::Raw, wt);
+        let raw = |w, wt| find(configs, results, w, base, wt);
+        let vs = if base == Kind::Raw {
+            "raw".to_string()
+        } else {
+            base.name().to_string()
+        };
+        let target = |t: &str| {
+            if base == Kind::Raw {
+                format!(" (target {t})")
+            } else {
+                String::new()
+            }
+        };
         if let (Some(o), Some(r)) = (get(Workload::Uncontended, d), raw(Workload::Uncontended, d)) {
             let x = med(o, |x| x.pairs_per_s) / med(r, |x| x.pairs_per_s);
-            println!("- {}: uncontended {:.2}x raw (target >= 1.3)", k.name(), x);
+            println!(
+                "- {}: uncontended {x:.2}x {vs}{}",
+                k.name(),
+                target(">= 1.3")
+            );
             let c = med(o, |x| x.cpu_us_per_pair) / med(r, |x| x.cpu_us_per_pair);
             println!(
-                "- {}: uncontended CPU/pair {:.2}x raw (target <= 1.0)",
+                "- {}: uncontended CPU/pair {c:.2}x {vs}{}",
                 k.name(),
-                c
+                target("<= 1.0")
             );
         }
         if let (Some(o), Some(r)) = (get(Workload::Serial, d), raw(Workload::Serial, d)) {
             let x = med(o, |x| x.lock_p50_us) / med(r, |x| x.lock_p50_us);
             println!(
-                "- {}: serial lock p50 {:.2}x raw (target <= 1.05)",
+                "- {}: serial lock p50 {x:.2}x {vs}{}",
                 k.name(),
-                x
+                target("<= 1.05")
             );
             let c = med(o, |x| x.cpu_us_per_pair) / med(r, |x| x.cpu_us_per_pair);
             println!(
-                "- {}: serial CPU/pair {:.2}x raw (target <= 1.0)",
+                "- {}: serial CPU/pair {c:.2}x {vs}{}",
                 k.name(),
-                c
+                target("<= 1.0")
             );
+        }
+        if base != Kind::Raw {
+            continue;
         }
         if let (Some(p), Some(s)) = (get(Workload::Paused, d), get(Workload::Serial, d)) {
             let x = med(p, |x| x.paused_rate) / med(s, |x| x.pairs_per_s);
