@@ -19,11 +19,15 @@
 //! stream unusable; the connection then says so ([`Direct::is_usable`]) and
 //! is replaced.
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use redis::{ConnectionAddr, ConnectionInfo, ProtocolVersion, RedisError, RedisResult, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Sleep;
 
 /// The transport.
 enum Io {
@@ -32,8 +36,8 @@ enum Io {
     Unix(tokio::net::UnixStream),
 }
 
-/// One connection; see the module documentation.
-pub(crate) struct Direct {
+/// The stream and its buffers.
+struct Wire {
     io: Io,
     /// Commands being written; reused.
     out: Vec<u8>,
@@ -47,6 +51,83 @@ pub(crate) struct Direct {
     writing: bool,
 }
 
+/// One connection; see the module documentation.
+pub(crate) struct Direct {
+    wire: Wire,
+    /// Bounds each request by `limit`. One timer, moved to each request's
+    /// deadline: moving a deadline later costs next to nothing.
+    timer: Pin<Box<Sleep>>,
+    limit: Option<Duration>,
+}
+
+impl Direct {
+    /// Connects, authenticates and selects the database of `info`, within
+    /// `connect_timeout`; each request is then bounded by `response_timeout`.
+    pub(crate) async fn connect(
+        info: &ConnectionInfo,
+        connect_timeout: Option<Duration>,
+        response_timeout: Option<Duration>,
+    ) -> RedisResult<Self> {
+        Ok(Direct {
+            wire: Wire::connect(info, connect_timeout).await?,
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            limit: response_timeout,
+        })
+    }
+
+    /// Whether the stream is still in a known state (no write was cut off).
+    pub(crate) fn is_usable(&self) -> bool {
+        !self.wire.writing
+    }
+
+    /// One command; a server's error reply is the inner `Err`, a broken
+    /// connection or a timeout the outer one.
+    pub(crate) async fn query_one(&mut self, cmd: &redis::Cmd) -> RedisResult<RedisResult<Value>> {
+        let Direct { wire, timer, limit } = self;
+        bounded(timer, *limit, wire.query_one(cmd))
+            .await
+            .map(server_error)
+    }
+
+    /// The commands of `pipe`, one result each.
+    pub(crate) async fn query(
+        &mut self,
+        pipe: &redis::Pipeline,
+    ) -> RedisResult<Vec<RedisResult<Value>>> {
+        let Direct { wire, timer, limit } = self;
+        bounded(timer, *limit, wire.query(pipe)).await
+    }
+}
+
+/// `work`, or a timeout error once `limit` has passed. A request cut off
+/// here leaves its replies owed (skipped by the next one), or, if cut off
+/// mid-write, the connection unusable.
+async fn bounded<T>(
+    timer: &mut Pin<Box<Sleep>>,
+    limit: Option<Duration>,
+    work: impl Future<Output = RedisResult<T>>,
+) -> RedisResult<T> {
+    let Some(limit) = limit else {
+        return work.await;
+    };
+    timer.as_mut().reset(tokio::time::Instant::now() + limit);
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = work.as_mut().poll(cx) {
+            return Poll::Ready(result);
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no reply within the response timeout",
+            )
+            .into()));
+        }
+        Poll::Pending
+    })
+    .await
+}
+
 /// Whether `info` can use a [`Direct`] connection.
 pub(crate) fn supports(info: &ConnectionInfo) -> bool {
     let addr = match info.addr() {
@@ -58,13 +139,10 @@ pub(crate) fn supports(info: &ConnectionInfo) -> bool {
     addr && info.redis_settings().protocol() == ProtocolVersion::RESP2
 }
 
-impl Direct {
+impl Wire {
     /// Connects, authenticates and selects the database of `info`, within
     /// `timeout`.
-    pub(crate) async fn connect(
-        info: &ConnectionInfo,
-        timeout: Option<Duration>,
-    ) -> RedisResult<Self> {
+    async fn connect(info: &ConnectionInfo, timeout: Option<Duration>) -> RedisResult<Self> {
         let attempt = Self::connect_inner(info);
         match timeout {
             Some(t) => tokio::time::timeout(t, attempt)
@@ -90,7 +168,7 @@ impl Direct {
                 )))
             }
         };
-        let mut conn = Direct {
+        let mut conn = Wire {
             io,
             out: Vec::with_capacity(512),
             input: Vec::with_capacity(4096),
@@ -118,25 +196,16 @@ impl Direct {
         Ok(conn)
     }
 
-    /// Whether the stream is still in a known state.
-    pub(crate) fn is_usable(&self) -> bool {
-        !self.writing
-    }
-
-    /// One command; a server's error reply is the inner `Err`, a broken
-    /// connection the outer one.
-    pub(crate) async fn query_one(&mut self, cmd: &redis::Cmd) -> RedisResult<RedisResult<Value>> {
+    /// Writes `cmd` and reads its reply.
+    async fn query_one(&mut self, cmd: &redis::Cmd) -> RedisResult<Value> {
         self.out.clear();
         cmd.write_packed_command(&mut self.out);
         self.send(1).await?;
-        self.receive(1).await.map(server_error)
+        self.receive(1).await
     }
 
-    /// The commands of `pipe`, one result each.
-    pub(crate) async fn query(
-        &mut self,
-        pipe: &redis::Pipeline,
-    ) -> RedisResult<Vec<RedisResult<Value>>> {
+    /// Writes the commands of `pipe` and reads their replies.
+    async fn query(&mut self, pipe: &redis::Pipeline) -> RedisResult<Vec<RedisResult<Value>>> {
         self.out.clear();
         let mut n = 0;
         for cmd in pipe.cmd_iter() {

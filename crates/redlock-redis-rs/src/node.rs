@@ -109,9 +109,9 @@ impl Builder {
     /// How long the node waits for a reply before reporting an error
     /// (default 10 s; `None` waits forever). The core bounds every request
     /// by its own, much shorter per-node timeout; this one only frees the
-    /// node's queue from a server that never answers (it bounds batches and
-    /// requests whose caller stopped waiting). A timed-out request stays on
-    /// the same connection, so order is kept; its late reply is skipped.
+    /// node's queue from a server that never answers. A timed-out request
+    /// stays on the same connection, so order is kept (its late reply is
+    /// skipped).
     pub fn response_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.response_timeout = timeout.into();
         self
@@ -177,6 +177,7 @@ impl Builder {
         let connector = Connector::Client {
             direct: crate::direct::supports(client.get_connection_info()),
             connection_timeout: self.connection_timeout,
+            response_timeout: self.response_timeout,
             client,
             config: self.config(),
         };
@@ -230,7 +231,7 @@ impl Builder {
     }
 
     pub(crate) fn spawn<E: Executor>(self, executor: E, id: String) -> Result<RedisNode, Error> {
-        let queue = Queue::spawn(executor, self.max_batch, self.response_timeout)?;
+        let queue = Queue::spawn(executor, self.max_batch)?;
         Ok(RedisNode {
             inner: Arc::new(Inner {
                 id,

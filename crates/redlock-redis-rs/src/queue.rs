@@ -24,7 +24,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use redis::Value;
 use redlock_core::{BoxFuture, NodeError};
@@ -77,9 +76,6 @@ struct Shared {
     /// the queue was closed.
     wake: Notify,
     max_batch: usize,
-    /// Bounds the work the driver does for a request: a batch, or a request
-    /// whose caller stopped waiting. (A caller bounds its own wait.)
-    response_timeout: Option<Duration>,
 }
 
 impl Shared {
@@ -160,11 +156,7 @@ impl std::fmt::Debug for Queue {
 
 impl Queue {
     /// Spawns the driver on the current tokio runtime.
-    pub(crate) fn spawn<E: Executor>(
-        executor: E,
-        max_batch: usize,
-        response_timeout: Option<Duration>,
-    ) -> Result<Self, crate::Error> {
+    pub(crate) fn spawn<E: Executor>(executor: E, max_batch: usize) -> Result<Self, crate::Error> {
         let runtime = Handle::try_current().map_err(|_| crate::Error::NoRuntime)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -175,7 +167,6 @@ impl Queue {
             }),
             wake: Notify::new(),
             max_batch: max_batch.max(1),
-            response_timeout,
         });
         let driver = runtime.spawn(drive(shared.clone(), Box::new(executor)));
         Ok(Queue {
@@ -263,8 +254,8 @@ async fn drive(shared: Arc<Shared>, mut executor: Box<dyn Executor>) {
     loop {
         let adopted = shared.lock().adopted.take();
         if let Some(run) = adopted {
-            // It gives the executor back when done, or when dropped here.
-            let _ = within(shared.response_timeout, run).await;
+            // It gives the executor back when done.
+            let _ = run.await;
             continue;
         }
         let mut executor = {
@@ -304,17 +295,11 @@ async fn drive(shared: Arc<Shared>, mut executor: Box<dyn Executor>) {
             continue;
         };
         if !calls.is_empty() {
-            let results = within(shared.response_timeout, exec.execute(&calls)).await;
-            let timed_out = results.is_none();
-            let mut results = results.unwrap_or_default().into_iter();
+            let mut results = exec.execute(&calls).await.into_iter();
             calls.clear();
             for reply in replies.drain(..) {
                 let result = results.next().unwrap_or_else(|| {
-                    Err(if timed_out {
-                        NodeError::Connection("no reply within the response timeout".into())
-                    } else {
-                        NodeError::Protocol("missing reply in pipeline".into())
-                    })
+                    Err(NodeError::Protocol("missing reply in pipeline".into()))
                 });
                 let _ = reply.send(result);
             }
@@ -323,13 +308,5 @@ async fn drive(shared: Arc<Shared>, mut executor: Box<dyn Executor>) {
             let mut state = shared.lock();
             state.executor = Some(exec);
         }
-    }
-}
-
-/// `work`, given up after `limit`.
-async fn within<F: Future>(limit: Option<Duration>, work: F) -> Option<F::Output> {
-    match limit {
-        Some(limit) => tokio::time::timeout(limit, work).await.ok(),
-        None => Some(work.await),
     }
 }

@@ -23,6 +23,7 @@ pub(crate) enum Connector {
         /// Plain TCP or Unix socket with RESP2: use a [`Direct`] connection.
         direct: bool,
         connection_timeout: Option<Duration>,
+        response_timeout: Option<Duration>,
     },
     /// A connection the user made; it cannot be re-established here.
     Fixed(MultiplexedConnection),
@@ -113,11 +114,16 @@ impl SingleExecutor {
                     client,
                     direct: true,
                     connection_timeout,
+                    response_timeout,
                     ..
                 } => Conn::Direct(
-                    Direct::connect(client.get_connection_info(), *connection_timeout)
-                        .await
-                        .map_err(|e| node_error(&e, &self.redact))?,
+                    Direct::connect(
+                        client.get_connection_info(),
+                        *connection_timeout,
+                        *response_timeout,
+                    )
+                    .await
+                    .map_err(|e| node_error(&e, &self.redact))?,
                 ),
                 Connector::Client { client, config, .. } => Conn::Multiplexed(
                     client

@@ -103,8 +103,8 @@ async fn replies_owed_to_requests_that_gave_up_are_skipped() {
     assert!(a.is_err(), "a paused server cannot answer: {a:?}");
     // B waits behind A, then gives up too (its reply, nil, is owed as well).
     // Its error means A's time is over as well.
-    match node.acquire(&k, "b", TTL).await {
-        Err(NodeError::Connection(_)) => {}
+    match tokio::time::timeout(Duration::from_secs(20), node.acquire(&k, "b", TTL)).await {
+        Ok(Err(NodeError::Connection(_))) => {}
         other => panic!("B on a paused server: {other:?}"),
     }
 
@@ -118,4 +118,34 @@ async fn replies_owed_to_requests_that_gave_up_are_skipped() {
     );
     assert_eq!(node.release(&k, "c").await, Ok(0));
     assert_eq!(node.release(&k, "a").await, Ok(1));
+}
+
+/// A server that accepts connections but never answers (paused) makes a
+/// call fail after the response timeout, even with no deadline of the
+/// caller's around it: on a fresh node (connect) and on a working one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_never_blocks_a_call() {
+    const GUARD: Duration = Duration::from_secs(20);
+    let server = RedisServer::start().unwrap_or_else(|e| panic!("redis-server: {e}"));
+    let builder = || RedisNode::builder().response_timeout(Duration::from_millis(200));
+    let node = builder()
+        .connect(&server.url())
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    server.pause().unwrap_or_else(|e| panic!("pause: {e}"));
+
+    let k = keys(&["silent"]);
+    match tokio::time::timeout(GUARD, node.acquire(&k, "tok", TTL)).await {
+        Ok(Err(NodeError::Connection(_))) => {}
+        other => panic!("acquire on a paused server: {other:?}"),
+    }
+    match tokio::time::timeout(GUARD, builder().connect(&server.url())).await {
+        Ok(Err(_)) => {}
+        Ok(Ok(_)) => panic!("connected to a paused server"),
+        Err(_) => panic!("connect hung on a paused server"),
+    }
+    server.resume().unwrap_or_else(|e| panic!("resume: {e}"));
+    // The timed-out acquire still ran when the server woke; the node goes on.
+    assert_eq!(node.acquire(&k, "tok", TTL).await, Ok(Acquire::Held));
+    assert_eq!(node.release(&k, "tok").await, Ok(1));
 }
