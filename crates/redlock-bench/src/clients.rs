@@ -1,5 +1,6 @@
 //! The lock clients under test behind one small interface.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -198,35 +199,62 @@ static RAW_BUFFER_ENV: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 
 const UNLOCK: &str = r#"if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"#;
 
-/// One node's connection as the baselines use it: two commands.
-#[async_trait::async_trait]
+/// One node's connection as the baselines use it: two commands, each built
+/// at once and returned as a future that owns what it needs (so that it can
+/// be left running after the decision).
 trait RawConn: Clone + Send + Sync + 'static {
     /// `SET key token NX PX ttl`; whether it was set.
-    async fn set_nx(&mut self, key: &str, token: &str, ttl_ms: u64) -> bool;
+    fn set_nx(
+        &self,
+        key: &str,
+        token: &str,
+        ttl_ms: u64,
+    ) -> impl Future<Output = bool> + Send + 'static;
     /// `EVALSHA` of the compare-and-delete script; whether it answered.
-    async fn unlock(&mut self, sha: &str, key: &str, token: &str) -> bool;
+    fn unlock(
+        &self,
+        sha: &str,
+        key: &str,
+        token: &str,
+    ) -> impl Future<Output = bool> + Send + 'static;
 }
 
-#[async_trait::async_trait]
 impl RawConn for MultiplexedConnection {
-    async fn set_nx(&mut self, key: &str, token: &str, ttl_ms: u64) -> bool {
+    fn set_nx(
+        &self,
+        key: &str,
+        token: &str,
+        ttl_ms: u64,
+    ) -> impl Future<Output = bool> + Send + 'static {
+        let mut c = self.clone();
         let mut cmd = redis::cmd("SET");
         cmd.arg(key).arg(token).arg("NX").arg("PX").arg(ttl_ms);
-        matches!(cmd.query_async::<Option<String>>(self).await, Ok(Some(_)))
+        async move { matches!(cmd.query_async::<Option<String>>(&mut c).await, Ok(Some(_))) }
     }
 
-    async fn unlock(&mut self, sha: &str, key: &str, token: &str) -> bool {
+    fn unlock(
+        &self,
+        sha: &str,
+        key: &str,
+        token: &str,
+    ) -> impl Future<Output = bool> + Send + 'static {
+        let mut c = self.clone();
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(sha).arg(1).arg(key).arg(token);
-        cmd.query_async::<i64>(self).await.is_ok()
+        async move { cmd.query_async::<i64>(&mut c).await.is_ok() }
     }
 }
 
-#[async_trait::async_trait]
 impl RawConn for fred::clients::Client {
-    async fn set_nx(&mut self, key: &str, token: &str, ttl_ms: u64) -> bool {
+    fn set_nx(
+        &self,
+        key: &str,
+        token: &str,
+        ttl_ms: u64,
+    ) -> impl Future<Output = bool> + Send + 'static {
         use fred::interfaces::ClientLike;
         use fred::types::{ClusterHash, CustomCommand, Value};
+        let c = self.clone();
         let args: Vec<Value> = vec![
             key.into(),
             token.into(),
@@ -234,26 +262,36 @@ impl RawConn for fred::clients::Client {
             "PX".into(),
             Value::from(ttl_ms as i64),
         ];
-        matches!(
-            self.custom::<Value, Value>(
-                CustomCommand::new_static("SET", ClusterHash::FirstKey, false),
-                args
+        async move {
+            matches!(
+                c.custom::<Value, Value>(
+                    CustomCommand::new_static("SET", ClusterHash::FirstKey, false),
+                    args
+                )
+                .await,
+                Ok(v) if !v.is_null()
             )
-            .await,
-            Ok(v) if !v.is_null()
-        )
+        }
     }
 
-    async fn unlock(&mut self, sha: &str, key: &str, token: &str) -> bool {
+    fn unlock(
+        &self,
+        sha: &str,
+        key: &str,
+        token: &str,
+    ) -> impl Future<Output = bool> + Send + 'static {
         use fred::interfaces::ClientLike;
         use fred::types::{ClusterHash, CustomCommand, Value};
+        let c = self.clone();
         let args: Vec<Value> = vec![sha.into(), 1i64.into(), key.into(), token.into()];
-        self.custom::<Value, Value>(
-            CustomCommand::new_static("EVALSHA", ClusterHash::Random, false),
-            args,
-        )
-        .await
-        .is_ok()
+        async move {
+            c.custom::<Value, Value>(
+                CustomCommand::new_static("EVALSHA", ClusterHash::Random, false),
+                args,
+            )
+            .await
+            .is_ok()
+        }
     }
 }
 
@@ -263,7 +301,7 @@ impl RawConn for fred::clients::Client {
 /// each node's SET before its DEL.
 struct Raw<C> {
     conns: Vec<C>,
-    sha: Arc<str>,
+    sha: String,
     quorum: usize,
     retry: bool,
 }
@@ -273,7 +311,7 @@ impl<C> Raw<C> {
         Raw {
             quorum: conns.len() / 2 + 1,
             conns,
-            sha: redis::Script::new(UNLOCK).get_hash().into(),
+            sha: redis::Script::new(UNLOCK).get_hash().to_string(),
             retry,
         }
     }
@@ -343,19 +381,12 @@ impl<C: RawConn> Raw<C> {
         let ttl_ms = ttl.as_millis() as u64;
         let node_timeout = (ttl / 10).clamp(Duration::from_millis(2), Duration::from_secs(1));
         let start = Instant::now();
-        let (shared_key, shared_token): (Arc<str>, Arc<str>) = (key.into(), token.as_str().into());
         let mut pending: FuturesUnordered<_> = self
             .conns
             .iter()
             .map(|c| {
-                let mut c = c.clone();
-                let (key, token) = (shared_key.clone(), shared_token.clone());
-                async move {
-                    matches!(
-                        tokio::time::timeout(node_timeout, c.set_nx(&key, &token, ttl_ms)).await,
-                        Ok(true)
-                    )
-                }
+                let set = c.set_nx(key, &token, ttl_ms);
+                async move { matches!(tokio::time::timeout(node_timeout, set).await, Ok(true)) }
             })
             .collect();
         let n = self.conns.len();
@@ -384,15 +415,13 @@ impl<C: RawConn> Raw<C> {
     }
 
     async fn release(&self, key: &str, token: &str) -> usize {
-        let (key, token): (Arc<str>, Arc<str>) = (key.into(), token.into());
         let mut pending: FuturesUnordered<_> = self
             .conns
             .iter()
             .map(|c| {
-                let mut c = c.clone();
-                let (sha, key, token) = (self.sha.clone(), key.clone(), token.clone());
+                let unlock = c.unlock(&self.sha, key, token);
                 async move {
-                    tokio::time::timeout(Duration::from_secs(1), c.unlock(&sha, &key, &token))
+                    tokio::time::timeout(Duration::from_secs(1), unlock)
                         .await
                         .unwrap_or(false)
                 }

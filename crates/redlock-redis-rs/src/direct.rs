@@ -7,7 +7,7 @@
 //! its own in between (a hop each way per request).
 //!
 //! Commands are encoded by the `redis` crate ([`redis::Cmd`]) and replies
-//! parsed by it ([`redis::parse_redis_value`]); this module only finds
+//! parsed by it ([`redis::Parser`]); this module only finds
 //! where one reply ends in the byte stream.
 //!
 //! Used for `redis://` (TCP) and `redis+unix://` addresses speaking RESP2;
@@ -15,9 +15,9 @@
 //!
 //! A request may be dropped at any point (a timeout, a caller gone): the
 //! replies it was owed are counted and skipped by the next request, so the
-//! connection keeps its order. Only a write cut off halfway leaves the
-//! stream unusable; the connection then says so ([`Direct::is_usable`]) and
-//! is replaced.
+//! connection keeps its order. Only a write cut off halfway, or a reply
+//! that could not be read, leaves the stream unusable; the connection then
+//! says so ([`Direct::is_usable`]) and is replaced.
 
 use std::future::Future;
 use std::io;
@@ -49,6 +49,10 @@ struct Wire {
     owed: usize,
     /// A write is (or was left) under way.
     writing: bool,
+    /// Reused for every reply (keeps its buffer).
+    parser: redis::Parser,
+    /// A reply could not be read or parsed.
+    broken: bool,
 }
 
 /// One connection; see the module documentation.
@@ -75,9 +79,10 @@ impl Direct {
         })
     }
 
-    /// Whether the stream is still in a known state (no write was cut off).
+    /// Whether the stream is still in a known state: no write was cut off
+    /// and every reply so far could be read.
     pub(crate) fn is_usable(&self) -> bool {
-        !self.wire.writing
+        !self.wire.writing && !self.wire.broken
     }
 
     /// One command; a server's error reply is the inner `Err`, a broken
@@ -175,6 +180,8 @@ impl Wire {
             pos: 0,
             owed: 0,
             writing: false,
+            parser: redis::Parser::new(),
+            broken: false,
         };
         let settings = info.redis_settings();
         let mut setup = redis::pipe();
@@ -252,13 +259,22 @@ impl Wire {
         Ok(value)
     }
 
-    /// Reads one whole reply.
+    /// Reads one whole reply. After an error the stream's state is unknown:
+    /// the connection is no longer used.
     async fn next_reply(&mut self) -> RedisResult<Value> {
+        let reply = self.read_reply().await;
+        if reply.is_err() {
+            self.broken = true;
+        }
+        reply
+    }
+
+    async fn read_reply(&mut self) -> RedisResult<Value> {
         loop {
             if let Some(len) = frame_len(&self.input[self.pos..])? {
                 let start = self.pos;
                 self.pos += len;
-                let value = redis::parse_redis_value(&self.input[start..self.pos]);
+                let value = self.parser.parse_value(&self.input[start..self.pos]);
                 if self.pos == self.input.len() {
                     self.input.clear();
                     self.pos = 0;
