@@ -444,4 +444,79 @@ mod tests {
             ])
         );
     }
+
+    /// A small deterministic generator (xorshift), so that failures repeat.
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+
+        /// One random RESP2 reply, encoded; `depth` bounds nesting.
+        fn reply(&mut self, out: &mut Vec<u8>, depth: u32) {
+            let kinds = if depth == 0 { 6 } else { 8 };
+            match self.below(kinds) {
+                0 => out.extend_from_slice(b"+OK\r\n"),
+                1 => out.extend_from_slice(b"-ERR something went wrong\r\n"),
+                2 => out.extend_from_slice(format!(":{}\r\n", self.next() as i64).as_bytes()),
+                3 => out.extend_from_slice(b"$-1\r\n"),
+                4 | 5 => {
+                    // Bulk strings with CR, LF and CRLF inside.
+                    let len = self.below(40) as usize;
+                    let body: Vec<u8> = (0..len)
+                        .map(|_| {
+                            *b"ab\r\n:*$-+0"
+                                .get(self.below(11) as usize)
+                                .unwrap_or(&b'x')
+                        })
+                        .collect();
+                    out.extend_from_slice(format!("${len}\r\n").as_bytes());
+                    out.extend_from_slice(&body);
+                    out.extend_from_slice(b"\r\n");
+                }
+                6 => out.extend_from_slice(b"*-1\r\n"),
+                _ => {
+                    let n = self.below(5);
+                    out.extend_from_slice(format!("*{n}\r\n").as_bytes());
+                    for _ in 0..n {
+                        self.reply(out, depth - 1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Random replies back to back: each is measured exactly, every cut
+    /// short of its end waits for more, and the `redis` crate parses it.
+    #[test]
+    fn random_replies_are_measured_and_parsed() {
+        let mut gen = Gen(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..2_000 {
+            let mut stream = Vec::new();
+            let mut ends = Vec::new();
+            for _ in 0..1 + gen.below(4) {
+                gen.reply(&mut stream, 3);
+                ends.push(stream.len());
+            }
+            let mut start = 0;
+            for end in ends {
+                let frame = &stream[start..];
+                assert_eq!(frame_len(frame).unwrap(), Some(end - start), "{frame:?}");
+                for cut in start..end {
+                    assert_eq!(frame_len(&stream[start..cut]).unwrap(), None);
+                }
+                redis::parse_redis_value(&stream[start..end])
+                    .unwrap_or_else(|e| panic!("{e}: {:?}", &stream[start..end]));
+                start = end;
+            }
+        }
+    }
 }
