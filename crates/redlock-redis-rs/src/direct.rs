@@ -47,12 +47,11 @@ struct Wire {
     /// Replies the server still owes to requests sent on this connection
     /// (including ones whose sender stopped waiting).
     owed: usize,
-    /// A write is (or was left) under way.
-    writing: bool,
     /// Reused for every reply (keeps its buffer).
     parser: redis::Parser,
-    /// A reply could not be read or parsed.
-    broken: bool,
+    /// The stream's state is unknown: a write is under way (or was cut
+    /// off), or a reply could not be read.
+    unsure: bool,
 }
 
 /// One connection; see the module documentation.
@@ -82,7 +81,7 @@ impl Direct {
     /// Whether the stream is still in a known state: no write was cut off
     /// and every reply so far could be read.
     pub(crate) fn is_usable(&self) -> bool {
-        !self.wire.writing && !self.wire.broken
+        !self.wire.unsure
     }
 
     /// One command; a server's error reply is the inner `Err`, a broken
@@ -179,9 +178,8 @@ impl Wire {
             input: Vec::with_capacity(4096),
             pos: 0,
             owed: 0,
-            writing: false,
             parser: redis::Parser::new(),
-            broken: false,
+            unsure: false,
         };
         let settings = info.redis_settings();
         let mut setup = redis::pipe();
@@ -229,19 +227,19 @@ impl Wire {
 
     /// Writes `out` (`n` commands).
     async fn send(&mut self, n: usize) -> RedisResult<()> {
-        if self.writing {
+        if self.unsure {
             return Err(
-                io::Error::new(io::ErrorKind::BrokenPipe, "connection left mid-write").into(),
+                io::Error::new(io::ErrorKind::BrokenPipe, "connection left unusable").into(),
             );
         }
-        self.writing = true;
+        self.unsure = true;
         let written = match &mut self.io {
             Io::Tcp(s) => s.write_all(&self.out).await,
             #[cfg(unix)]
             Io::Unix(s) => s.write_all(&self.out).await,
         };
         written?;
-        self.writing = false;
+        self.unsure = false;
         self.owed += n;
         Ok(())
     }
@@ -264,7 +262,7 @@ impl Wire {
     async fn next_reply(&mut self) -> RedisResult<Value> {
         let reply = self.read_reply().await;
         if reply.is_err() {
-            self.broken = true;
+            self.unsure = true;
         }
         reply
     }

@@ -175,7 +175,6 @@ impl Builder {
             None
         };
         let connector = Connector::Client {
-            direct: crate::direct::supports(client.get_connection_info()),
             connection_timeout: self.connection_timeout,
             response_timeout: self.response_timeout,
             client,

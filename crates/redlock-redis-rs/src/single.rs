@@ -19,9 +19,9 @@ pub(crate) enum Connector {
     /// A client: connect (and reconnect) ourselves.
     Client {
         client: Client,
+        /// For the `redis` crate's connection (TLS, RESP3).
         config: AsyncConnectionConfig,
-        /// Plain TCP or Unix socket with RESP2: use a [`Direct`] connection.
-        direct: bool,
+        /// For a [`Direct`] connection (plain TCP or Unix socket, RESP2).
         connection_timeout: Option<Duration>,
         response_timeout: Option<Duration>,
     },
@@ -112,11 +112,10 @@ impl SingleExecutor {
             let conn = match &mut self.connector {
                 Connector::Client {
                     client,
-                    direct: true,
                     connection_timeout,
                     response_timeout,
                     ..
-                } => Conn::Direct(
+                } if crate::direct::supports(client.get_connection_info()) => Conn::Direct(
                     Direct::connect(
                         client.get_connection_info(),
                         *connection_timeout,
