@@ -56,6 +56,15 @@ pub enum InvalidArgument {
     /// The token given does not belong to this lock (empty or malformed).
     #[error("invalid token: {0}")]
     Token(&'static str),
+    /// A node's backlog limit (see [`Backlog`](crate::backlog::Backlog)) is
+    /// zero or absurdly large.
+    #[error("backlog limit {limit} is invalid: give between 1 and {max} outstanding requests per node (default 1024)")]
+    Backlog {
+        /// The limit asked for.
+        limit: usize,
+        /// The largest limit accepted.
+        max: usize,
+    },
 }
 
 /// Which operation a [`Failure`] is about.

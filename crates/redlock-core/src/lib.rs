@@ -101,6 +101,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+pub mod backlog;
 pub mod error;
 pub mod fence;
 mod lease;

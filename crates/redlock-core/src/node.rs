@@ -55,6 +55,33 @@ pub enum NodeError {
     /// The node has been closed with [`Node::quit`].
     #[error("node is closed")]
     Closed,
+    /// The request was **not sent**: this many requests to the node are
+    /// still unanswered, which is its [`Backlog`](crate::backlog::Backlog)
+    /// limit. The node has stopped draining (paused, or its link is
+    /// black-holed); it counts as a "no" until it answers again.
+    #[error("backlog full: node not answering ({0} requests outstanding); request not sent")]
+    Backlog(usize),
+    /// The request was **not sent**: no connection to the node could be
+    /// made.
+    #[error("not connected, request not sent: {0}")]
+    NotConnected(String),
+}
+
+impl NodeError {
+    /// Whether the request may have reached the server. `false` only when
+    /// it certainly did not ([`Backlog`](Self::Backlog),
+    /// [`NotConnected`](Self::NotConnected), [`Closed`](Self::Closed),
+    /// [`Unsupported`](Self::Unsupported)): an acquire that was not sent
+    /// took nothing, so the core sends that node no release for it.
+    pub fn was_sent(&self) -> bool {
+        !matches!(
+            self,
+            NodeError::Backlog(_)
+                | NodeError::NotConnected(_)
+                | NodeError::Closed
+                | NodeError::Unsupported(_)
+        )
+    }
 }
 
 /// One Redlock node: an independent Redis master, or one whole Redis Cluster
@@ -163,8 +190,17 @@ pub trait Node: Send + Sync + fmt::Debug {
         None
     }
 
-    /// Closes the node's connections. Later calls may fail with
-    /// [`NodeError::Closed`]. The default does nothing.
+    /// Requests admitted to this node and not answered yet, when the node
+    /// keeps count (see [`Backlog`](crate::backlog::Backlog)); `None`
+    /// otherwise. Under a stalled node it stays at or below the backlog
+    /// limit (plus releases of what was admitted before).
+    fn outstanding(&self) -> Option<usize> {
+        None
+    }
+
+    /// Sends what is still owed (releases in flight), then closes the
+    /// node's connections. Later calls fail with [`NodeError::Closed`]. The
+    /// default does nothing.
     async fn quit(&self) -> Result<(), NodeError> {
         Ok(())
     }
