@@ -24,6 +24,10 @@ pub struct Lock {
     pub(crate) attempts: u32,
     pub(crate) released: AtomicBool,
     pub(crate) fence: Option<u64>,
+    /// Nodes the acquire was never sent to (a full backlog, no
+    /// connection): they hold nothing, so releases skip them. `None` when
+    /// every node may hold the keys.
+    pub(crate) unsent: Option<Arc<[bool]>>,
 }
 
 impl fmt::Debug for Lock {
@@ -60,6 +64,7 @@ impl Lock {
             attempts,
             released: AtomicBool::new(false),
             fence: None,
+            unsent: None,
         }
     }
 
@@ -95,15 +100,19 @@ impl Lock {
         self.valid_until
     }
 
-    /// Time left before [`valid_until`](Lock::valid_until); zero once passed.
+    /// Time left before [`valid_until`](Lock::valid_until); zero once passed
+    /// and once the lock was released.
     pub fn remaining(&self) -> Duration {
+        if self.released.load(Ordering::Acquire) {
+            return Duration::ZERO;
+        }
         self.valid_until
             .saturating_duration_since(self.shared.runtime.now())
     }
 
-    /// Whether the validity time has passed.
+    /// Whether the validity time has passed or the lock was released.
     pub fn is_expired(&self) -> bool {
-        self.shared.runtime.now() >= self.valid_until
+        self.released.load(Ordering::Acquire) || self.shared.runtime.now() >= self.valid_until
     }
 
     /// The fencing token, for locks taken with
@@ -151,6 +160,7 @@ impl Drop for Lock {
                 self.target.keys.clone(),
                 self.token.clone(),
                 self.ttl,
+                self.unsent.clone(),
             );
         }
     }

@@ -329,13 +329,13 @@ impl Redlock {
             let token: Arc<str> = Arc::from(new_token());
             let attempt_began = rt.now();
             match self.attempt(&target, &token, ttl).await {
-                Ok((start, valid_until)) => {
+                Ok((start, valid_until, unsent)) => {
                     if let Some(t) = ticket.take() {
                         t.acquired();
                     }
                     tracing::debug!(attempt = attempts, "acquired");
                     telemetry::acquired(rt.now().saturating_duration_since(began), attempts);
-                    return Ok(Lock::new(
+                    let mut lock = Lock::new(
                         self.shared.clone(),
                         target,
                         token,
@@ -343,7 +343,9 @@ impl Redlock {
                         start,
                         valid_until,
                         attempts,
-                    ));
+                    );
+                    lock.unsent = unsent;
+                    return Ok(lock);
                 }
                 Err(round) => {
                     if round.no > 0 {
@@ -568,13 +570,14 @@ impl Redlock {
 
     /// One attempt. On failure everything taken is released on all nodes
     /// before returning; if the caller's future is dropped instead, the
-    /// release is spawned on the runtime.
+    /// release is spawned on the runtime. On success, also the nodes the
+    /// acquire was certainly not sent to (see [`unsent`]).
     async fn attempt(
         &self,
         target: &Target,
         token: &Arc<str>,
         ttl: Duration,
-    ) -> Result<(Instant, Instant), Round> {
+    ) -> Result<(Instant, Instant, Option<Arc<[bool]>>), Round> {
         let shared = &self.shared;
         let start = shared.runtime.now();
         let allowance = drift(ttl, shared.options.drift_factor);
@@ -606,14 +609,17 @@ impl Redlock {
             .await;
         if round.yes >= shared.quorum && shared.runtime.now() < valid_until {
             guard.armed = false;
-            return Ok((start, valid_until));
+            return Ok((start, valid_until, unsent(&round)));
         }
         // A node that answered "held" took none of the keys (acquire is
-        // all-or-nothing per node): only the others need a release.
+        // all-or-nothing per node), and one the acquire was never sent to
+        // (a full backlog, no connection) took nothing either: only the
+        // others need a release. Sending those nodes a release anyway would
+        // queue work on exactly the nodes that do not drain.
         let took_nothing: Vec<bool> = round
             .outcomes
             .iter()
-            .map(|o| *o == NodeOutcome::Held)
+            .map(|o| *o == NodeOutcome::Held || not_sent(o))
             .collect();
         release_some(
             shared,
@@ -642,6 +648,7 @@ impl Redlock {
             &lock.target.keys,
             &lock.token,
             lock.ttl,
+            lock.unsent.as_deref().unwrap_or(&[]),
         )
         .instrument(span)
         .await;
@@ -748,7 +755,7 @@ impl Redlock {
     /// were asked.
     pub async fn quit(&self) -> Result<(), NodeError> {
         let shared = &self.shared;
-        let timeout = node_timeout(&shared.options, Duration::from_secs(10));
+        let timeout = release_timeout(&shared.options, Duration::from_secs(10));
         let results = futures_util::future::join_all(shared.nodes.iter().map(|n| async move {
             let sleep = shared.runtime.sleep(timeout);
             match futures_util::future::select(n.quit(), sleep).await {
@@ -872,6 +879,34 @@ pub(crate) fn node_timeout(options: &Options, ttl: Duration) -> Duration {
         .unwrap_or_else(|| default_node_timeout(ttl))
 }
 
+/// The least time a release (or `quit`) waits for a node. The per-node
+/// timeout is cut for acquires, where every millisecond waited is validity
+/// lost; a release loses nothing by waiting, and one given up too early on
+/// a loaded node is reported as a failure although its request is still
+/// carried out.
+pub(crate) const RELEASE_TIMEOUT_FLOOR: Duration = Duration::from_secs(1);
+
+/// How long a release round waits for each node: the per-node timeout, at
+/// least [`RELEASE_TIMEOUT_FLOOR`].
+pub(crate) fn release_timeout(options: &Options, ttl: Duration) -> Duration {
+    node_timeout(options, ttl).max(RELEASE_TIMEOUT_FLOOR)
+}
+
+/// Whether a node's outcome says the request certainly never reached it.
+fn not_sent(outcome: &NodeOutcome) -> bool {
+    matches!(outcome, NodeOutcome::Error(e) if !e.was_sent())
+}
+
+/// The nodes of a successful acquire that were never sent the request,
+/// or `None` when it reached (or may have reached) every node.
+fn unsent(round: &Round) -> Option<Arc<[bool]>> {
+    round
+        .outcomes
+        .iter()
+        .any(not_sent)
+        .then(|| round.outcomes.iter().map(not_sent).collect())
+}
+
 /// Sends the release to every node and waits until a quorum answered, a
 /// quorum became impossible, or every node answered or timed out.
 pub(crate) async fn release_all(
@@ -895,8 +930,9 @@ pub(crate) async fn release_held(
     keys: &[String],
     token: &str,
     ttl: Duration,
+    skip: &[bool],
 ) -> Round {
-    let mut release = std::pin::pin!(release_all(shared, names, keys, token, ttl));
+    let mut release = std::pin::pin!(release_some(shared, names, keys, token, ttl, skip));
     let mut sent = false;
     future::poll_fn(|cx| {
         let poll = release.as_mut().poll(cx);
@@ -924,7 +960,7 @@ async fn release_some(
         Operation::Release,
         names,
         keys.first().map(String::as_str),
-        node_timeout(&shared.options, ttl),
+        release_timeout(&shared.options, ttl),
         None,
         |i, node| {
             let send = !skip.get(i).copied().unwrap_or(false);
@@ -958,6 +994,7 @@ impl Drop for ReleaseGuard {
                 self.keys.clone(),
                 self.token.clone(),
                 Duration::from_secs(1),
+                None,
             );
         }
     }
@@ -970,11 +1007,13 @@ pub(crate) fn spawn_release(
     keys: Arc<[String]>,
     token: Arc<str>,
     ttl: Duration,
+    skip: Option<Arc<[bool]>>,
 ) {
     let owned = shared.clone();
     let keys_for_log = keys.clone();
     let spawned = shared.runtime.spawn(Box::pin(async move {
-        release_held(&owned, &keys, &keys, &token, ttl).await;
+        let skip = skip.as_deref().unwrap_or(&[]);
+        release_held(&owned, &keys, &keys, &token, ttl, skip).await;
     }));
     if spawned {
         tracing::debug!(keys = ?keys_for_log, "release spawned in the background");

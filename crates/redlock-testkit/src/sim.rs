@@ -174,6 +174,7 @@ struct State {
     hung: bool,
     delay: Duration,
     fail_after: Option<u64>,
+    backlog: Option<usize>,
     closed: bool,
     announce: Announce,
     watchers: Vec<(Vec<String>, tokio::sync::oneshot::Sender<()>)>,
@@ -217,6 +218,10 @@ enum Request {
 }
 
 impl Request {
+    fn is_release(&self) -> bool {
+        matches!(self, Request::Release { .. })
+    }
+
     fn describe(&self) -> (Operation, Vec<String>, Option<String>) {
         match self {
             Request::Acquire { keys, token, .. } => {
@@ -437,6 +442,11 @@ impl Inner {
                 Some(NodeError::Closed)
             } else if st.down {
                 Some(NodeError::Connection(format!("{} is down", self.id)))
+            } else if st
+                .backlog
+                .is_some_and(|limit| st.queue.len() >= limit && !request.is_release())
+            {
+                Some(NodeError::Backlog(st.queue.len()))
             } else {
                 st.calls += 1;
                 match st.fail_after.as_mut() {
@@ -617,6 +627,14 @@ impl SimNode {
     /// or [`heal`](Self::heal).
     pub fn fail_after(&self, calls: u64) {
         self.inner.current().fail_after = Some(calls);
+    }
+
+    /// Bounds the requests queued and not processed yet, as the adapters'
+    /// backlogs do: at `limit`, new calls other than releases are refused
+    /// at once with [`NodeError::Backlog`] (not sent). `None` (the
+    /// default) queues without bound.
+    pub fn set_backlog_limit(&self, limit: Option<usize>) {
+        self.inner.current().backlog = limit;
     }
 
     /// Undoes [`fail_after`](Self::fail_after).
