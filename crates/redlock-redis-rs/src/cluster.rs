@@ -65,7 +65,8 @@ impl Builder {
             redact,
             id: id.clone(),
         };
-        self.spawn(executor, id)
+        let backlog = self.backlog()?;
+        self.spawn(executor, id, backlog)
     }
 
     /// Like [`open_cluster`](Self::open_cluster), then waits until the

@@ -29,13 +29,25 @@
 //! - **Shared round trips.** Concurrent lock requests to one node travel in
 //!   the same pipeline, and the releases among them (with the built-in
 //!   script) as one script call.
-//! - **Nothing in between.** For a `redis://` or `redis+unix://` URL (RESP2,
-//!   the default) the connection is a plain socket owned by the node: the
-//!   request is written by the task that sends it and its reply read by the
-//!   same task, with no multiplexing task in the path. A reply owed to a
-//!   request that gave up waiting is skipped, so replies stay matched to
-//!   requests. TLS, RESP3, and the connections you pass in use the `redis`
-//!   crate's multiplexed connection.
+//! - **One send path.** Every request goes out on the `redis` crate's own
+//!   connection (a `MultiplexedConnection` made from the node's
+//!   [`Client`](redis::Client), or the `MultiplexedConnection` /
+//!   `ConnectionManager` you pass in), so what you configure on the client
+//!   (TCP settings, TLS, credentials, RESP3) applies.
+//! - **Bounded.** A node owes at most [`Builder::max_outstanding`] requests
+//!   (default 1024). A server that stops answering (paused, black-holed)
+//!   holds its queue; beyond the bound, acquires fail at once **without
+//!   being sent** ([`NodeError::Backlog`](redlock_core::NodeError::Backlog)),
+//!   and the core sends no release for them. A release that finds its own
+//!   acquire still unsent withdraws it. Memory stays flat however long the
+//!   stall lasts; [`RedisNode::outstanding`] shows the count.
+//! - **Nothing left behind across a stall.** A batch is waited for until
+//!   the server answers. After [`Builder::response_timeout`] without a
+//!   reply (10 s) the connection is replaced, and the new one first kills
+//!   the old one on the server (`CLIENT KILL ID`), so no acquire still
+//!   buffered on the old socket can run after a release sent later.
+//!   Releases that were in flight on a failed connection, or could not be
+//!   sent, are sent again first thing on the next one.
 //! - **Reconnects.** A broken connection is replaced on the next request;
 //!   after a server restart the scripts are loaded again (and `NOSCRIPT`
 //!   falls back to `EVAL`, so a `SCRIPT FLUSH` does no harm). Behind
@@ -84,7 +96,6 @@
 mod address;
 #[cfg(feature = "cluster")]
 mod cluster;
-mod direct;
 mod error;
 mod node;
 mod queue;

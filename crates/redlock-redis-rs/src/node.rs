@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, Value};
+use redlock_core::backlog::{self, Backlog};
 use redlock_core::node::ttl_millis;
 use redlock_core::{Acquire, Extend, KeyState, Node, NodeError, Scripts};
 
@@ -79,6 +80,7 @@ pub struct Builder {
     response_timeout: Option<Duration>,
     connection_timeout: Option<Duration>,
     max_batch: usize,
+    max_outstanding: usize,
     wake_on_release: bool,
 }
 
@@ -92,6 +94,7 @@ impl Default for Builder {
             response_timeout: Some(DEFAULT_RESPONSE_TIMEOUT),
             connection_timeout: Some(DEFAULT_CONNECTION_TIMEOUT),
             max_batch: 256,
+            max_outstanding: backlog::DEFAULT_LIMIT,
             wake_on_release: true,
         }
     }
@@ -106,12 +109,15 @@ impl Builder {
         self
     }
 
-    /// How long the node waits for a reply before reporting an error
-    /// (default 10 s; `None` waits forever). The core bounds every request
-    /// by its own, much shorter per-node timeout; this one only frees the
-    /// node's queue from a server that never answers. A timed-out request
-    /// stays on the same connection, so order is kept (its late reply is
-    /// skipped).
+    /// How long the node waits for a reply before it gives the connection
+    /// up and replaces it (default 10 s; `None` waits for the server
+    /// however long it takes). The core bounds every request by its own,
+    /// much shorter per-node timeout; this one only decides when a silent
+    /// server's connection is abandoned. The new connection first kills
+    /// the old one on the server (`CLIENT KILL ID`), so nothing still
+    /// buffered on the old socket can run after a later release; where
+    /// that is impossible (a connection passed in, or a server that refuses
+    /// `CLIENT ID` / `INFO`), the node waits for the server instead.
     pub fn response_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.response_timeout = timeout.into();
         self
@@ -129,6 +135,18 @@ impl Builder {
         self
     }
 
+    /// The most requests this node may owe (sent or queued, not answered)
+    /// before new acquires, extends and reads fail at once without being
+    /// sent, with [`NodeError::Backlog`] (default
+    /// [`backlog::DEFAULT_LIMIT`], 1024). This is what keeps memory flat
+    /// while a server is stopped, however long. Zero, or more than
+    /// [`backlog::MAX_LIMIT`], is refused when the node is built
+    /// ([`Error::InvalidArgument`]). See [`RedisNode::outstanding`].
+    pub fn max_outstanding(mut self, limit: usize) -> Self {
+        self.max_outstanding = limit;
+        self
+    }
+
     /// Whether waiters are woken by release announcements (default `true`):
     /// the node keeps one extra pub/sub connection, subscribed only to the
     /// release channels of resources someone is waiting for. Only nodes
@@ -140,9 +158,13 @@ impl Builder {
         self
     }
 
+    /// The `redis` crate's connection settings: no response timeout of its
+    /// own (a request it times out before writing it would be skipped, and
+    /// a skipped release leaves a key behind); the node bounds each batch
+    /// itself (see [`response_timeout`](Self::response_timeout)).
     fn config(&self) -> AsyncConnectionConfig {
         AsyncConnectionConfig::new()
-            .set_response_timeout(self.response_timeout)
+            .set_response_timeout(None)
             .set_connection_timeout(self.connection_timeout)
     }
 
@@ -175,8 +197,6 @@ impl Builder {
             None
         };
         let connector = Connector::Client {
-            connection_timeout: self.connection_timeout,
-            response_timeout: self.response_timeout,
             client,
             config: self.config(),
         };
@@ -220,17 +240,35 @@ impl Builder {
         id: String,
         redact: Redactor,
     ) -> Result<RedisNode, Error> {
+        let backlog = self.backlog()?;
         let executor = SingleExecutor::new(
             connector,
             LoadedScripts::new(&self.scripts),
             redact,
             id.clone(),
+            self.response_timeout,
+            backlog.clone(),
         );
-        self.spawn(executor, id)
+        self.spawn(executor, id, backlog)
     }
 
-    pub(crate) fn spawn<E: Executor>(self, executor: E, id: String) -> Result<RedisNode, Error> {
-        let queue = Queue::spawn(executor, self.max_batch)?;
+    /// The node's backlog, as configured.
+    pub(crate) fn backlog(&self) -> Result<Backlog, Error> {
+        Ok(Backlog::new(self.max_outstanding)?)
+    }
+
+    #[cfg(feature = "sentinel")]
+    pub(crate) fn response_timeout_setting(&self) -> Option<Duration> {
+        self.response_timeout
+    }
+
+    pub(crate) fn spawn<E: Executor>(
+        self,
+        executor: E,
+        id: String,
+        backlog: Backlog,
+    ) -> Result<RedisNode, Error> {
+        let queue = Queue::spawn(executor, self.max_batch, backlog)?;
         Ok(RedisNode {
             inner: Arc::new(Inner {
                 id,
@@ -288,6 +326,14 @@ impl RedisNode {
     /// A node over a [`Client`]. See [`Builder::open_client`].
     pub fn from_client(client: Client) -> Result<RedisNode, Error> {
         Builder::default().open_client(client)
+    }
+
+    /// Requests this node owes: admitted and not answered yet (queued, in
+    /// flight, or releases still to be sent again after a connection
+    /// failed). Stays at or below [`Builder::max_outstanding`] (plus the
+    /// releases of what was admitted) however long the server is stopped.
+    pub fn outstanding(&self) -> usize {
+        self.inner.queue.outstanding()
     }
 
     /// Sends PING through the node's queue.
@@ -440,8 +486,14 @@ impl Node for RedisNode {
         self.inner.watch.as_ref()?.watch(keys)
     }
 
-    /// Stops taking requests and waits until everything already queued
-    /// (a release still in flight, say) has been sent and answered.
+    fn outstanding(&self) -> Option<usize> {
+        Some(RedisNode::outstanding(self))
+    }
+
+    /// Stops taking requests, waits until everything already queued (a
+    /// release still in flight, say) has been sent and answered, and
+    /// closes the node's connections. Dropping the last clone of the node
+    /// does the same in the background.
     async fn quit(&self) -> Result<(), NodeError> {
         if let Some(hub) = &self.inner.watch {
             hub.close();

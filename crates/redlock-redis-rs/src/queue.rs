@@ -18,6 +18,16 @@
 //! request running on the caller's task is handed to the driver when its
 //! future is dropped (the driver finishes it, then sends whatever queued up
 //! behind it), and a queued request belongs to the queue.
+//!
+//! **Bounded.** Every request holds a [`Permit`] of the node's [`Backlog`]
+//! from the moment it is admitted until its reply is in (or its connection
+//! was given up). A node that stops answering therefore holds at most the
+//! backlog's limit of requests: beyond it, acquires, extends and reads fail
+//! at once with [`NodeError::Backlog`] without being queued or sent, and
+//! the core sends no release for them. Releases are always admitted; one
+//! that finds its own acquire still waiting, unsent, withdraws it and is
+//! answered at once (neither is sent: there is nothing to release), so a
+//! stalled node does not even keep the pairs.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -26,6 +36,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use redis::Value;
+use redlock_core::backlog::{Backlog, Permit};
 use redlock_core::{BoxFuture, NodeError};
 use tokio::runtime::Handle;
 use tokio::sync::{oneshot, Notify};
@@ -47,13 +58,25 @@ pub(crate) trait Executor: Send + 'static {
             .pop()
             .unwrap_or_else(|| Err(NodeError::Protocol("missing reply".into())))
     }
+
+    /// Whether releases are still owed to the server from a connection that
+    /// failed; the driver then retries (an empty batch) now and then.
+    fn owes(&self) -> bool {
+        false
+    }
 }
+
+/// How often a driver with releases owed and nothing else to do retries
+/// sending them.
+const OWED_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
 type Reply = Result<Value, NodeError>;
 
 struct Request {
     call: Call,
     reply: oneshot::Sender<Reply>,
+    /// Its place in the backlog, until the reply is in.
+    _permit: Permit,
 }
 
 struct State {
@@ -76,6 +99,7 @@ struct Shared {
     /// the queue was closed.
     wake: Notify,
     max_batch: usize,
+    backlog: Backlog,
 }
 
 impl Shared {
@@ -142,6 +166,26 @@ impl Drop for Detached {
     }
 }
 
+/// Where [`Queue::enqueue`] put a call.
+enum Enqueued {
+    /// Sent from the caller's task.
+    Direct(Detached),
+    /// Waiting for the driver.
+    Queued(oneshot::Receiver<Reply>),
+    /// Answered without being sent.
+    Done(Reply),
+}
+
+impl Request {
+    /// Whether `release` withdraws this request: an acquire of the same
+    /// keys and token, not sent yet. It took nothing, and never will.
+    fn withdrawn_by(&self, release: &Call) -> bool {
+        self.call.kind == Kind::Acquire
+            && self.call.token == release.token
+            && self.call.keys == release.keys
+    }
+}
+
 /// The sending side of a node's queue.
 pub(crate) struct Queue {
     shared: Arc<Shared>,
@@ -156,7 +200,11 @@ impl std::fmt::Debug for Queue {
 
 impl Queue {
     /// Spawns the driver on the current tokio runtime.
-    pub(crate) fn spawn<E: Executor>(executor: E, max_batch: usize) -> Result<Self, crate::Error> {
+    pub(crate) fn spawn<E: Executor>(
+        executor: E,
+        max_batch: usize,
+        backlog: Backlog,
+    ) -> Result<Self, crate::Error> {
         let runtime = Handle::try_current().map_err(|_| crate::Error::NoRuntime)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -167,6 +215,7 @@ impl Queue {
             }),
             wake: Notify::new(),
             max_batch: max_batch.max(1),
+            backlog,
         });
         let driver = runtime.spawn(drive(shared.clone(), Box::new(executor)));
         Ok(Queue {
@@ -177,32 +226,57 @@ impl Queue {
 
     /// Commits `call` to the node's order now and waits for its reply.
     pub(crate) async fn call(&self, call: Call) -> Result<Value, NodeError> {
-        let rx = match self.enqueue(call)? {
-            Ok(direct) => return direct.await,
-            Err(rx) => rx,
-        };
-        rx.await.map_err(|_| NodeError::Closed)?
+        match self.enqueue(call)? {
+            Enqueued::Direct(direct) => direct.await,
+            Enqueued::Queued(rx) => rx.await.map_err(|_| NodeError::Closed)?,
+            Enqueued::Done(reply) => reply,
+        }
     }
 
-    /// Takes the idle executor for `call` (`Ok`), or queues `call` behind
-    /// the requests already waiting (`Err`, with the reply's receiver).
-    fn enqueue(&self, call: Call) -> Result<Result<Detached, oneshot::Receiver<Reply>>, NodeError> {
+    /// Requests admitted and not answered yet.
+    pub(crate) fn outstanding(&self) -> usize {
+        self.shared.backlog.outstanding()
+    }
+
+    /// Takes the idle executor for `call`, or queues `call` behind the
+    /// requests already waiting, or answers it at once (a release whose
+    /// acquire was still waiting). Refuses all but releases when the
+    /// backlog is full.
+    fn enqueue(&self, call: Call) -> Result<Enqueued, NodeError> {
+        let backlog = &self.shared.backlog;
         let mut state = self.shared.lock();
         if state.closed {
             return Err(NodeError::Closed);
         }
+        let permit = if call.kind == Kind::Release {
+            if let Some(i) = state.waiting.iter().position(|r| r.withdrawn_by(&call)) {
+                if let Some(acquire) = state.waiting.remove(i) {
+                    let _ = acquire.reply.send(Err(NodeError::NotConnected(
+                        "withdrawn before it was sent: its release followed it".into(),
+                    )));
+                }
+                return Ok(Enqueued::Done(Ok(Value::Int(0))));
+            }
+            backlog.admit()
+        } else {
+            backlog.try_admit().ok_or_else(|| backlog.full_error())?
+        };
         if state.waiting.is_empty() {
             if let Some(executor) = state.executor.take() {
                 drop(state);
-                return Ok(Ok(self.direct(executor, call)));
+                return Ok(Enqueued::Direct(self.direct(executor, call, permit)));
             }
         }
         let (reply, rx) = oneshot::channel();
-        state.waiting.push_back(Request { call, reply });
-        Ok(Err(rx))
+        state.waiting.push_back(Request {
+            call,
+            reply,
+            _permit: permit,
+        });
+        Ok(Enqueued::Queued(rx))
     }
 
-    fn direct(&self, executor: Box<dyn Executor>, call: Call) -> Detached {
+    fn direct(&self, executor: Box<dyn Executor>, call: Call, permit: Permit) -> Detached {
         let mut lease = Lease {
             shared: self.shared.clone(),
             executor: Some(executor),
@@ -213,6 +287,7 @@ impl Queue {
             };
             let reply = executor.execute_one(&call).await;
             drop(lease);
+            drop(permit);
             reply
         });
         Detached {
@@ -247,10 +322,21 @@ impl Drop for Queue {
 async fn drive(shared: Arc<Shared>, mut executor: Box<dyn Executor>) {
     executor.warm_up().await;
     shared.put_back(executor);
+    run(&shared).await;
+    // Closed and drained: close the connections now (the queue's `Shared`
+    // may live on in a clone of the node).
+    let executor = shared.lock().executor.take();
+    drop(executor);
+}
+
+async fn run(shared: &Shared) {
     // Calls and their reply slots side by side, so the calls are handed to
     // the executor as they are (no copy per batch); both are reused.
     let mut calls: Vec<Call> = Vec::new();
     let mut replies: Vec<oneshot::Sender<Reply>> = Vec::new();
+    let mut permits: Vec<Permit> = Vec::new();
+    // An empty batch was just tried for owed releases: wait before the next.
+    let mut retried_owed = false;
     loop {
         let adopted = shared.lock().adopted.take();
         if let Some(run) = adopted {
@@ -261,27 +347,33 @@ async fn drive(shared: Arc<Shared>, mut executor: Box<dyn Executor>) {
         let mut executor = {
             let mut state = shared.lock();
             let idle = state.executor.is_some();
+            let owes = state.executor.as_ref().is_some_and(|e| e.owes());
             if state.waiting.is_empty() {
-                if state.closed && idle {
+                if state.closed && idle && (!owes || retried_owed) {
                     return;
                 }
-                None
+                if owes && !retried_owed {
+                    // Releases owed and nothing else to do: an empty batch
+                    // sends them (after connecting, if need be).
+                    state.executor.take()
+                } else {
+                    None
+                }
             } else if idle {
                 while calls.len() < shared.max_batch {
                     let Some(r) = state.waiting.pop_front() else {
                         break;
                     };
-                    // An extend whose caller is gone need not be sent.
-                    // Acquires are sent even then: the core decides as soon
-                    // as a quorum answered, and a key on every node, not just
-                    // on a bare quorum, is what keeps a lock safe when one
-                    // node loses its keys early. Whatever an acquire takes is
-                    // released by the release queued after it (the ordering
-                    // contract). Releases are always sent.
-                    if r.call.kind != Kind::Extend || !r.reply.is_closed() {
-                        calls.push(r.call);
-                        replies.push(r.reply);
-                    }
+                    // Every request is sent, also when its caller is gone:
+                    // the core decides as soon as a quorum answered, and
+                    // keys on every node, not just on a bare quorum, are
+                    // what keep a lock safe when one node loses its keys
+                    // early (for extends as for acquires). Whatever an
+                    // acquire takes is released by the release queued
+                    // after it (the ordering contract).
+                    calls.push(r.call);
+                    replies.push(r.reply);
+                    permits.push(r._permit);
                 }
                 state.executor.take()
             } else {
@@ -290,20 +382,26 @@ async fn drive(shared: Arc<Shared>, mut executor: Box<dyn Executor>) {
         };
         let Some(exec) = executor.as_mut() else {
             // Nothing to do until the executor comes back with requests
-            // waiting, or the queue is closed.
-            shared.wake.notified().await;
+            // waiting, or the queue is closed; with releases owed, retry
+            // them now and then.
+            if retried_owed {
+                let _ = tokio::time::timeout(OWED_RETRY, shared.wake.notified()).await;
+                retried_owed = false;
+            } else {
+                shared.wake.notified().await;
+            }
             continue;
         };
-        if !calls.is_empty() {
-            let mut results = exec.execute(&calls).await.into_iter();
-            calls.clear();
-            for reply in replies.drain(..) {
-                let result = results.next().unwrap_or_else(|| {
-                    Err(NodeError::Protocol("missing reply in pipeline".into()))
-                });
-                let _ = reply.send(result);
-            }
+        retried_owed = calls.is_empty();
+        let mut results = exec.execute(&calls).await.into_iter();
+        calls.clear();
+        for reply in replies.drain(..) {
+            let result = results
+                .next()
+                .unwrap_or_else(|| Err(NodeError::Protocol("missing reply in pipeline".into())));
+            let _ = reply.send(result);
         }
+        permits.clear();
         if let Some(exec) = executor {
             let mut state = shared.lock();
             state.executor = Some(exec);

@@ -44,8 +44,16 @@ impl Builder {
             client,
             config: self.sentinel_config(),
         };
-        let executor = SingleExecutor::new(connector, self.loaded_scripts(), redact, id.clone());
-        self.spawn(executor, id)
+        let backlog = self.backlog()?;
+        let executor = SingleExecutor::new(
+            connector,
+            self.loaded_scripts(),
+            redact,
+            id.clone(),
+            self.response_timeout_setting(),
+            backlog.clone(),
+        );
+        self.spawn(executor, id, backlog)
     }
 
     /// Like [`open_sentinel`](Self::open_sentinel), then waits until the

@@ -1,14 +1,41 @@
 //! Executing batches over one connection to one server (directly, through a
-//! connection the user has, or to the master Sentinel names).
+//! connection the user has, or to the master Sentinel names), on the
+//! `redis` crate's own connection types.
+//!
+//! # Nothing left behind across a stall
+//!
+//! A batch is waited for until the server answers: a node that stops
+//! answering holds its queue, and the queue's [`Backlog`] refuses new
+//! acquires without sending them, so nothing piles up. Two things can end
+//! the wait early, and both keep every release after the acquires it
+//! follows:
+//!
+//! - **The connection breaks.** The releases of the batch (and any that
+//!   could not be sent) are *owed*: sent again, first thing, on the next
+//!   connection. A release is safe to repeat (it deletes only keys that
+//!   still hold its token).
+//! - **No reply within the response timeout** (a server paused, a link
+//!   black-holed). The connection is given up and replaced, and its
+//!   releases are owed. The old socket may still hold acquires that the
+//!   server has not read yet and will run once it resumes; a release on the
+//!   new connection could then overtake them. So the new connection first
+//!   **fences** the old one: `CLIENT KILL ID` of the old connection, on the
+//!   same server process (same `run_id`), before anything else is sent on
+//!   it. After the kill, nothing of the old connection runs any more, so
+//!   the owed releases come after whatever of it did run. Where the fence
+//!   is impossible (the server refuses `CLIENT ID` or `INFO`, or the
+//!   connection is one the user passed in), the connection is never given
+//!   up on a timeout: the batch is simply waited for.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, RedisResult, Value};
+use redlock_core::backlog::{Backlog, Permit};
 use redlock_core::NodeError;
 
 use crate::address::Redactor;
-use crate::direct::Direct;
 use crate::error::{is_noscript, is_readonly, needs_reconnect, node_error};
 use crate::queue::Executor;
 use crate::scripts::{Call, Kind, LoadedScripts};
@@ -19,11 +46,7 @@ pub(crate) enum Connector {
     /// A client: connect (and reconnect) ourselves.
     Client {
         client: Client,
-        /// For the `redis` crate's connection (TLS, RESP3).
         config: AsyncConnectionConfig,
-        /// For a [`Direct`] connection (plain TCP or Unix socket, RESP2).
-        connection_timeout: Option<Duration>,
-        response_timeout: Option<Duration>,
     },
     /// A connection the user made; it cannot be re-established here.
     Fixed(MultiplexedConnection),
@@ -37,8 +60,14 @@ pub(crate) enum Connector {
     },
 }
 
+impl Connector {
+    /// Whether a connection can be given up and made anew here.
+    fn replaceable(&self) -> bool {
+        !matches!(self, Connector::Fixed(_) | Connector::Manager(_))
+    }
+}
+
 enum Conn {
-    Direct(Direct),
     Multiplexed(MultiplexedConnection),
     Manager(ConnectionManager),
 }
@@ -46,19 +75,15 @@ enum Conn {
 impl Conn {
     async fn query(&mut self, pipe: &redis::Pipeline) -> RedisResult<Vec<RedisResult<Value>>> {
         match self {
-            Conn::Direct(c) => c.query(pipe).await,
             Conn::Multiplexed(c) => query(c, pipe).await,
             Conn::Manager(c) => query(c, pipe).await,
         }
     }
-}
 
-impl Conn {
     /// One command on its own (no pipeline around it); a server's error
     /// reply is the command's result, a broken connection the `Err`.
     async fn query_one(&mut self, cmd: &redis::Cmd) -> RedisResult<RedisResult<Value>> {
         let reply = match self {
-            Conn::Direct(c) => return c.query_one(cmd).await,
             Conn::Multiplexed(c) => c.req_packed_command(cmd).await,
             Conn::Manager(c) => c.req_packed_command(cmd).await,
         };
@@ -80,9 +105,44 @@ async fn query<C: ConnectionLike>(
     pipe.query_async::<Vec<RedisResult<Value>>>(con).await
 }
 
+/// Which connection of which server process: what a fence needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Identity {
+    run_id: String,
+    client_id: i64,
+}
+
+/// A release that must still reach the server, and its place in the
+/// node's backlog.
+struct Owed {
+    call: Call,
+    _permit: Permit,
+}
+
+/// How waiting for a batch ended when it did not end with replies.
+enum Failed {
+    /// No connection could be made: nothing was sent.
+    NotConnected(NodeError),
+    /// The connection broke under the batch.
+    Broken(redis::RedisError),
+    /// No reply within the response timeout; the connection was given up.
+    TimedOut(Duration),
+}
+
 pub(crate) struct SingleExecutor {
     connector: Connector,
     conn: Option<Conn>,
+    /// The connection needs its scripts loaded and its identity read before
+    /// the next request (new, or reconnected by a manager).
+    unprepared: bool,
+    identity: Option<Identity>,
+    /// A connection given up with requests unanswered on it: killed on the
+    /// server before the next connection sends anything.
+    fence: Option<Identity>,
+    /// Releases that must still be sent, oldest first.
+    owed: VecDeque<Owed>,
+    backlog: Backlog,
+    response_timeout: Option<Duration>,
     scripts: LoadedScripts,
     redact: Redactor,
     id: String,
@@ -94,41 +154,37 @@ impl SingleExecutor {
         scripts: LoadedScripts,
         redact: Redactor,
         id: String,
+        response_timeout: Option<Duration>,
+        backlog: Backlog,
     ) -> Self {
         SingleExecutor {
             connector,
             conn: None,
+            unprepared: true,
+            identity: None,
+            fence: None,
+            owed: VecDeque::new(),
+            backlog,
+            response_timeout,
             scripts,
             redact,
             id,
         }
     }
 
+    /// The connection, made first if needed (and prepared: fence, scripts,
+    /// identity).
     async fn connect(&mut self) -> Result<&mut Conn, NodeError> {
-        if matches!(&self.conn, Some(Conn::Direct(d)) if !d.is_usable()) {
-            self.conn = None;
-        }
         if self.conn.is_none() {
+            let not_connected = |e: &redis::RedisError, r: &Redactor| {
+                NodeError::NotConnected(node_error(e, r).to_string())
+            };
             let conn = match &mut self.connector {
-                Connector::Client {
-                    client,
-                    connection_timeout,
-                    response_timeout,
-                    ..
-                } if crate::direct::supports(client.get_connection_info()) => Conn::Direct(
-                    Direct::connect(
-                        client.get_connection_info(),
-                        *connection_timeout,
-                        *response_timeout,
-                    )
-                    .await
-                    .map_err(|e| node_error(&e, &self.redact))?,
-                ),
-                Connector::Client { client, config, .. } => Conn::Multiplexed(
+                Connector::Client { client, config } => Conn::Multiplexed(
                     client
                         .get_multiplexed_async_connection_with_config(config)
                         .await
-                        .map_err(|e| node_error(&e, &self.redact))?,
+                        .map_err(|e| not_connected(&e, &self.redact))?,
                 ),
                 Connector::Fixed(c) => Conn::Multiplexed(c.clone()),
                 Connector::Manager(m) => Conn::Manager(m.clone()),
@@ -137,57 +193,174 @@ impl SingleExecutor {
                     let master = client
                         .async_get_client()
                         .await
-                        .map_err(|e| node_error(&e, &self.redact))?;
+                        .map_err(|e| not_connected(&e, &self.redact))?;
                     Conn::Multiplexed(
                         master
                             .get_multiplexed_async_connection_with_config(config)
                             .await
-                            .map_err(|e| node_error(&e, &self.redact))?,
+                            .map_err(|e| not_connected(&e, &self.redact))?,
                     )
                 }
             };
             self.conn = Some(conn);
-            self.preload().await;
+            self.unprepared = true;
+        }
+        if self.unprepared {
+            self.prepare().await?;
         }
         self.conn
             .as_mut()
-            .ok_or_else(|| NodeError::Connection("not connected".into()))
+            .ok_or_else(|| NodeError::NotConnected("no connection".into()))
     }
 
-    /// Loads every script so that the first EVALSHA finds it. A failure is
-    /// only logged: EVALSHA falls back to EVAL.
-    async fn preload(&mut self) {
+    /// Readies a new connection before any request goes out on it: reads
+    /// which connection of which server it is, fences a connection given up
+    /// on the same server, loads every script (so the first EVALSHA finds
+    /// it; a failure only costs an EVAL later).
+    async fn prepare(&mut self) -> Result<(), NodeError> {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
+        pipe.cmd("CLIENT").arg("ID");
+        pipe.cmd("INFO").arg("server");
         for s in self.scripts.all() {
             pipe.cmd("SCRIPT").arg("LOAD").arg(&s.source);
         }
-        if let Some(conn) = self.conn.as_mut() {
-            match conn.query(&pipe).await {
-                Ok(results) => {
-                    for r in results {
-                        if let Err(e) = r {
-                            tracing::debug!(node = %self.id, "SCRIPT LOAD failed: {}", self.redact.scrub(&e.to_string()));
+        let replies = match self.bounded_query(&pipe).await {
+            Ok(r) => r,
+            Err(failed) => return Err(self.failed_prepare(failed)),
+        };
+        let mut replies = replies.into_iter();
+        let client_id = match replies.next() {
+            Some(Ok(Value::Int(id))) => Some(id),
+            _ => None,
+        };
+        let run_id = match replies.next() {
+            Some(Ok(v)) => run_id(&v),
+            _ => None,
+        };
+        for r in replies {
+            if let Err(e) = r {
+                tracing::debug!(node = %self.id, "SCRIPT LOAD failed: {}", self.redact.scrub(&e.to_string()));
+            }
+        }
+        self.identity = match (run_id, client_id) {
+            (Some(run_id), Some(client_id)) => Some(Identity { run_id, client_id }),
+            _ => {
+                tracing::debug!(node = %self.id, "CLIENT ID or INFO refused: this connection is never replaced on a timeout");
+                None
+            }
+        };
+        if let Some(old) = self.fence.clone() {
+            let same_server = self
+                .identity
+                .as_ref()
+                .is_some_and(|new| new.run_id == old.run_id);
+            if same_server {
+                let mut kill = redis::pipe();
+                kill.ignore_errors();
+                kill.cmd("CLIENT").arg("KILL").arg("ID").arg(old.client_id);
+                match self.bounded_query(&kill).await {
+                    // Killed, or already gone ("No such client"): either
+                    // way nothing of it runs any more.
+                    Ok(replies) => {
+                        if let Some(Err(e)) = replies.first() {
+                            tracing::debug!(node = %self.id, "fence: {}", self.redact.scrub(&e.to_string()));
                         }
                     }
-                }
-                Err(e) => {
-                    tracing::debug!(node = %self.id, "SCRIPT LOAD failed: {}", self.redact.scrub(&e.to_string()));
-                    self.broke(&e);
+                    Err(failed) => return Err(self.failed_prepare(failed)),
                 }
             }
+            // A different server process (restarted, or a new master after
+            // a failover) has no trace of the old connection.
+            self.fence = None;
+        }
+        self.unprepared = false;
+        Ok(())
+    }
+
+    /// The connection failed while being prepared: nothing of ours was
+    /// sent on it yet.
+    fn failed_prepare(&mut self, failed: Failed) -> NodeError {
+        let e = match failed {
+            Failed::NotConnected(e) => e,
+            Failed::Broken(e) => {
+                self.broke(&e);
+                node_error(&e, &self.redact)
+            }
+            Failed::TimedOut(t) => NodeError::Connection(format!("no reply within {t:?}")),
+        };
+        NodeError::NotConnected(e.to_string())
+    }
+
+    /// The response timeout, where giving the connection up is safe (it
+    /// can be replaced and fenced); `None` means wait for the server.
+    fn give_up_after(&self) -> Option<Duration> {
+        if self.connector.replaceable() && self.identity.is_some() {
+            self.response_timeout
+        } else {
+            None
         }
     }
 
-    /// Sends one command on the connection (made first if needed). The
-    /// innermost result is the server's reply or error reply; the one
-    /// around it is `Err` when the connection broke; the outer one is `Err`
-    /// when no connection could be made.
-    async fn send_one(
+    /// Runs `pipe` on the current connection, bounded as
+    /// [`give_up_after`](Self::give_up_after) says (during `prepare`,
+    /// when the identity is not known yet, by the response timeout: only
+    /// our own setup commands are on the connection then).
+    async fn bounded_query(
         &mut self,
-        cmd: redis::Cmd,
-    ) -> Result<RedisResult<RedisResult<Value>>, NodeError> {
-        Ok(self.connect().await?.query_one(&cmd).await)
+        pipe: &redis::Pipeline,
+    ) -> Result<Vec<RedisResult<Value>>, Failed> {
+        let limit = if self.unprepared && self.connector.replaceable() {
+            self.response_timeout
+        } else {
+            self.give_up_after()
+        };
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(Failed::NotConnected(NodeError::NotConnected(
+                "no connection".into(),
+            )));
+        };
+        let result = match limit {
+            Some(limit) => match tokio::time::timeout(limit, conn.query(pipe)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    self.give_up(limit);
+                    return Err(Failed::TimedOut(limit));
+                }
+            },
+            None => conn.query(pipe).await,
+        };
+        result.map_err(Failed::Broken)
+    }
+
+    /// [`bounded_query`](Self::bounded_query) for one command.
+    async fn bounded_one(&mut self, cmd: &redis::Cmd) -> Result<RedisResult<Value>, Failed> {
+        let limit = self.give_up_after();
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(Failed::NotConnected(NodeError::NotConnected(
+                "no connection".into(),
+            )));
+        };
+        let result = match limit {
+            Some(limit) => match tokio::time::timeout(limit, conn.query_one(cmd)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    self.give_up(limit);
+                    return Err(Failed::TimedOut(limit));
+                }
+            },
+            None => conn.query_one(cmd).await,
+        };
+        result.map_err(Failed::Broken)
+    }
+
+    /// Gives the connection up after no reply within `limit`; the next one
+    /// fences it.
+    fn give_up(&mut self, limit: Duration) {
+        tracing::warn!(node = %self.id, "no reply within {limit:?}: replacing the connection (the old one is killed on the server first)");
+        self.fence = self.identity.take().or(self.fence.take());
+        self.conn = None;
+        self.unprepared = true;
     }
 
     /// After a broken connection: drops it when it must be replaced and
@@ -212,12 +385,65 @@ impl SingleExecutor {
     }
 
     fn drop_connection(&mut self) {
+        // A broken connection may still have had our requests in its
+        // buffers; fencing it is harmless when the server already closed it.
+        self.fence = self.identity.take().or(self.fence.take());
+        self.unprepared = true;
         match self.connector {
             // The manager reconnects by itself; a fixed connection cannot be
             // replaced (it reports its errors).
             Connector::Manager(_) | Connector::Fixed(_) => {}
             _ => self.conn = None,
         }
+    }
+
+    /// Keeps the releases among `calls` to be sent again on the next
+    /// connection; at most the backlog's limit (the oldest are given up
+    /// first, and their keys expire with their TTL).
+    fn owe(&mut self, calls: impl IntoIterator<Item = Call>) {
+        for call in calls {
+            if call.kind != Kind::Release {
+                continue;
+            }
+            if self.owed.len() >= self.backlog.limit() {
+                if let Some(dropped) = self.owed.pop_front() {
+                    tracing::warn!(node = %self.id, keys = ?dropped.call.keys, "too many releases owed to an unreachable node: giving one up (its keys expire with their TTL)");
+                }
+            }
+            self.owed.push_back(Owed {
+                call,
+                _permit: self.backlog.admit(),
+            });
+        }
+    }
+
+    /// Sends the owed releases (as EVAL: the server may have restarted
+    /// without scripts) and returns their replies, oldest first. On failure
+    /// they stay owed.
+    async fn pay_owed(&mut self) -> Result<Vec<RedisResult<Value>>, NodeError> {
+        if self.owed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::Pipeline::with_capacity(self.owed.len());
+        pipe.ignore_errors();
+        for o in &self.owed {
+            pipe.add_command(o.call.eval(&self.scripts));
+        }
+        match self.bounded_query(&pipe).await {
+            Ok(replies) => {
+                tracing::debug!(node = %self.id, releases = self.owed.len(), "owed releases sent");
+                self.owed.clear();
+                Ok(replies)
+            }
+            Err(failed) => Err(self.failed_prepare(failed)),
+        }
+    }
+
+    /// The connection, prepared and with nothing owed on it: what every
+    /// batch needs before it is sent. On `Err` nothing of the batch was sent.
+    async fn ready(&mut self) -> Result<(), NodeError> {
+        self.connect().await?;
+        self.pay_owed().await.map(drop)
     }
 
     /// Sends `entries` as one pipeline (as EVAL instead of EVALSHA when
@@ -227,31 +453,79 @@ impl SingleExecutor {
         calls: &[Call],
         entries: &[Entry],
         eval: bool,
-    ) -> Result<Vec<RedisResult<Value>>, redis::RedisError> {
-        // One command on its own, several as a pipeline.
-        let (one, pipe) = match entries {
-            [only] => (Some(only.command(calls, &self.scripts, eval)), None),
+    ) -> Result<Vec<RedisResult<Value>>, Failed> {
+        match entries {
+            [] => Ok(Vec::new()),
+            [only] => {
+                let cmd = only.command(calls, &self.scripts, eval);
+                self.bounded_one(&cmd).await.map(|r| vec![r])
+            }
             _ => {
                 let mut pipe = redis::Pipeline::with_capacity(entries.len());
                 pipe.ignore_errors();
                 for e in entries {
                     pipe.add_command(e.command(calls, &self.scripts, eval));
                 }
-                (None, Some(pipe))
+                self.bounded_query(&pipe).await
             }
-        };
-        let conn = match self.connect().await {
-            Ok(c) => c,
-            Err(e) => {
-                return Ok(entries.iter().map(|_| Err(to_redis(&e))).collect());
-            }
-        };
-        match (one, pipe) {
-            (Some(cmd), _) => conn.query_one(&cmd).await.map(|r| vec![r]),
-            (None, Some(pipe)) => conn.query(&pipe).await,
-            (None, None) => Ok(Vec::new()),
         }
     }
+
+    /// The batch did not get its replies: its releases are owed, and every
+    /// other call fails. When the connection broke under the batch, the
+    /// releases are sent again at once on a new connection (after the
+    /// fence) and answered from there; acquires and extends are never
+    /// repeated.
+    async fn fail_batch(
+        &mut self,
+        calls: &[Call],
+        failed: Failed,
+    ) -> Vec<Result<Value, NodeError>> {
+        let (e, retry) = match failed {
+            Failed::NotConnected(e) => (e, false),
+            Failed::Broken(e) => {
+                let replaced = self.broke(&e);
+                (node_error(&e, &self.redact), replaced)
+            }
+            Failed::TimedOut(t) => (
+                NodeError::Connection(format!(
+                    "no reply within {t:?}; the connection was replaced"
+                )),
+                false,
+            ),
+        };
+        let mut results: Vec<Result<Value, NodeError>> =
+            calls.iter().map(|_| Err(e.clone())).collect();
+        let releases: Vec<usize> = (0..calls.len())
+            .filter(|&i| calls[i].kind == Kind::Release)
+            .collect();
+        if releases.is_empty() {
+            return results;
+        }
+        self.owe(releases.iter().map(|&i| calls[i].clone()));
+        if retry && self.connect().await.is_ok() {
+            if let Ok(replies) = self.pay_owed().await {
+                let ours = replies.len().saturating_sub(releases.len());
+                for (&i, reply) in releases.iter().zip(replies.into_iter().skip(ours)) {
+                    results[i] = reply.map_err(|e| node_err_keep(&e, &self.redact));
+                }
+            }
+        }
+        results
+    }
+}
+
+/// The `run_id` field of an `INFO server` reply.
+fn run_id(v: &Value) -> Option<String> {
+    let text = match v {
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.to_owned(),
+        Value::VerbatimString { text, .. } => text.clone(),
+        Value::SimpleString(s) => s.clone(),
+        _ => return None,
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .map(|id| id.trim().to_owned())
 }
 
 /// One command of a pipeline: one call, or several releases sent as one
@@ -379,11 +653,6 @@ pub(crate) fn plan(calls: &[Call], scripts: &LoadedScripts) -> Vec<Entry> {
     entries
 }
 
-/// Carries a NodeError through the RedisResult plumbing.
-fn to_redis(e: &NodeError) -> redis::RedisError {
-    redis::RedisError::from((redis::ErrorKind::Client, "node error", e.to_string()))
-}
-
 #[async_trait::async_trait]
 impl Executor for SingleExecutor {
     async fn warm_up(&mut self) {
@@ -392,27 +661,24 @@ impl Executor for SingleExecutor {
         }
     }
 
+    fn owes(&self) -> bool {
+        !self.owed.is_empty()
+    }
+
     async fn execute(&mut self, calls: &[Call]) -> Vec<Result<Value, NodeError>> {
         if let [call] = calls {
             return vec![self.execute_one(call).await];
         }
-        // Connect first so a connect error is reported as such.
-        if let Err(e) = self.connect().await {
-            return calls.iter().map(|_| Err(e.clone())).collect();
+        if let Err(e) = self.ready().await {
+            return self.fail_batch(calls, Failed::NotConnected(e)).await;
+        }
+        if calls.is_empty() {
+            return Vec::new();
         }
         let entries = plan(calls, &self.scripts);
         let replies = match self.run(calls, &entries, false).await {
             Ok(r) => r,
-            Err(e) => {
-                let reconnect = self.broke(&e);
-                let ne = node_error(&e, &self.redact);
-                let mut results: Vec<Result<Value, NodeError>> =
-                    calls.iter().map(|_| Err(ne.clone())).collect();
-                if reconnect {
-                    self.resend_releases(calls, &mut results).await;
-                }
-                return results;
-            }
+            Err(failed) => return self.fail_batch(calls, failed).await,
         };
         let mut results: Vec<Result<Value, NodeError>> =
             calls.iter().map(|_| Err(NodeError::Closed)).collect();
@@ -434,13 +700,16 @@ impl Executor for SingleExecutor {
                         entry.distribute(reply, &mut results, &self.redact);
                     }
                 }
-                Err(e) => {
-                    self.broke(&e);
-                    let ne = node_error(&e, &self.redact);
-                    for entry in &missing {
-                        for i in entry.members() {
-                            results[i] = Err(ne.clone());
-                        }
+                Err(failed) => {
+                    let members: Vec<Call> = missing
+                        .iter()
+                        .flat_map(Entry::members)
+                        .map(|i| calls[i].clone())
+                        .collect();
+                    let errors = self.fail_batch(&members, failed).await;
+                    let indices = missing.iter().flat_map(Entry::members);
+                    for (i, e) in indices.zip(errors) {
+                        results[i] = e;
                     }
                 }
             }
@@ -450,66 +719,35 @@ impl Executor for SingleExecutor {
     }
 
     /// [`execute`](Executor::execute) for one call, with the same handling
-    /// (NOSCRIPT sent again in full, a release sent again after the
-    /// connection broke under it) and no pipeline or lists around it.
+    /// (NOSCRIPT sent again in full, a release owed when the connection
+    /// failed under it) and no pipeline or lists around it.
     async fn execute_one(&mut self, call: &Call) -> Result<Value, NodeError> {
-        let reply = self.send_one(call.single_server(&self.scripts)).await?;
+        if let Err(e) = self.ready().await {
+            return self.fail_one(call, Failed::NotConnected(e)).await;
+        }
+        let reply = match self.bounded_one(&call.single_server(&self.scripts)).await {
+            Ok(r) => r,
+            Err(failed) => return self.fail_one(call, failed).await,
+        };
         let reply = match reply {
-            Ok(Err(e)) if is_noscript(&e) => self.send_one(call.eval(&self.scripts)).await?,
+            Err(e) if is_noscript(&e) => match self.bounded_one(&call.eval(&self.scripts)).await {
+                Ok(r) => r,
+                Err(failed) => return self.fail_one(call, failed).await,
+            },
             other => other,
         };
-        match reply {
-            Ok(r) => {
-                let r = r.map_err(|e| node_err_keep(&e, &self.redact));
-                self.check_readonly(std::iter::once(&r));
-                r
-            }
-            Err(e) => {
-                let reconnect = self.broke(&e);
-                let broken = Err(node_error(&e, &self.redact));
-                if !reconnect || call.kind != Kind::Release {
-                    return broken;
-                }
-                // See `resend_releases`.
-                match self.send_one(call.eval(&self.scripts)).await {
-                    Ok(Ok(r)) => r.map_err(|e| node_err_keep(&e, &self.redact)),
-                    Ok(Err(e)) => {
-                        self.broke(&e);
-                        broken
-                    }
-                    Err(_) => broken,
-                }
-            }
-        }
+        let r = reply.map_err(|e| node_err_keep(&e, &self.redact));
+        self.check_readonly(std::iter::once(&r));
+        r
     }
 }
 
 impl SingleExecutor {
-    /// After the connection broke under a batch, sends its releases once more
-    /// on a new connection. A release is safe to repeat (it deletes only keys
-    /// that still hold its token), and one lost with the connection would
-    /// leave a key behind until its TTL. Acquires and extends are never
-    /// repeated.
-    async fn resend_releases(&mut self, calls: &[Call], results: &mut [Result<Value, NodeError>]) {
-        let releases: Vec<Entry> = calls
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.kind == Kind::Release)
-            .map(|(i, _)| Entry::One(i))
-            .collect();
-        if releases.is_empty() || self.connect().await.is_err() {
-            return;
-        }
-        match self.run(calls, &releases, true).await {
-            Ok(replies) => {
-                for (entry, r) in releases.iter().zip(replies) {
-                    entry.distribute(r, results, &self.redact);
-                }
-            }
-            Err(e) => {
-                self.broke(&e);
-            }
-        }
+    async fn fail_one(&mut self, call: &Call, failed: Failed) -> Result<Value, NodeError> {
+        self.fail_batch(std::slice::from_ref(call), failed)
+            .await
+            .pop()
+            .unwrap_or(Err(NodeError::Closed))
     }
 }
 
@@ -523,9 +761,10 @@ fn node_err_keep(e: &redis::RedisError, redact: &Redactor) -> NodeError {
     node_error(e, redact)
 }
 
-/// Default response timeout of a node's connection: generous, since the
-/// core bounds each request by its own per-node timeout; it only frees the
-/// driver from a server that never answers.
+/// Default response timeout: how long a node waits for a reply before it
+/// gives the connection up and replaces it (fencing the old one). The core
+/// bounds each request by its own, much shorter per-node timeout; this only
+/// decides when a silent server's connection is abandoned.
 pub(crate) const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default connection timeout.
 pub(crate) const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);

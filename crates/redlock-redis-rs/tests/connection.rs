@@ -1,8 +1,6 @@
-//! A node opened from a `redis://` or `redis+unix://` URL talks to its
-//! server over a plain connection of its own (no multiplexing task in
-//! between). These tests pin down what that connection must still do: the
-//! URL's password and database, Unix sockets, and keeping replies matched
-//! to requests when a request gave up waiting for its reply.
+//! A node opened from a `redis://` or `redis+unix://` URL: the URL's
+//! password and database, Unix sockets, and what happens to its connection
+//! when the server stops answering (replaced, the old one fenced).
 
 use std::time::Duration;
 
@@ -84,40 +82,62 @@ async fn unix_socket() {
     let _ = std::fs::remove_file(&socket);
 }
 
-/// Requests that gave up on a paused server leave their replies owed on
-/// the connection; the next request must skip them and get its own reply.
+/// A request that gave up on a paused server may still run when the server
+/// resumes (it sits in the old socket's buffer). The connection is replaced
+/// after the response timeout; the release that follows, which cannot be
+/// sent while the server is paused, is owed and sent first thing on the new
+/// connection (after the new connection killed the old one on the server):
+/// once the server resumed, the key is gone, released after the acquire
+/// ran, or never taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replies_owed_to_requests_that_gave_up_are_skipped() {
+async fn a_release_after_a_replaced_connection_is_never_overtaken() {
+    const GUARD: Duration = Duration::from_secs(20);
     let server = RedisServer::start().unwrap_or_else(|e| panic!("redis-server: {e}"));
     let node = RedisNode::builder()
         .response_timeout(Duration::from_millis(100))
         .connect(&server.url())
         .await
         .unwrap_or_else(|e| panic!("connect: {e}"));
-    let k = keys(&["owed"]);
+    let k = keys(&["fenced"]);
+    let before = server.text(&["CLIENT", "ID"]).unwrap_or_default();
     server.pause().unwrap_or_else(|e| panic!("pause: {e}"));
 
-    // A: its caller stops waiting; the node finishes it, then gives up after
-    // the response timeout. Its reply ("OK": A takes the key) stays owed.
+    // The acquire's caller stops waiting (as the core does once a quorum
+    // answered elsewhere); the node still sends it and gives the
+    // connection up after 100 ms without a reply.
     let a = tokio::time::timeout(Duration::from_millis(10), node.acquire(&k, "a", TTL)).await;
     assert!(a.is_err(), "a paused server cannot answer: {a:?}");
-    // B waits behind A, then gives up too (its reply, nil, is owed as well).
-    // Its error means A's time is over as well.
-    match tokio::time::timeout(Duration::from_secs(20), node.acquire(&k, "b", TTL)).await {
-        Ok(Err(NodeError::Connection(_))) => {}
-        other => panic!("B on a paused server: {other:?}"),
+    // The release that follows cannot be sent now (no connection can be
+    // made to a paused server); it is owed to the next connection.
+    match tokio::time::timeout(GUARD, node.release(&k, "a")).await {
+        Ok(Err(_)) => {}
+        other => panic!("a release to a paused server: {other:?}"),
     }
-
     server.resume().unwrap_or_else(|e| panic!("resume: {e}"));
-    // C is answered after A's "OK" and B's nil: the key is A's, so C is
-    // refused. Taking A's "OK" for C's reply would say C holds the key.
-    assert_eq!(node.acquire(&k, "c", TTL).await, Ok(Acquire::Held));
-    assert_eq!(
-        server.command(&["GET", "owed"]).ok(),
-        Some(Reply::Bulk(Some("a".into())))
-    );
-    assert_eq!(node.release(&k, "c").await, Ok(0));
-    assert_eq!(node.release(&k, "a").await, Ok(1));
+    // The old connection was killed on the server (or had already run and
+    // closed), and the owed release went out on the new one.
+    let gone = async {
+        loop {
+            if server.text(&["EXISTS", "fenced"]).ok().as_deref() == Some("0")
+                && node.outstanding() == 0
+            {
+                return;
+            }
+            let _ = node.acquire(&keys(&["other"]), "probe", TTL).await;
+            let _ = node.release(&keys(&["other"]), "probe").await;
+        }
+    };
+    tokio::time::timeout(GUARD, gone).await.unwrap_or_else(|_| {
+        panic!(
+            "the key outlived its release: {:?}",
+            server.text(&["GET", "fenced"])
+        )
+    });
+    // The node goes on, on a new connection.
+    assert_eq!(node.acquire(&k, "c", TTL).await, Ok(Acquire::Acquired));
+    assert_eq!(node.release(&k, "c").await, Ok(1));
+    let after = server.text(&["CLIENT", "ID"]).unwrap_or_default();
+    assert_ne!(before, after);
 }
 
 /// A server that accepts connections but never answers (paused) makes a
@@ -145,7 +165,8 @@ async fn a_silent_server_never_blocks_a_call() {
         Err(_) => panic!("connect hung on a paused server"),
     }
     server.resume().unwrap_or_else(|e| panic!("resume: {e}"));
-    // The timed-out acquire still ran when the server woke; the node goes on.
-    assert_eq!(node.acquire(&k, "tok", TTL).await, Ok(Acquire::Held));
-    assert_eq!(node.release(&k, "tok").await, Ok(1));
+    // The node goes on; the timed-out acquire ran or was fenced off.
+    assert_eq!(node.release(&k, "tok").await.map(|n| n <= 1), Ok(true));
+    assert_eq!(node.acquire(&k, "tok2", TTL).await, Ok(Acquire::Acquired));
+    assert_eq!(node.release(&k, "tok2").await, Ok(1));
 }
