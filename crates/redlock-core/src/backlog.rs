@@ -57,6 +57,34 @@ pub struct Backlog {
 struct Inner {
     outstanding: AtomicUsize,
     limit: usize,
+    /// `redlock_node_outstanding{node}` (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    gauge: Option<metrics::Gauge>,
+}
+
+impl Inner {
+    fn new(limit: usize) -> Self {
+        Inner {
+            outstanding: AtomicUsize::new(0),
+            limit,
+            #[cfg(feature = "metrics")]
+            gauge: None,
+        }
+    }
+
+    fn add(&self) {
+        #[cfg(feature = "metrics")]
+        if let Some(g) = &self.gauge {
+            g.increment(1.0);
+        }
+    }
+
+    fn sub(&self) {
+        #[cfg(feature = "metrics")]
+        if let Some(g) = &self.gauge {
+            g.decrement(1.0);
+        }
+    }
 }
 
 impl fmt::Debug for Backlog {
@@ -71,10 +99,7 @@ impl fmt::Debug for Backlog {
 impl Default for Backlog {
     fn default() -> Self {
         Backlog {
-            inner: Arc::new(Inner {
-                outstanding: AtomicUsize::new(0),
-                limit: DEFAULT_LIMIT,
-            }),
+            inner: Arc::new(Inner::new(DEFAULT_LIMIT)),
         }
     }
 }
@@ -91,11 +116,31 @@ impl Backlog {
             });
         }
         Ok(Backlog {
-            inner: Arc::new(Inner {
-                outstanding: AtomicUsize::new(0),
-                limit,
-            }),
+            inner: Arc::new(Inner::new(limit)),
         })
+    }
+
+    /// Reports the count as the gauge `redlock_node_outstanding{node}`
+    /// (feature `metrics`; without it this does nothing). Call it when the
+    /// node is built, after the metrics recorder is installed, and before
+    /// the backlog is cloned.
+    pub fn with_gauge(self, node: &str) -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            let mut this = self;
+            if let Some(inner) = Arc::get_mut(&mut this.inner) {
+                inner.gauge = Some(metrics::gauge!(
+                    "redlock_node_outstanding",
+                    "node" => node.to_owned()
+                ));
+            }
+            this
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = node;
+            self
+        }
     }
 
     /// The bound.
@@ -125,9 +170,10 @@ impl Backlog {
             }
             match counter.compare_exchange_weak(now, now + 1, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => {
+                    self.inner.add();
                     return Some(Permit {
                         backlog: self.clone(),
-                    })
+                    });
                 }
                 Err(seen) => now = seen,
             }
@@ -138,6 +184,7 @@ impl Backlog {
     /// already on the server.
     pub fn admit(&self) -> Permit {
         self.inner.outstanding.fetch_add(1, Ordering::AcqRel);
+        self.inner.add();
         Permit {
             backlog: self.clone(),
         }
@@ -167,6 +214,7 @@ impl Drop for Permit {
             .inner
             .outstanding
             .fetch_sub(1, Ordering::AcqRel);
+        self.backlog.inner.sub();
     }
 }
 

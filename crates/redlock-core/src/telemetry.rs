@@ -11,6 +11,7 @@
 //! | `redlock_release_wakeups_total` | counter | — | waits cut short by a release announcement |
 //! | `redlock_node_errors_total` | counter | `node`, `operation` | per-node errors and timeouts |
 //! | `redlock_extend_failures_total` | counter | `reason` | extensions that failed (`lost`, `no_quorum`, `validity_expired`) |
+//! | `redlock_node_outstanding` | gauge | `node` | requests a node owes (admitted, not answered): see [`Backlog`](crate::backlog::Backlog); stays at or below its limit while a node is stalled |
 
 use std::time::Duration;
 

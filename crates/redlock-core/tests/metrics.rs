@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{ms, setup};
 use metrics::{
-    Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
     SharedString, Unit,
 };
 use redlock_core::{Options, Retries};
@@ -21,6 +21,7 @@ use redlock_testkit::sim::Announce;
 struct Seen {
     counters: BTreeMap<String, u64>,
     histograms: BTreeMap<String, Vec<f64>>,
+    gauges: BTreeMap<String, f64>,
 }
 
 #[derive(Clone, Default)]
@@ -64,6 +65,21 @@ impl HistogramFn for Handle {
     }
 }
 
+impl GaugeFn for Handle {
+    fn increment(&self, value: f64) {
+        let mut s = self.seen.0.lock().unwrap_or_else(PoisonError::into_inner);
+        *s.gauges.entry(self.name.clone()).or_default() += value;
+    }
+    fn decrement(&self, value: f64) {
+        let mut s = self.seen.0.lock().unwrap_or_else(PoisonError::into_inner);
+        *s.gauges.entry(self.name.clone()).or_default() -= value;
+    }
+    fn set(&self, value: f64) {
+        let mut s = self.seen.0.lock().unwrap_or_else(PoisonError::into_inner);
+        s.gauges.insert(self.name.clone(), value);
+    }
+}
+
 impl Recorder for Capture {
     fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
     fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
@@ -74,8 +90,11 @@ impl Recorder for Capture {
             name: label(key),
         }))
     }
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::noop()
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(Arc::new(Handle {
+            seen: self.clone(),
+            name: label(key),
+        }))
     }
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
         Histogram::from_arc(Arc::new(Handle {
@@ -165,4 +184,30 @@ fn lock_wait_attempts_conflicts_errors_wakeups_and_extension_failures() {
         .map(|(_, v)| *v)
         .sum();
     assert!(node_errors >= 4, "{:?}", s.counters);
+}
+
+#[test]
+fn a_nodes_outstanding_requests_are_a_gauge() {
+    let capture = Capture::default();
+    let seen = capture.0.clone();
+    let gauge = || {
+        let s = seen.lock().unwrap_or_else(PoisonError::into_inner);
+        s.gauges
+            .get("redlock_node_outstanding{node=redis://n1:6379}")
+            .copied()
+    };
+    metrics::with_local_recorder(&capture, || {
+        let backlog = redlock_core::backlog::Backlog::new(2)
+            .expect("limit")
+            .with_gauge("redis://n1:6379");
+        let a = backlog.try_admit().expect("room");
+        let b = backlog.try_admit().expect("room");
+        assert!(backlog.try_admit().is_none());
+        let release = backlog.admit();
+        assert_eq!(gauge(), Some(3.0));
+        drop((a, b));
+        assert_eq!(gauge(), Some(1.0));
+        drop(release);
+        assert_eq!(gauge(), Some(0.0));
+    });
 }

@@ -65,7 +65,7 @@ impl Builder {
             redact,
             id: id.clone(),
         };
-        let backlog = self.backlog()?;
+        let backlog = self.backlog(&id)?;
         self.spawn(executor, id, backlog)
     }
 

@@ -240,7 +240,7 @@ impl Builder {
         id: String,
         redact: Redactor,
     ) -> Result<RedisNode, Error> {
-        let backlog = self.backlog()?;
+        let backlog = self.backlog(&id)?;
         let executor = SingleExecutor::new(
             connector,
             LoadedScripts::new(&self.scripts),
@@ -253,8 +253,8 @@ impl Builder {
     }
 
     /// The node's backlog, as configured.
-    pub(crate) fn backlog(&self) -> Result<Backlog, Error> {
-        Ok(Backlog::new(self.max_outstanding)?)
+    pub(crate) fn backlog(&self, id: &str) -> Result<Backlog, Error> {
+        Ok(Backlog::new(self.max_outstanding)?.with_gauge(id))
     }
 
     #[cfg(feature = "sentinel")]

@@ -44,7 +44,7 @@ impl Builder {
             client,
             config: self.sentinel_config(),
         };
-        let backlog = self.backlog()?;
+        let backlog = self.backlog(&id)?;
         let executor = SingleExecutor::new(
             connector,
             self.loaded_scripts(),
