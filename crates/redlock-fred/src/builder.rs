@@ -7,14 +7,18 @@ use std::time::Duration;
 use fred::clients::{Client, Pool};
 use fred::interfaces::ClientLike;
 use fred::types::config::{Config, Options, ReconnectPolicy};
-use fred::types::{Builder, ClientState};
+use fred::types::{Builder, ClientState, ConnectHandle};
+use redlock_core::backlog::{self, Backlog};
 use redlock_core::Scripts;
 
 use crate::error::{node_error, ConnectError, Secrets};
+use crate::node::Settings;
 use crate::FredNode;
 
-/// Default bound on one lock command inside fred (the core's own per-node
-/// timeout is usually much shorter and decides first).
+/// Default bound on how long a caller waits for one lock command (the
+/// core's own per-node timeout is usually much shorter and decides first),
+/// and on how long [`quit`](redlock_core::Node::quit) waits for the answers
+/// still owed.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default time to open a connection (and to wait for a given client).
 pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
@@ -35,8 +39,9 @@ pub fn default_reconnect_policy() -> ReconnectPolicy {
 /// pool ([`pool`](Self::pool)).
 ///
 /// Lock commands are always sent with one write attempt (fred never resends
-/// them behind the core's back); the builder sets their timeout and whether
-/// they fail at once while the connection is down.
+/// them behind the core's back); the builder sets their timeout, whether
+/// they fail at once while the connection is down, and how many may be
+/// outstanding at once ([`max_outstanding`](Self::max_outstanding)).
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -47,6 +52,7 @@ pub fn default_reconnect_policy() -> ReconnectPolicy {
 /// let node = FredNode::builder()
 ///     .command_timeout(Duration::from_secs(1))
 ///     .pool_size(4)
+///     .max_outstanding(4096)
 ///     .scripts(Scripts::default())
 ///     .connect("redis://127.0.0.1:6379")
 ///     .await?;
@@ -62,6 +68,7 @@ pub struct FredNodeBuilder {
     connection_timeout: Duration,
     pool_size: usize,
     wake_on_release: bool,
+    max_outstanding: usize,
 }
 
 impl fmt::Debug for FredNodeBuilder {
@@ -73,6 +80,7 @@ impl fmt::Debug for FredNodeBuilder {
             .field("connection_timeout", &self.connection_timeout)
             .field("pool_size", &self.pool_size)
             .field("wake_on_release", &self.wake_on_release)
+            .field("max_outstanding", &self.max_outstanding)
             .finish_non_exhaustive()
     }
 }
@@ -86,7 +94,7 @@ impl Default for FredNodeBuilder {
 impl FredNodeBuilder {
     /// The defaults: built-in scripts, [`DEFAULT_COMMAND_TIMEOUT`], fail
     /// fast, [`default_reconnect_policy`], [`DEFAULT_CONNECTION_TIMEOUT`],
-    /// one client.
+    /// one client, at most [`backlog::DEFAULT_LIMIT`] outstanding requests.
     pub fn new() -> Self {
         FredNodeBuilder {
             scripts: Scripts::default(),
@@ -96,6 +104,7 @@ impl FredNodeBuilder {
             connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
             pool_size: 1,
             wake_on_release: true,
+            max_outstanding: backlog::DEFAULT_LIMIT,
         }
     }
 
@@ -106,9 +115,18 @@ impl FredNodeBuilder {
         self
     }
 
-    /// Bounds every lock command inside fred, so that a call never waits
-    /// forever even when used without the core. A zero duration is replaced
-    /// by the default.
+    /// How long a caller waits for the answer to one lock command, so that
+    /// a call never waits forever even when used without the core; also
+    /// how long [`quit`](redlock_core::Node::quit) waits for the answers
+    /// still owed before it closes the connections anyway. A zero duration
+    /// is replaced by the default.
+    ///
+    /// A request whose caller stopped waiting is not withdrawn: once handed
+    /// to fred it stays in the node's order (a release sent later must
+    /// never overtake it) and keeps its place in the backlog
+    /// ([`max_outstanding`](Self::max_outstanding)) until the server answers
+    /// it or its connection is closed. fred's own per-command timeout is
+    /// therefore not used.
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.command_timeout = if timeout.is_zero() {
             DEFAULT_COMMAND_TIMEOUT
@@ -166,14 +184,48 @@ impl FredNodeBuilder {
         self
     }
 
-    /// The per-command options of lock commands.
+    /// The most requests the node may owe at once: sent (or queued in
+    /// fred) and not answered yet. A node that stops answering (a paused
+    /// process, a black-holed link) keeps at most this many; beyond it,
+    /// acquires, extends and reads fail at once **without being sent**,
+    /// with [`NodeError::Backlog`](redlock_core::NodeError::Backlog) (a
+    /// "no" vote that needs no release), so memory stays flat however long
+    /// the node is stopped. Releases are always sent. The default is
+    /// [`backlog::DEFAULT_LIMIT`]; zero or more than
+    /// [`backlog::MAX_LIMIT`] makes building the node fail with
+    /// [`ConnectError::InvalidArgument`].
+    pub fn max_outstanding(mut self, limit: usize) -> Self {
+        self.max_outstanding = limit;
+        self
+    }
+
+    /// The per-command options of lock commands: one write attempt, no
+    /// timeout inside fred (a timed-out command would stay in fred's
+    /// buffers after its caller was told it failed; see
+    /// [`command_timeout`](Self::command_timeout)), and the fail-fast flag.
     fn command_options(&self) -> Options {
         Options {
             max_attempts: Some(1),
-            timeout: Some(self.command_timeout),
+            timeout: Some(Duration::ZERO),
             fail_fast: self.fail_fast,
             ..Options::default()
         }
+    }
+
+    fn settings(
+        &self,
+        secrets: Secrets,
+        tasks: Vec<Option<ConnectHandle>>,
+    ) -> Result<Settings, ConnectError> {
+        Ok(Settings {
+            options: self.command_options(),
+            command_timeout: self.command_timeout,
+            scripts: self.scripts.clone(),
+            secrets,
+            wake_on_release: self.wake_on_release,
+            backlog: Backlog::new(self.max_outstanding)?,
+            tasks,
+        })
     }
 
     /// Connects to the deployment `url` names (see [`FredNode::connect`] for
@@ -181,6 +233,7 @@ impl FredNodeBuilder {
     /// connection cannot be made; later outages are reconnected by the
     /// reconnect policy.
     pub async fn connect(self, url: &str) -> Result<FredNode, ConnectError> {
+        Backlog::new(self.max_outstanding)?;
         let mut secrets = Secrets::new();
         secrets.add_from_url(url);
         let config = Config::from_url(url)
@@ -203,49 +256,57 @@ impl FredNodeBuilder {
             // Lock requests are small and latency-bound: no Nagle delay.
             c.tcp.nodelay = Some(true);
         });
+        // The clients are the node's own: it keeps their connection tasks,
+        // so that `quit` (and dropping the last handle) can close their
+        // connections even when a server no longer answers.
         let clients = if self.pool_size > 1 {
-            let pool = builder
+            builder
                 .build_pool(self.pool_size)
-                .map_err(|e| connect_error(e, &secrets))?;
-            pool.init().await.map_err(|e| connect_error(e, &secrets))?;
-            pool.clients().to_vec()
+                .map_err(|e| connect_error(e, &secrets))?
+                .clients()
+                .to_vec()
         } else {
-            let client = builder.build().map_err(|e| connect_error(e, &secrets))?;
-            client
-                .init()
-                .await
-                .map_err(|e| connect_error(e, &secrets))?;
-            vec![client]
+            vec![builder.build().map_err(|e| connect_error(e, &secrets))?]
         };
-        FredNode::new(
-            clients,
-            self.command_options(),
-            &self.scripts,
-            secrets,
-            self.wake_on_release,
-        )
-        .await
+        let mut tasks = Vec::with_capacity(clients.len());
+        for client in &clients {
+            match client.init().await {
+                Ok(task) => tasks.push(Some(task)),
+                Err(e) => {
+                    for task in tasks.iter().flatten() {
+                        task.abort();
+                    }
+                    return Err(connect_error(e, &secrets));
+                }
+            }
+        }
+        let settings = self.settings(secrets, tasks)?;
+        FredNode::new(clients, settings).await
     }
 
     /// Wraps a client the application built. It is initialised here when it
     /// was never connected; a client that is still connecting is waited for
     /// up to the connection timeout (after that, the node works as soon as
     /// the client is connected).
+    ///
+    /// The client stays the application's: [`quit`](redlock_core::Node::quit)
+    /// sends it `QUIT` (after the answers still owed, within the command
+    /// timeout), but dropping the node leaves it connected. Give it no
+    /// `unresponsive` timeout (fred's default): a connection replaced while
+    /// requests were still buffered on the old socket could let a release
+    /// overtake the acquire before it.
     pub async fn client(self, client: Client) -> Result<FredNode, ConnectError> {
+        Backlog::new(self.max_outstanding)?;
         self.ensure_connected(&client).await?;
-        FredNode::new(
-            vec![client],
-            self.command_options(),
-            &self.scripts,
-            Secrets::new(),
-            self.wake_on_release,
-        )
-        .await
+        let settings = self.settings(Secrets::new(), vec![None])?;
+        FredNode::new(vec![client], settings).await
     }
 
     /// Wraps a pool the application built, initialising it like
-    /// [`client`](Self::client).
+    /// [`client`](Self::client) (and, like it, leaving it connected when
+    /// the node is dropped).
     pub async fn pool(self, pool: Pool) -> Result<FredNode, ConnectError> {
+        Backlog::new(self.max_outstanding)?;
         let clients = pool.clients().to_vec();
         if clients.is_empty() {
             return Err(ConnectError::EmptyPool);
@@ -253,14 +314,9 @@ impl FredNodeBuilder {
         for client in &clients {
             self.ensure_connected(client).await?;
         }
-        FredNode::new(
-            clients,
-            self.command_options(),
-            &self.scripts,
-            Secrets::new(),
-            self.wake_on_release,
-        )
-        .await
+        let tasks = clients.iter().map(|_| None).collect();
+        let settings = self.settings(Secrets::new(), tasks)?;
+        FredNode::new(clients, settings).await
     }
 
     async fn ensure_connected(&self, client: &Client) -> Result<(), ConnectError> {
@@ -270,6 +326,18 @@ impl FredNodeBuilder {
             secrets.add(p);
         }
         let id = crate::node::node_id(&config);
+        if client
+            .connection_config()
+            .unresponsive
+            .max_timeout
+            .is_some()
+        {
+            tracing::warn!(
+                node = %id,
+                "fred client has an unresponsive timeout: replacing a connection that still \
+                 buffers requests may let a release overtake the acquire before it"
+            );
+        }
         if client.state() == ClientState::Disconnected {
             client.init().await.map_err(|e| ConnectError::Connect {
                 node: id,

@@ -6,7 +6,7 @@ use redlock_core::NodeError;
 
 /// Why a [`FredNode`](crate::FredNode) could not be built. Never contains a
 /// password.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
     /// The URL could not be parsed into a fred configuration.
@@ -23,6 +23,10 @@ pub enum ConnectError {
     /// A pool without clients was given.
     #[error("the pool has no clients")]
     EmptyPool,
+    /// A setting of the [`FredNodeBuilder`](crate::FredNodeBuilder) is out of
+    /// range, such as a zero [`max_outstanding`](crate::FredNodeBuilder::max_outstanding).
+    #[error(transparent)]
+    InvalidArgument(#[from] redlock_core::InvalidArgument),
 }
 
 /// The secrets that must never appear in an id, a log line or an error.
@@ -119,9 +123,40 @@ fn is_server_reply(details: &str) -> bool {
             .all(|b| b.is_ascii_uppercase() || b == b'_' || b.is_ascii_digit())
 }
 
-/// Maps a fred error to a [`NodeError`], removing secrets.
+/// What fred answers, before handing the command to its connection task,
+/// for a command with `fail_fast` while the client is not connected
+/// (fred 10.1 `interfaces.rs`, `send_to_router`).
+const FAIL_FAST_DETAILS: &str = "Connection closed unexpectedly.";
+/// What fred answers for a command it could not hand to its connection task
+/// because that task is gone (after `quit`, or never started):
+/// `send_to_router` and `ClientInner::send_command` in fred 10.1.
+const NO_ROUTER_DETAILS: [&str; 2] = [
+    "Client is not initialized.",
+    "Failed to send command to router.",
+];
+
+/// Whether fred certainly did not send the command: refused by the
+/// fail-fast check, by a full command queue (`max_command_buffer_len`), or
+/// because the connection task is gone. Every other error may come after
+/// the command was written.
+pub(crate) fn never_sent(e: &FredError) -> bool {
+    match e.kind() {
+        ErrorKind::Canceled => e.details() == FAIL_FAST_DETAILS,
+        ErrorKind::Backpressure => true,
+        ErrorKind::Unknown => NO_ROUTER_DETAILS.contains(&e.details()),
+        _ => false,
+    }
+}
+
+/// Maps a fred error to a [`NodeError`], removing secrets. A command fred
+/// certainly did not send ([`never_sent`]) becomes
+/// [`NodeError::NotConnected`], which tells the core that no release is
+/// owed for it.
 pub(crate) fn node_error(e: &FredError, secrets: &Secrets) -> NodeError {
     let text = secrets.redact(&e.to_string());
+    if never_sent(e) {
+        return NodeError::NotConnected(text);
+    }
     match e.kind() {
         ErrorKind::Parse | ErrorKind::Protocol => NodeError::Protocol(text),
         ErrorKind::InvalidArgument | ErrorKind::InvalidCommand | ErrorKind::NotFound => {
@@ -162,5 +197,29 @@ mod tests {
         assert!(matches!(node_error(&e, &s), NodeError::Connection(_)));
         let e = FredError::new(ErrorKind::Protocol, "bad frame");
         assert!(matches!(node_error(&e, &s), NodeError::Protocol(_)));
+    }
+
+    #[test]
+    fn tells_unsent_commands_apart() {
+        let s = Secrets::new();
+        for e in [
+            FredError::new(ErrorKind::Canceled, FAIL_FAST_DETAILS),
+            FredError::new(ErrorKind::Unknown, NO_ROUTER_DETAILS[0]),
+            FredError::new(ErrorKind::Unknown, NO_ROUTER_DETAILS[1]),
+            FredError::new(ErrorKind::Backpressure, "Max in-flight commands reached."),
+        ] {
+            let mapped = node_error(&e, &s);
+            assert!(matches!(mapped, NodeError::NotConnected(_)), "{e:?}");
+            assert!(!mapped.was_sent(), "{e:?}");
+        }
+        // A command dropped by fred after it may have been written (its
+        // connection task was stopped) is not known to be unsent.
+        for e in [
+            FredError::new_canceled(),
+            FredError::new(ErrorKind::IO, "Connection Closed"),
+            FredError::new(ErrorKind::Timeout, "Request timed out."),
+        ] {
+            assert!(node_error(&e, &s).was_sent(), "{e:?}");
+        }
     }
 }

@@ -32,11 +32,21 @@
 //!   acquire, a release sent after it cannot overtake it, even if the core
 //!   dropped the acquire's future. In a pool, requests for the same keys
 //!   always use the same client.
-//! - **Bounded.** Each command has a timeout inside fred
-//!   ([`FredNodeBuilder::command_timeout`]) and, by default, fails at once
-//!   while its connection is down (fail fast); the core's shorter per-node
-//!   timeout usually decides first. Clients made from a URL reconnect forever
-//!   with exponential backoff ([`default_reconnect_policy`]).
+//! - **Bounded.** A node owes at most
+//!   [`FredNodeBuilder::max_outstanding`] requests (sent or queued in fred,
+//!   not answered yet); beyond it acquires, extends and reads fail at once
+//!   without being sent ([`NodeError::Backlog`](redlock_core::NodeError)),
+//!   so a stopped server costs flat memory. A caller waits at most
+//!   [`FredNodeBuilder::command_timeout`] (the core's shorter per-node
+//!   timeout usually decides first); a request it stopped waiting for still
+//!   keeps its place in the node's order and in the count until fred
+//!   answers it. By default a command fails at once, unsent
+//!   ([`NodeError::NotConnected`](redlock_core::NodeError)), while its
+//!   connection is down (fail fast). Clients made from a URL reconnect
+//!   forever with exponential backoff ([`default_reconnect_policy`]);
+//!   [`quit`](redlock_core::Node::quit), or dropping the last handle,
+//!   closes their connections after the answers still owed, within the
+//!   command timeout.
 //! - **Cluster keys.** A multi-resource lock whose keys live in different
 //!   hash slots is split with [`redlock_core::slot::group_by_slot`], one
 //!   request per slot, all sent at once. If any slot conflicts or fails, what

@@ -3,14 +3,15 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fred::clients::{Client, Pool};
 use fred::interfaces::ClientLike;
 use fred::types::config::{Config, Options, ServerConfig};
-use fred::types::{ClusterHash, CustomCommand, Value};
+use fred::types::{ClusterHash, ConnectHandle, CustomCommand, Value};
 use futures_util::future::join_all;
+use redlock_core::backlog::{Backlog, Permit};
 use redlock_core::node::ttl_millis;
 use redlock_core::slot::{group_by_slot, hash_slot};
 use redlock_core::{async_trait, Acquire, Extend, KeyState, Node, NodeError};
@@ -18,7 +19,7 @@ use redlock_core::{async_trait, Acquire, Extend, KeyState, Node, NodeError};
 use crate::builder::FredNodeBuilder;
 use crate::error::{is_noscript, node_error, ConnectError, Secrets};
 use crate::reply;
-use crate::scripts::{self, LoadedScripts, Script};
+use crate::scripts::{self, LoadedScripts, Op};
 use crate::watch::{Recipe, ReleaseHub};
 
 /// One Redlock node over a fred client or pool: an independent Redis server,
@@ -26,6 +27,13 @@ use crate::watch::{Recipe, ReleaseHub};
 ///
 /// Cheap to clone; clones share the clients. See the [crate docs](crate) for
 /// the model and the guarantees.
+///
+/// When the last clone is dropped without [`quit`](Node::quit), a node made
+/// by [`connect`](Self::connect) closes its connections in the background
+/// the same way (answers still owed are awaited up to the command timeout).
+/// Clients the application gave ([`from_client`](Self::from_client),
+/// [`from_pool`](Self::from_pool)) stay connected then: they are the
+/// application's to close.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -44,6 +52,23 @@ use crate::watch::{Recipe, ReleaseHub};
 #[derive(Clone)]
 pub struct FredNode {
     inner: Arc<Inner>,
+    /// Closes the node when the application's last handle goes; `None` in
+    /// the handles the node's own background work keeps (see
+    /// [`FredNode::detached`]).
+    _owner: Option<Arc<Owner>>,
+}
+
+/// What a node is built from (see [`FredNodeBuilder`]).
+pub(crate) struct Settings {
+    pub(crate) options: Options,
+    pub(crate) command_timeout: Duration,
+    pub(crate) scripts: redlock_core::Scripts,
+    pub(crate) secrets: Secrets,
+    pub(crate) wake_on_release: bool,
+    pub(crate) backlog: Backlog,
+    /// The connection task of each client when the node owns it (made by
+    /// [`FredNodeBuilder::connect`]), `None` for an application's client.
+    pub(crate) tasks: Vec<Option<ConnectHandle>>,
 }
 
 struct Inner {
@@ -51,6 +76,14 @@ struct Inner {
     kind: Kind,
     clients: Vec<Client>,
     options: Options,
+    /// How long a caller waits for one request, and `quit` for the answers
+    /// still owed.
+    command_timeout: Duration,
+    /// The requests sent and not answered yet, bounded.
+    backlog: Backlog,
+    /// The connection tasks of the clients the node owns (see
+    /// [`Settings::tasks`]); taken by the first `quit`.
+    tasks: Mutex<Vec<Option<ConnectHandle>>>,
     /// `options` with one more attempt: a release whose connection broke is
     /// written again after fred reconnected (see [`FredNode::run`]).
     release_options: Options,
@@ -78,8 +111,9 @@ impl fmt::Debug for FredNode {
             .field("id", &self.inner.id)
             .field("kind", &self.inner.kind)
             .field("clients", &self.inner.clients.len())
-            .field("command_timeout", &self.inner.options.timeout)
+            .field("command_timeout", &self.inner.command_timeout)
             .field("fail_fast", &self.inner.options.fail_fast)
+            .field("backlog", &self.inner.backlog)
             .field("closed", &self.inner.closed.load(Ordering::Relaxed))
             .field("wake_on_release", &self.inner.watch.is_some())
             .finish()
@@ -158,7 +192,9 @@ impl FredNode {
     }
 
     /// The per-command options every lock command is sent with: one write
-    /// attempt, the command timeout and the fail-fast flag.
+    /// attempt, no timeout inside fred (the node applies
+    /// [`FredNodeBuilder::command_timeout`] itself, without withdrawing the
+    /// request) and the fail-fast flag.
     pub fn command_options(&self) -> &Options {
         &self.inner.options
     }
@@ -168,6 +204,9 @@ impl FredNode {
     /// hand after a `SCRIPT FLUSH`, and not even then: a missing script is
     /// sent in full once and cached again.
     pub async fn load_scripts(&self) -> Result<(), NodeError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(NodeError::Closed);
+        }
         let clustered = self.is_clustered();
         for script in self.inner.scripts.all() {
             scripts::load(self.client(), clustered, script)
@@ -177,16 +216,29 @@ impl FredNode {
         Ok(())
     }
 
+    /// The most requests this node may owe at once (see
+    /// [`FredNodeBuilder::max_outstanding`]).
+    pub fn max_outstanding(&self) -> usize {
+        self.inner.backlog.limit()
+    }
+
     pub(crate) async fn new(
         clients: Vec<Client>,
-        options: Options,
-        scripts: &redlock_core::Scripts,
-        mut secrets: Secrets,
-        wake_on_release: bool,
+        settings: Settings,
     ) -> Result<Self, ConnectError> {
+        let Settings {
+            options,
+            command_timeout,
+            scripts,
+            mut secrets,
+            wake_on_release,
+            backlog,
+            mut tasks,
+        } = settings;
         let Some(first) = clients.first() else {
             return Err(ConnectError::EmptyPool);
         };
+        tasks.resize_with(clients.len(), || None);
         let config = first.client_config();
         add_config_secrets(&mut secrets, &config);
         let kind = if config.server.is_clustered() {
@@ -202,24 +254,31 @@ impl FredNode {
         } else {
             None
         };
+        let inner = Arc::new(Inner {
+            id,
+            kind,
+            clients,
+            command_timeout,
+            backlog,
+            tasks: Mutex::new(tasks),
+            // `fail_fast` would take precedence over the second attempt.
+            release_options: Options {
+                max_attempts: Some(options.max_attempts.unwrap_or(1).saturating_add(1)),
+                fail_fast: false,
+                ..options.clone()
+            },
+            options,
+            scripts: LoadedScripts::new(&scripts),
+            secrets,
+            release_epoch: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            watch,
+        });
         let node = FredNode {
-            inner: Arc::new(Inner {
-                id,
-                kind,
-                clients,
-                // `fail_fast` would take precedence over the second attempt.
-                release_options: Options {
-                    max_attempts: Some(options.max_attempts.unwrap_or(1).saturating_add(1)),
-                    fail_fast: false,
-                    ..options.clone()
-                },
-                options,
-                scripts: LoadedScripts::new(scripts),
-                secrets,
-                release_epoch: AtomicU64::new(0),
-                closed: AtomicBool::new(false),
-                watch,
-            }),
+            _owner: Some(Arc::new(Owner {
+                inner: inner.clone(),
+            })),
+            inner,
         };
         if !node.client().has_reconnect_policy() {
             tracing::warn!(
@@ -255,7 +314,71 @@ impl FredNode {
         }
     }
 
-    /// Runs `script` with EVALSHA, falling back to EVAL on `NOSCRIPT`.
+    /// A handle for the node's own background work: it shares the clients
+    /// but does not keep the node open (only the application's handles do).
+    fn detached(&self) -> FredNode {
+        FredNode {
+            inner: self.inner.clone(),
+            _owner: None,
+        }
+    }
+
+    /// Admits `n` requests that take something (acquire, extend, reads):
+    /// all of them, or none and [`NodeError::Backlog`] when the node already
+    /// owes its limit. Nothing is sent in that case, so no release is owed.
+    fn admit(&self, n: usize) -> Result<Vec<Permit>, NodeError> {
+        let backlog = &self.inner.backlog;
+        let mut permits = Vec::with_capacity(n);
+        for _ in 0..n {
+            match backlog.try_admit() {
+                Some(p) => permits.push(p),
+                None => return Err(backlog.full_error()),
+            }
+        }
+        Ok(permits)
+    }
+
+    /// Sends one request under `permit` and waits for its answer up to the
+    /// command timeout.
+    ///
+    /// The request is handed to fred on the first poll (no await comes
+    /// before it), which fixes its place in this client's order. If the
+    /// caller stops waiting (dropped, as the core does once a quorum
+    /// answered, or timed out here), the rest goes on in a task of its own
+    /// that keeps the permit until fred answers: the server replied, or
+    /// the connection carrying the request was closed. So the backlog
+    /// counts what fred really holds, and a request is never silently
+    /// withdrawn (fred skips writing a command whose own timeout fired;
+    /// none is set, see [`FredNodeBuilder::command_timeout`]).
+    async fn send(
+        &self,
+        permit: Permit,
+        slot: u16,
+        op: Op,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<Value, NodeError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(NodeError::Closed);
+        }
+        let node = self.detached();
+        let request = FinishOnDrop(Some(Box::pin(async move {
+            let answer = node.run(slot, op, &keys, &args).await;
+            drop(permit);
+            answer
+        })));
+        let timeout = self.inner.command_timeout;
+        match tokio::time::timeout(timeout, request).await {
+            Ok(answer) => answer,
+            Err(_) => Err(NodeError::Connection(format!(
+                "no answer within {timeout:?}; the request keeps its place in the node's order"
+            ))),
+        }
+    }
+
+    /// Runs the script of `op` with EVALSHA, falling back to EVAL on
+    /// `NOSCRIPT`; a one-key acquire with the built-in script is a plain
+    /// `SET NX PX` instead (see [`set_nx`](Self::set_nx)).
     ///
     /// Ordering: fred hands the command to its router over a channel when
     /// the returned future is first polled (no await comes before that), so
@@ -267,7 +390,7 @@ impl FredNode {
     async fn run(
         &self,
         slot: u16,
-        script: &Script,
+        op: Op,
         keys: &[String],
         args: &[String],
     ) -> Result<Value, NodeError> {
@@ -275,8 +398,16 @@ impl FredNode {
         if inner.closed.load(Ordering::Acquire) {
             return Err(NodeError::Closed);
         }
+        let script = inner.scripts.get(op);
+        if op == Op::Acquire {
+            if let ([key], [token, ttl_ms]) = (keys, args) {
+                if script.source == redlock_core::scripts::ACQUIRE {
+                    return self.set_nx(slot, key, token, ttl_ms).await;
+                }
+            }
+        }
         // `custom` rather than `evalsha`: fred's `WithOptions` applies the
-        // per-command options (one attempt, timeout, fail fast) to
+        // per-command options (one attempt, no fred timeout, fail fast) to
         // `ClientLike` commands, while `LuaInterface` calls on it would go to
         // the plain client and silently drop them.
         // A release is the one request fred may write again after a broken
@@ -284,13 +415,12 @@ impl FredNode {
         // our own token is harmless to repeat, it still follows everything
         // sent before it, and without it the key would outlive a reset by
         // up to its TTL, blocking every contender.
-        let options = if std::ptr::eq(script, &inner.scripts.release) {
+        let options = if op == Op::Release {
             &inner.release_options
         } else {
             &inner.options
         };
         let client = self.client_for(slot).with_options(options);
-        let is_acquire = std::ptr::eq(script, &inner.scripts.acquire);
         let epoch = inner.release_epoch.load(Ordering::SeqCst);
         let first = client
             .custom::<Value, Value>(
@@ -301,7 +431,7 @@ impl FredNode {
         match first {
             Ok(v) => Ok(v),
             Err(e) if is_noscript(&e) => {
-                if is_acquire && inner.release_epoch.load(Ordering::SeqCst) != epoch {
+                if op == Op::Acquire && inner.release_epoch.load(Ordering::SeqCst) != epoch {
                     // Cache the script again for the next attempt, but do not
                     // send this acquire a second time.
                     let _ = scripts::load(self.client_for(slot), self.is_clustered(), script).await;
@@ -324,40 +454,19 @@ impl FredNode {
         }
     }
 
-    async fn acquire_group(
-        &self,
-        slot: u16,
-        keys: Vec<String>,
-        token: &str,
-        ttl_ms: &str,
-    ) -> Result<Acquire, NodeError> {
-        if let [key] = keys.as_slice() {
-            if self.inner.scripts.acquire.source == redlock_core::scripts::ACQUIRE {
-                return self.acquire_plain(slot, key, token, ttl_ms).await;
-            }
-        }
-        let args = vec![token.to_owned(), ttl_ms.to_owned()];
-        let v = self
-            .run(slot, &self.inner.scripts.acquire, &keys, &args)
-            .await?;
-        reply::acquire(&v)
-    }
-
     /// A one-key acquire with the built-in script, as `SET key token NX PX
     /// ttl`: the same atomic effect at a fraction of the server's cost of a
     /// script, and no `NOSCRIPT` fallback to worry about. Committed to the
-    /// client's order on first poll, like [`run`](Self::run).
-    async fn acquire_plain(
+    /// client's order on first poll, like [`run`](Self::run). Answers `OK`
+    /// or nil, as the acquire script does.
+    async fn set_nx(
         &self,
         slot: u16,
         key: &str,
         token: &str,
         ttl_ms: &str,
-    ) -> Result<Acquire, NodeError> {
+    ) -> Result<Value, NodeError> {
         let inner = &self.inner;
-        if inner.closed.load(Ordering::Acquire) {
-            return Err(NodeError::Closed);
-        }
         let client = self.client_for(slot).with_options(&inner.options);
         let args = vec![
             Value::from(key),
@@ -366,13 +475,25 @@ impl FredNode {
             Value::from("PX"),
             Value::from(ttl_ms),
         ];
-        let v = client
+        client
             .custom::<Value, Value>(
                 CustomCommand::new_static("SET", ClusterHash::Custom(slot), false),
                 args,
             )
             .await
-            .map_err(|e| node_error(&e, &inner.secrets))?;
+            .map_err(|e| node_error(&e, &inner.secrets))
+    }
+
+    async fn acquire_group(
+        &self,
+        permit: Permit,
+        slot: u16,
+        keys: Vec<String>,
+        token: &str,
+        ttl_ms: &str,
+    ) -> Result<Acquire, NodeError> {
+        let args = vec![token.to_owned(), ttl_ms.to_owned()];
+        let v = self.send(permit, slot, Op::Acquire, keys, args).await?;
         match v {
             Value::Null => Ok(Acquire::Held),
             Value::String(ref s) if &**s == "OK" => Ok(Acquire::Acquired),
@@ -408,6 +529,9 @@ impl FredNode {
         }
     }
 
+    /// Releases are always admitted: one may be what deletes a key already
+    /// on the server, and there are never more of them than acquires
+    /// admitted before.
     async fn release_group(
         &self,
         slot: u16,
@@ -415,50 +539,47 @@ impl FredNode {
         token: &str,
     ) -> Result<u64, NodeError> {
         self.inner.release_epoch.fetch_add(1, Ordering::SeqCst);
+        let permit = self.inner.backlog.admit();
         let v = self
-            .run(
-                slot,
-                &self.inner.scripts.release,
-                &keys,
-                &[token.to_owned()],
-            )
+            .send(permit, slot, Op::Release, keys, vec![token.to_owned()])
             .await?;
         reply::release(&v)
     }
 
     async fn extend_group(
         &self,
+        permit: Permit,
         slot: u16,
         keys: Vec<String>,
         token: &str,
         ttl_ms: &str,
     ) -> Result<Extend, NodeError> {
         let args = vec![token.to_owned(), ttl_ms.to_owned()];
-        let v = self
-            .run(slot, &self.inner.scripts.extend, &keys, &args)
-            .await?;
+        let v = self.send(permit, slot, Op::Extend, keys, args).await?;
         reply::extend(&v)
     }
 
     async fn inspect_group(
         &self,
+        permit: Permit,
         slot: u16,
         keys: Vec<String>,
     ) -> Result<Vec<KeyState>, NodeError> {
         let v = self
-            .run(slot, &self.inner.scripts.inspect, &keys, &[])
+            .send(permit, slot, Op::Inspect, keys.clone(), Vec::new())
             .await?;
         reply::inspect(&keys, v)
     }
 
     async fn fence_group(
         &self,
+        permit: Permit,
         slot: u16,
         keys: Vec<String>,
         floor: u64,
     ) -> Result<u64, NodeError> {
         let v = self
-            .run(slot, &self.inner.scripts.fence, &keys, &[floor.to_string()])
+            .send(permit, slot, Op::Fence, keys, vec![floor.to_string()])
             .await?;
         reply::fence(&v)
     }
@@ -482,14 +603,19 @@ impl Node for FredNode {
     ) -> Result<Acquire, NodeError> {
         let ttl_ms = ttl_millis(ttl).to_string();
         let mut groups = self.groups(keys);
+        let permits = self.admit(groups.len())?;
         if groups.len() == 1 {
             let (slot, keys) = groups.remove(0);
-            return self.acquire_group(slot, keys, token, &ttl_ms).await;
+            let permit = permits.into_iter().next().ok_or(NodeError::Closed)?;
+            return self.acquire_group(permit, slot, keys, token, &ttl_ms).await;
         }
         let answers = join_all(
             groups
                 .into_iter()
-                .map(|(slot, keys)| self.acquire_group(slot, keys, token, &ttl_ms)),
+                .zip(permits)
+                .map(|((slot, keys), permit)| {
+                    self.acquire_group(permit, slot, keys, token, &ttl_ms)
+                }),
         )
         .await;
         if answers.iter().all(|a| matches!(a, Ok(Acquire::Acquired))) {
@@ -519,7 +645,7 @@ impl Node for FredNode {
     /// its caller moved on would never be sent again, and the key it was
     /// meant to delete would stay until its TTL.
     async fn release(&self, keys: &[String], token: &str) -> Result<u64, NodeError> {
-        let node = self.clone();
+        let node = self.detached();
         let (keys, token) = (keys.to_vec(), token.to_owned());
         FinishOnDrop(Some(Box::pin(async move {
             node.release_now(&keys, &token).await
@@ -542,12 +668,15 @@ impl Node for FredNode {
         let mut groups = self.groups(keys);
         if groups.len() == 1 {
             let (slot, keys) = groups.remove(0);
-            return self.extend_group(slot, keys, token, &ttl_ms).await;
+            let permit = self.admit(1)?.into_iter().next().ok_or(NodeError::Closed)?;
+            return self.extend_group(permit, slot, keys, token, &ttl_ms).await;
         }
+        let permits = self.admit(groups.len())?;
         let checks = join_all(
             groups
                 .iter()
-                .map(|(slot, keys)| self.inspect_group(*slot, keys.clone())),
+                .zip(permits)
+                .map(|((slot, keys), permit)| self.inspect_group(permit, *slot, keys.clone())),
         )
         .await;
         for check in checks {
@@ -555,10 +684,14 @@ impl Node for FredNode {
                 return Ok(Extend::NotHeld);
             }
         }
+        let permits = self.admit(groups.len())?;
         let answers = join_all(
             groups
                 .into_iter()
-                .map(|(slot, keys)| self.extend_group(slot, keys, token, &ttl_ms)),
+                .zip(permits)
+                .map(|((slot, keys), permit)| {
+                    self.extend_group(permit, slot, keys, token, &ttl_ms)
+                }),
         )
         .await;
         if answers.iter().any(|a| matches!(a, Ok(Extend::NotHeld))) {
@@ -572,14 +705,17 @@ impl Node for FredNode {
 
     async fn inspect(&self, keys: &[String]) -> Result<Vec<KeyState>, NodeError> {
         let mut groups = self.groups(keys);
+        let permits = self.admit(groups.len())?;
         if groups.len() == 1 {
             let (slot, keys) = groups.remove(0);
-            return self.inspect_group(slot, keys).await;
+            let permit = permits.into_iter().next().ok_or(NodeError::Closed)?;
+            return self.inspect_group(permit, slot, keys).await;
         }
         let answers = join_all(
             groups
                 .into_iter()
-                .map(|(slot, keys)| self.inspect_group(slot, keys)),
+                .zip(permits)
+                .map(|((slot, keys), permit)| self.inspect_group(permit, slot, keys)),
         )
         .await;
         let mut by_key: HashMap<String, KeyState> = HashMap::with_capacity(keys.len());
@@ -601,14 +737,17 @@ impl Node for FredNode {
     /// raised on its own; the answer is the largest value any slot had.
     async fn fence(&self, keys: &[String], floor: u64) -> Result<u64, NodeError> {
         let mut groups = self.groups(keys);
+        let permits = self.admit(groups.len())?;
         if groups.len() == 1 {
             let (slot, keys) = groups.remove(0);
-            return self.fence_group(slot, keys, floor).await;
+            let permit = permits.into_iter().next().ok_or(NodeError::Closed)?;
+            return self.fence_group(permit, slot, keys, floor).await;
         }
         let answers = join_all(
             groups
                 .into_iter()
-                .map(|(slot, keys)| self.fence_group(slot, keys, floor)),
+                .zip(permits)
+                .map(|((slot, keys), permit)| self.fence_group(permit, slot, keys, floor)),
         )
         .await;
         let mut max = 0u64;
@@ -631,18 +770,148 @@ impl Node for FredNode {
         self.inner.watch.as_ref()?.watch(keys)
     }
 
+    /// Requests admitted and not answered yet (see
+    /// [`FredNodeBuilder::max_outstanding`]); requests whose caller stopped
+    /// waiting count until fred answers them or closes their connection.
+    fn outstanding(&self) -> Option<usize> {
+        Some(self.inner.backlog.outstanding())
+    }
+
+    /// Refuses new requests, waits up to the command timeout for the
+    /// answers still owed (releases in flight), then sends `QUIT` on every
+    /// connection. When the answers do not come in time (a stopped server),
+    /// a node made by [`FredNode::connect`] stops its clients' connection
+    /// tasks, which closes their sockets at once; an application's client
+    /// keeps its connection then, and the error says so. The closing runs
+    /// in a task of its own, so it completes even if the caller stops
+    /// waiting (as `Redlock::quit` does after its own bound).
     async fn quit(&self) -> Result<(), NodeError> {
-        if let Some(hub) = &self.inner.watch {
-            hub.close();
-        }
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let results = join_all(self.inner.clients.iter().map(|c| c.quit())).await;
-        match results.into_iter().find_map(Result::err) {
-            Some(e) => Err(node_error(&e, &self.inner.secrets)),
-            None => Ok(()),
+        let inner = self.inner.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => match runtime.spawn(close(inner)).await {
+                Ok(result) => result,
+                Err(e) => Err(NodeError::Connection(format!(
+                    "closing the node failed: {e}"
+                ))),
+            },
+            Err(_) => close(inner).await,
         }
+    }
+}
+
+/// Closes the node when the application's last handle is dropped without
+/// `quit` (see [`FredNode`]).
+struct Owner {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let inner = &self.inner;
+        if inner.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(hub) = &inner.watch {
+            hub.close();
+        }
+        let owned = lock_tasks(inner).iter().any(Option::is_some);
+        if !owned {
+            // The application's clients: theirs to close.
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let inner = inner.clone();
+                runtime.spawn(async move {
+                    if let Err(e) = close(inner.clone()).await {
+                        tracing::debug!(node = %inner.id, error = %e, "closed a dropped node");
+                    }
+                });
+            }
+            Err(_) => {
+                // No runtime to wait on: stop the connection tasks, which
+                // closes their sockets.
+                for task in lock_tasks(inner).iter().flatten() {
+                    task.abort();
+                }
+            }
+        }
+    }
+}
+
+fn lock_tasks(inner: &Inner) -> std::sync::MutexGuard<'_, Vec<Option<ConnectHandle>>> {
+    inner
+        .tasks
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Closes every client of the node: see [`Node::quit`] on [`FredNode`].
+async fn close(inner: Arc<Inner>) -> Result<(), NodeError> {
+    if let Some(hub) = &inner.watch {
+        hub.close();
+    }
+    let tasks = std::mem::take(&mut *lock_tasks(&inner));
+    let mut tasks = tasks.into_iter();
+    let bound = inner.command_timeout;
+    let results = join_all(
+        inner
+            .clients
+            .iter()
+            .map(|client| close_client(client, tasks.next().flatten(), bound)),
+    )
+    .await;
+    let mut first = None;
+    for r in results {
+        if let Err(e) = r {
+            first = first.or(Some(inner.secrets.redact(&e)));
+        }
+    }
+    match first {
+        Some(e) => Err(NodeError::Connection(format!("{}: {e}", inner.id))),
+        None => Ok(()),
+    }
+}
+
+/// `QUIT` on one client once its answers are in (fred writes `QUIT` only
+/// after every in-flight command was answered), and the end of its
+/// connection task when the node owns it; after `bound`, the task is
+/// stopped instead.
+async fn close_client(
+    client: &Client,
+    mut task: Option<ConnectHandle>,
+    bound: Duration,
+) -> Result<(), String> {
+    let graceful = async {
+        let quit = client.quit().await;
+        if let Some(task) = task.as_mut() {
+            let _ = task.await;
+        }
+        quit
+    };
+    let outcome = tokio::time::timeout(bound, graceful).await;
+    match (outcome, task) {
+        (Ok(Ok(())), _) => Ok(()),
+        (Ok(Err(e)), task) => {
+            if let Some(task) = task {
+                task.abort();
+                let _ = task.await;
+            }
+            Err(format!("QUIT failed: {e}"))
+        }
+        (Err(_), Some(task)) => {
+            task.abort();
+            let _ = task.await;
+            Err(format!(
+                "requests still unanswered after {bound:?}; the connection was closed without their answers"
+            ))
+        }
+        (Err(_), None) => Err(format!(
+            "requests still unanswered after {bound:?}; the application's client keeps its connection until they are"
+        )),
     }
 }
 

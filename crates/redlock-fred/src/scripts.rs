@@ -22,6 +22,16 @@ impl Script {
     }
 }
 
+/// What a request does: which of the [`LoadedScripts`] it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    Acquire,
+    Release,
+    Extend,
+    Inspect,
+    Fence,
+}
+
 /// The five scripts a node runs.
 #[derive(Debug, Clone)]
 pub(crate) struct LoadedScripts {
@@ -40,6 +50,17 @@ impl LoadedScripts {
             extend: Script::new("extend", &scripts.extend),
             inspect: Script::new("inspect", &scripts.inspect),
             fence: Script::new("fence", &scripts.fence),
+        }
+    }
+
+    /// The script of `op`.
+    pub(crate) fn get(&self, op: Op) -> &Script {
+        match op {
+            Op::Acquire => &self.acquire,
+            Op::Release => &self.release,
+            Op::Extend => &self.extend,
+            Op::Inspect => &self.inspect,
+            Op::Fence => &self.fence,
         }
     }
 

@@ -22,6 +22,7 @@ pub mod fault_proxy;
 pub mod leases;
 pub mod server;
 pub mod sim;
+pub mod stall;
 pub mod tls;
 
 pub use server::{test_nodes, RedisCluster, RedisServer, Sentinel, ServerError, TestNodes};

@@ -1,0 +1,146 @@
+//! A node that stops answering, on real `redis-server` processes: the
+//! shared checks of `redlock_testkit::stall` over `FredNode`s made from a
+//! URL (the nodes own their clients).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redlock_core::{Acquire, Node, NodeError};
+use redlock_fred::{ConnectError, FredNode};
+use redlock_testkit::conformance::{BoxError, Target};
+use redlock_testkit::{stall, RedisServer};
+
+/// The backlog limit of the stalled-node check: small, so that the limit
+/// is reached early in the stop.
+const LIMIT: usize = 256;
+
+async fn node(target: Target, limit: usize) -> Result<Arc<dyn Node>, BoxError> {
+    let Target::Single(url) = target else {
+        return Err("single servers only".into());
+    };
+    let node = FredNode::builder()
+        .max_outstanding(limit)
+        .connect(&url)
+        .await?;
+    Ok(Arc::new(node))
+}
+
+async fn default_node(target: Target) -> Result<Arc<dyn Node>, BoxError> {
+    node(target, redlock_core::backlog::DEFAULT_LIMIT).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_node_stays_bounded() {
+    let report =
+        stall::stalled_node_stays_bounded(&|t| node(t, LIMIT), 3, Duration::from_secs(20), LIMIT)
+            .await;
+    println!("{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quit_closes_connections() {
+    stall::quit_closes_connections(&default_node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quit_is_bounded() {
+    // The command timeout (2 s) bounds the wait for answers, the core's
+    // per-node quit bound is shorter; allow a margin for a loaded machine.
+    stall::quit_is_bounded(&default_node, Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_closes_connections() {
+    stall::drop_closes_connections(&default_node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extend_reaches_paused_node() {
+    stall::extend_reaches_paused_node(&default_node, Duration::from_millis(500)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn released_lock_has_no_validity() {
+    stall::released_lock_has_no_validity(&default_node).await;
+}
+
+/// Zero and absurd limits are refused when the node is built.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_limit_is_checked() {
+    for limit in [0, redlock_core::backlog::MAX_LIMIT + 1] {
+        let err = FredNode::builder()
+            .max_outstanding(limit)
+            .connect("redis://127.0.0.1:1")
+            .await
+            .expect_err("an invalid limit");
+        assert!(matches!(err, ConnectError::InvalidArgument(_)), "{err}");
+    }
+}
+
+/// Beyond the limit, an acquire to a stopped server fails at once with a
+/// not-sent error; once the server continues, the admitted requests are
+/// answered and the count goes back to zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_backlog_refuses_without_sending() {
+    let server = RedisServer::start().expect("redis-server");
+    let node = FredNode::builder()
+        .max_outstanding(4)
+        .command_timeout(Duration::from_millis(100))
+        .connect(&server.url())
+        .await
+        .expect("connects");
+    assert_eq!(node.max_outstanding(), 4);
+    server.pause().expect("SIGSTOP");
+    let ttl = Duration::from_secs(10);
+    for i in 0..4 {
+        let k = vec![format!("full:{i}")];
+        let r = node.acquire(&k, "t", ttl).await;
+        assert!(
+            matches!(r, Err(NodeError::Connection(_))),
+            "a stopped server answered {r:?}"
+        );
+    }
+    assert_eq!(
+        node.outstanding(),
+        Some(4),
+        "timed-out requests still count"
+    );
+    let r = node.acquire(&["full:x".to_owned()], "t", ttl).await;
+    match r {
+        Err(e @ NodeError::Backlog(_)) => assert!(!e.was_sent()),
+        other => panic!("a full backlog answered {other:?}"),
+    }
+    // Releases always get in.
+    for i in 0..4 {
+        let _ = node.release(&[format!("full:{i}")], "t").await;
+    }
+    assert_eq!(node.outstanding(), Some(8));
+    server.resume().expect("SIGCONT");
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while node.outstanding() != Some(0) {
+        assert!(
+            std::time::Instant::now() < end,
+            "{:?} outstanding",
+            node.outstanding()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        node.acquire(&["full:y".to_owned()], "t", ttl)
+            .await
+            .expect("answers"),
+        Acquire::Acquired
+    );
+    assert_eq!(
+        node.release(&["full:y".to_owned()], "t")
+            .await
+            .expect("answers"),
+        1
+    );
+    assert_eq!(
+        stall::dbsize(&server),
+        Some(0),
+        "the releases followed the acquires"
+    );
+    node.quit().await.expect("quit");
+}
