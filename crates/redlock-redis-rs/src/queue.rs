@@ -91,6 +91,56 @@ struct State {
     /// dropped before it finished; the driver finishes it. There is at most
     /// one, since it holds the executor.
     adopted: Option<BoxFuture<'static, Reply>>,
+    /// Tokens of acquires that were answered "not sent" (no connection)
+    /// after their caller may have moved on: their release, if it comes,
+    /// has nothing to delete and is answered at once. Oldest first, at most
+    /// the backlog's limit (the core sends no release for an acquire it
+    /// saw fail unsent, so most entries are never claimed).
+    unsent: VecDeque<String>,
+}
+
+impl State {
+    /// Notes the acquires among `answered` whose answer says they were
+    /// never sent: a release of theirs already waiting is answered at once
+    /// (and leaves the queue); one that comes later is, too.
+    fn note_unsent<'c>(
+        &mut self,
+        answered: impl Iterator<Item = (&'c Call, &'c Reply)>,
+        limit: usize,
+    ) {
+        for (call, reply) in answered {
+            if call.kind != Kind::Acquire || !matches!(reply, Err(e) if !e.was_sent()) {
+                continue;
+            }
+            let Some(token) = &call.token else { continue };
+            let waiting = self
+                .waiting
+                .iter()
+                .position(|r| r.call.kind == Kind::Release && r.call.token.as_ref() == Some(token));
+            if let Some(release) = waiting.and_then(|i| self.waiting.remove(i)) {
+                let _ = release.reply.send(Ok(Value::Int(0)));
+                continue;
+            }
+            if self.unsent.len() >= limit {
+                self.unsent.pop_front();
+            }
+            self.unsent.push_back(token.clone());
+        }
+    }
+
+    /// Whether `release`'s acquire was never sent (and forgets it).
+    fn claim_unsent(&mut self, release: &Call) -> bool {
+        let Some(token) = &release.token else {
+            return false;
+        };
+        match self.unsent.iter().rposition(|t| t == token) {
+            Some(i) => {
+                self.unsent.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 struct Shared {
@@ -212,6 +262,7 @@ impl Queue {
                 waiting: VecDeque::new(),
                 closed: false,
                 adopted: None,
+                unsent: VecDeque::new(),
             }),
             wake: Notify::new(),
             max_batch: max_batch.max(1),
@@ -257,6 +308,9 @@ impl Queue {
                 }
                 return Ok(Enqueued::Done(Ok(Value::Int(0))));
             }
+            if state.claim_unsent(&call) {
+                return Ok(Enqueued::Done(Ok(Value::Int(0))));
+            }
             backlog.admit()
         } else {
             backlog.try_admit().ok_or_else(|| backlog.full_error())?
@@ -286,7 +340,14 @@ impl Queue {
                 return Err(NodeError::Closed);
             };
             let reply = executor.execute_one(&call).await;
+            let shared = lease.shared.clone();
             drop(lease);
+            if reply.is_err() {
+                let limit = shared.backlog.limit();
+                shared
+                    .lock()
+                    .note_unsent(std::iter::once((&call, &reply)), limit);
+            }
             drop(permit);
             reply
         });
@@ -393,12 +454,16 @@ async fn run(shared: &Shared) {
             continue;
         };
         retried_owed = calls.is_empty();
-        let mut results = exec.execute(&calls).await.into_iter();
+        let mut results = exec.execute(&calls).await;
+        results.resize_with(calls.len(), || {
+            Err(NodeError::Protocol("missing reply in pipeline".into()))
+        });
+        if results.iter().any(Result::is_err) {
+            let limit = shared.backlog.limit();
+            shared.lock().note_unsent(calls.iter().zip(&results), limit);
+        }
         calls.clear();
-        for reply in replies.drain(..) {
-            let result = results
-                .next()
-                .unwrap_or_else(|| Err(NodeError::Protocol("missing reply in pipeline".into())));
+        for (reply, result) in replies.drain(..).zip(results) {
             let _ = reply.send(result);
         }
         permits.clear();
