@@ -8,6 +8,7 @@ mod nodes;
 mod release;
 mod run;
 mod status;
+mod supervisor;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -135,6 +136,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == supervisor::ARG) {
+        return ExitCode::from(supervisor::main(&args[2..]));
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
