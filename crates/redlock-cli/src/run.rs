@@ -15,7 +15,23 @@ use crate::{exit, RunArgs};
 /// Pause between attempts while waiting.
 const RETRY_DELAY: Duration = Duration::from_millis(100);
 
+/// The shortest TTL `run` accepts. The lock is extended when a third of the
+/// TTL is left and given up when a twentieth is left (see
+/// `redlock_core::ScopeOptions`); at 500 ms that leaves about 140 ms for an
+/// extension round whose per-node timeout is 50 ms: two rounds and some
+/// slack for a busy machine. Below it, the lock is lost under ordinary
+/// scheduling delays.
+pub const MIN_TTL: Duration = Duration::from_millis(500);
+
 pub async fn run(redlock: &Redlock, args: RunArgs) -> u8 {
+    if args.ttl < MIN_TTL {
+        eprintln!(
+            "redlock: --ttl {} is too short to extend the lock before it runs out: use at least {}",
+            humantime::format_duration(args.ttl),
+            humantime::format_duration(MIN_TTL)
+        );
+        return exit::USAGE;
+    }
     let lock = match acquire(redlock, &args).await {
         Ok(lock) => lock,
         Err(code) => return code,
@@ -34,8 +50,46 @@ pub async fn run(redlock: &Redlock, args: RunArgs) -> u8 {
     }
 }
 
-/// Tries until the lock is taken or the wait is over, with a progress line on
-/// a terminal.
+/// Why `run` is waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    /// Another owner holds the lock.
+    Busy,
+    /// No quorum of nodes could be reached.
+    Unavailable,
+}
+
+impl Waiting {
+    fn of(err: &LockError) -> Waiting {
+        if err.is_conflict() {
+            Waiting::Busy
+        } else {
+            Waiting::Unavailable
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Waiting::Busy => "held by another owner",
+            Waiting::Unavailable => "nodes unavailable",
+        }
+    }
+}
+
+/// The message for a configuration error, with what to fix.
+pub fn config_message(err: &LockError) -> String {
+    format!(
+        "{err}\nredlock: fix the credentials in the node URLs (redis://user:password@host:port) \
+         or the ACL rules on the servers (the user needs EVALSHA, EVAL, SCRIPT LOAD, \
+         PUBLISH and SUBSCRIBE on the lock keys); waiting cannot fix this"
+    )
+}
+
+/// Tries until the lock is taken or the wait is over. Waits as long as
+/// another owner holds the lock (or `--wait`), but at most
+/// `--unavailable-timeout` while no quorum of nodes can be reached. On a
+/// terminal a progress line is redrawn in place; otherwise one line is
+/// written when waiting starts and when its reason changes.
 async fn acquire(redlock: &Redlock, args: &RunArgs) -> Result<Lock, u8> {
     let started = Instant::now();
     let wait = if args.no_wait {
@@ -45,6 +99,8 @@ async fn acquire(redlock: &Redlock, args: &RunArgs) -> Result<Lock, u8> {
     };
     let tty = std::io::stderr().is_terminal();
     let mut shown = false;
+    let mut reason: Option<Waiting> = None;
+    let mut unavailable_since: Option<Instant> = None;
     let policy = RetryPolicy::once();
     loop {
         let attempt = if args.fenced {
@@ -69,33 +125,70 @@ async fn acquire(redlock: &Redlock, args: &RunArgs) -> Result<Lock, u8> {
             }
             Err(e) => e,
         };
-        let waited = started.elapsed();
-        if wait.is_some_and(|w| waited + RETRY_DELAY > w) {
+        if err.is_config() {
             if shown {
                 eprintln!();
             }
-            return Err(if err.is_conflict() {
-                eprintln!("redlock: '{}' is held by another owner", args.resource);
-                exit::BUSY
-            } else {
-                eprintln!("redlock: {err}");
-                exit::UNAVAILABLE
+            eprintln!("redlock: {}", config_message(&err));
+            return Err(exit::CONFIG);
+        }
+        let now_waiting = Waiting::of(&err);
+        match now_waiting {
+            Waiting::Busy => unavailable_since = None,
+            Waiting::Unavailable => {
+                unavailable_since.get_or_insert_with(Instant::now);
+            }
+        }
+        let waited = started.elapsed();
+        let wait_over = wait.is_some_and(|w| waited + RETRY_DELAY > w);
+        let unavailable_over = unavailable_since
+            .is_some_and(|since| since.elapsed() + RETRY_DELAY > args.unavailable_timeout);
+        if wait_over || unavailable_over {
+            if shown {
+                eprintln!();
+            }
+            return Err(match now_waiting {
+                Waiting::Busy => {
+                    eprintln!("redlock: '{}' is held by another owner", args.resource);
+                    exit::BUSY
+                }
+                Waiting::Unavailable => {
+                    eprintln!("redlock: {err}");
+                    if unavailable_over && !wait_over {
+                        eprintln!(
+                            "redlock: gave up: no quorum of nodes for {} (--unavailable-timeout)",
+                            humantime::format_duration(args.unavailable_timeout)
+                        );
+                    }
+                    exit::UNAVAILABLE
+                }
             });
         }
         if tty {
-            let why = if err.is_conflict() {
-                "held by another owner"
-            } else {
-                "nodes unavailable"
-            };
             eprint!(
-                "\r\x1b[2Kredlock: waiting for '{}' for {:.1}s ({why})",
+                "\r\x1b[2Kredlock: waiting for '{}' for {:.1}s ({})",
                 args.resource,
-                waited.as_secs_f64()
+                waited.as_secs_f64(),
+                now_waiting.describe()
             );
             let _ = std::io::stderr().flush();
             shown = true;
+        } else if reason != Some(now_waiting) {
+            match now_waiting {
+                Waiting::Busy => eprintln!(
+                    "redlock: waiting for '{}': {}",
+                    args.resource,
+                    now_waiting.describe()
+                ),
+                Waiting::Unavailable => eprintln!(
+                    "redlock: waiting for '{}': {} (giving up after {}): {err}",
+                    args.resource,
+                    now_waiting.describe(),
+                    humantime::format_duration(args.unavailable_timeout)
+                ),
+            }
         }
+        reason = Some(now_waiting);
         tokio::time::sleep(RETRY_DELAY).await;
     }
 }

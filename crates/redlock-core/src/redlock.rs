@@ -9,12 +9,13 @@ use futures_util::future::{self, Either};
 use rand::Rng;
 use tracing::Instrument;
 
+use crate::address;
 use crate::error::{Failure, InvalidArgument, LockError, NodeOutcome, Operation};
 use crate::local::{LocalQueues, Ticket};
 use crate::lock::Lock;
 use crate::node::{Acquire, Extend, Node, NodeError};
 use crate::options::{default_node_timeout, drift, Options, RetryPolicy, MAX_TTL};
-use crate::resources::IntoResources;
+use crate::resources::{IntoResources, MAX_KEY_BYTES};
 use crate::round::{self, Round, Vote};
 use crate::runtime::{BoxFuture, Runtime};
 use crate::telemetry;
@@ -158,6 +159,15 @@ impl Redlock {
     ) -> Result<Self, InvalidArgument> {
         if nodes.is_empty() {
             return Err(InvalidArgument::NoNodes);
+        }
+        let servers: Vec<String> = nodes.iter().map(|n| address::server_of(n.id())).collect();
+        for (i, server) in servers.iter().enumerate() {
+            if let Some(j) = servers[..i].iter().position(|s| s == server) {
+                return Err(InvalidArgument::DuplicateNode {
+                    first: nodes[j].id().to_owned(),
+                    second: nodes[i].id().to_owned(),
+                });
+            }
         }
         if let Some(e) = options.retry_count_error.clone() {
             return Err(e);
@@ -351,7 +361,12 @@ impl Redlock {
                     }
                     let f = self.failure(Operation::Acquire, &target, attempts, &round);
                     tracing::debug!(attempt = attempts, "attempt failed: {f}");
-                    if !policy.may_retry(attempts) {
+                    let refused = refused_by_configuration(
+                        &round,
+                        self.shared.nodes.len(),
+                        self.shared.quorum,
+                    );
+                    if refused || !policy.may_retry(attempts) {
                         let err = classify_acquire(
                             &round,
                             self.shared.nodes.len(),
@@ -815,6 +830,19 @@ impl Redlock {
             if name.is_empty() {
                 return Err(InvalidArgument::EmptyResource(i));
             }
+            let len = self
+                .shared
+                .options
+                .key_prefix
+                .len()
+                .saturating_add(name.len());
+            if len > MAX_KEY_BYTES {
+                return Err(InvalidArgument::ResourceTooLong {
+                    index: i,
+                    len,
+                    max: MAX_KEY_BYTES,
+                });
+            }
             if !unique.contains(&name) {
                 unique.push(name);
             }
@@ -852,8 +880,21 @@ impl Redlock {
     }
 }
 
+/// Whether the nodes that refused the credentials or permissions leave too
+/// few nodes for a quorum: then no retry can succeed.
+fn refused_by_configuration(round: &Round, n: usize, q: usize) -> bool {
+    let refused = round
+        .outcomes
+        .iter()
+        .filter(|o| matches!(o, NodeOutcome::Error(e) if e.is_config()))
+        .count();
+    refused > 0 && n - refused < q
+}
+
 fn classify_acquire(round: &Round, n: usize, q: usize, failure: Box<Failure>) -> LockError {
-    if round.yes >= q {
+    if refused_by_configuration(round, n, q) {
+        LockError::Config(failure)
+    } else if round.yes >= q {
         LockError::ValidityExpired(failure)
     } else if round.fail > n - q {
         LockError::NoQuorum(failure)

@@ -119,9 +119,24 @@ fn is_server_reply(details: &str) -> bool {
             .all(|b| b.is_ascii_uppercase() || b == b'_' || b.is_ascii_digit())
 }
 
+/// Whether the server refused the credentials or permissions
+/// (`WRONGPASS`, `NOAUTH`, `NOPERM`): a configuration error, not an outage.
+fn is_auth(e: &FredError) -> bool {
+    if matches!(e.kind(), ErrorKind::Auth) {
+        return true;
+    }
+    let details = e.details();
+    ["WRONGPASS", "NOAUTH", "NOPERM"]
+        .iter()
+        .any(|code| details.contains(code))
+}
+
 /// Maps a fred error to a [`NodeError`], removing secrets.
 pub(crate) fn node_error(e: &FredError, secrets: &Secrets) -> NodeError {
     let text = secrets.redact(&e.to_string());
+    if is_auth(e) {
+        return NodeError::Auth(text);
+    }
     match e.kind() {
         ErrorKind::Parse | ErrorKind::Protocol => NodeError::Protocol(text),
         ErrorKind::InvalidArgument | ErrorKind::InvalidCommand | ErrorKind::NotFound => {
@@ -160,6 +175,19 @@ mod tests {
         assert!(matches!(node_error(&e, &s), NodeError::Connection(_)));
         let e = FredError::new(ErrorKind::Unknown, "Too many failed write attempts.");
         assert!(matches!(node_error(&e, &s), NodeError::Connection(_)));
+        for details in [
+            "WRONGPASS invalid username-password pair or user is disabled.",
+            "NOAUTH Authentication required.",
+            "NOPERM this user has no permissions to run the 'evalsha' command",
+        ] {
+            let e = FredError::new(ErrorKind::Unknown, details);
+            assert!(
+                matches!(node_error(&e, &s), NodeError::Auth(_)),
+                "{details}"
+            );
+        }
+        let e = FredError::new(ErrorKind::Auth, "auth failed");
+        assert!(matches!(node_error(&e, &s), NodeError::Auth(_)));
         let e = FredError::new(ErrorKind::Protocol, "bad frame");
         assert!(matches!(node_error(&e, &s), NodeError::Protocol(_)));
     }
