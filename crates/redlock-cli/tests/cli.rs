@@ -650,3 +650,67 @@ fn waiting_on_a_terminal_shows_one_progress_line() {
     let lines = t.lines().filter(|l| l.contains("waiting for")).count();
     assert_eq!(lines, 1, "{t}");
 }
+
+#[test]
+fn without_a_terminal_a_line_is_written_when_the_reason_for_waiting_changes() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::{Arc, Mutex};
+
+    let s = servers(1);
+    s[0].text(&["SET", "why", "someone", "PX", "60000"])
+        .expect("set");
+    let mut child = redlock(&s[0].url())
+        .args([
+            "run",
+            "--resource",
+            "why",
+            "--unavailable-timeout",
+            "1s",
+            "--",
+            "true",
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = lines.clone();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().expect("lines").push(line);
+            }
+        })
+    };
+    let seen = |what: &str| {
+        lines
+            .lock()
+            .expect("lines")
+            .iter()
+            .any(|l| l.contains(what))
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || seen("held by another owner")),
+        "no line when waiting started"
+    );
+    // The only node stops answering: the reason changes to an outage, and
+    // the command gives up after --unavailable-timeout.
+    s[0].pause().expect("pause");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break st;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    s[0].resume().expect("resume");
+    reader.join().expect("reader");
+    let lines = lines.lock().expect("lines").clone();
+    assert_eq!(status.code(), Some(69), "{lines:#?}");
+    let waiting: Vec<&String> = lines.iter().filter(|l| l.contains("waiting for")).collect();
+    assert_eq!(waiting.len(), 2, "one line per reason: {lines:#?}");
+    assert!(waiting[0].ends_with("held by another owner"), "{lines:#?}");
+    assert!(waiting[1].contains("nodes unavailable"), "{lines:#?}");
+}

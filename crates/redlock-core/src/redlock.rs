@@ -136,7 +136,10 @@ impl Redlock {
     /// A Redlock over `nodes`: one per independent Redis master, or one for a
     /// whole cluster or sentinel deployment.
     ///
-    /// Fails on an empty node list or invalid options; warns through
+    /// Fails on an empty node list, on the same server listed twice
+    /// ([`InvalidArgument::DuplicateNode`]: host compared case-insensitively,
+    /// port 6379 when none is given, database number and user ignored,
+    /// judged from [`Node::id`]) or on invalid options; warns through
     /// `tracing` when the number of nodes is even (an even count tolerates no
     /// more failures than the odd count below it).
     pub fn new<N, I>(nodes: I, options: Options) -> Result<Self, InvalidArgument>
