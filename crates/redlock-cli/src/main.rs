@@ -43,7 +43,8 @@ ran (it was stopped); 78 configuration error (a node refused the password or
 permissions, or a node URL is malformed); 126 command not executable; 127 command
 not found; 2 bad arguments (also the same node listed twice, a ttl too short).
 `status` exits 0, or 69 when no quorum answered; `release` exits 0 when it deleted
-the lock, 1 when nothing was held with that token.
+the lock, 1 when nothing was held with that token; both exit 78 on a
+configuration error.
 
 The command runs in its own process group, with everything it starts: signals
 and the stop sequence reach the whole group, processes it leaves behind are

@@ -80,8 +80,8 @@ impl Waiting {
 pub fn config_message(err: &LockError) -> String {
     format!(
         "{err}\nredlock: fix the credentials in the node URLs (redis://user:password@host:port) \
-         or the ACL rules on the servers (the user needs EVALSHA, EVAL, SCRIPT LOAD, \
-         PUBLISH and SUBSCRIBE on the lock keys); waiting cannot fix this"
+         or the ACL rules on the servers (the user needs EVAL, EVALSHA, SCRIPT, SET, \
+         PING, PUBLISH and SUBSCRIBE on the lock keys and the redlock:release:* channels); waiting cannot fix this"
     )
 }
 

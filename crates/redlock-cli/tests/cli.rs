@@ -512,8 +512,15 @@ fn refused_credentials_exit_78_at_once_without_waiting() {
         assert!(t.contains(reply), "{t}");
         assert!(t.contains("fix the credentials"), "{t}");
         assert!(!t.contains("secret"), "a password leaked: {t}");
-        let o = run(redlock(&url).args(["status", "pw"]));
-        assert_eq!(o.status.code(), Some(78), "{url}: {}", text(&o));
+        for args in [
+            vec!["status", "pw"],
+            vec!["release", "pw", "--token", "abc"],
+            vec!["release", "pw", "--force", "--yes"],
+        ] {
+            let o = run(redlock(&url).args(&args));
+            assert_eq!(o.status.code(), Some(78), "{url} {args:?}: {}", text(&o));
+            assert!(!text(&o).contains("secret"), "{}", text(&o));
+        }
     }
 }
 
