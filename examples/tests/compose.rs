@@ -1,6 +1,6 @@
 //! `docker-compose.yml` (five independent Redis nodes for users who prefer
-//! containers) parses, and publishes exactly the ports the README's
-//! `REDLOCK_TEST_NODES` line uses.
+//! containers) parses, publishes exactly the ports the README's
+//! `REDLOCK_TEST_NODES` line uses, and does not restart a node empty.
 
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -31,7 +31,20 @@ fn compose_file_has_five_independent_nodes_on_6381_to_6385() {
             .as_vec()
             .map(|v| v.iter().filter_map(Yaml::as_str).collect())
             .unwrap_or_default();
-        assert!(args.contains(&"--appendonly"), "{name}: {args:?}");
+        // Restarted at once, a node must come back with its locks: an
+        // append-only file synced on every write (see OPERATIONS.md).
+        let restart = service["restart"]
+            .as_str()
+            .or_else(|| merged["restart"].as_str());
+        if restart.is_some_and(|r| r != "no") {
+            let value = |flag: &str| {
+                args.iter()
+                    .position(|a| *a == flag)
+                    .and_then(|i| args.get(i + 1).copied())
+            };
+            assert_eq!(value("--appendonly"), Some("yes"), "{name}: {args:?}");
+            assert_eq!(value("--appendfsync"), Some("always"), "{name}: {args:?}");
+        }
         assert!(
             service["replicaof"].is_badvalue(),
             "{name} must be an independent master"

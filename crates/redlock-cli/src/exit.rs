@@ -12,6 +12,10 @@ pub const UNAVAILABLE: u8 = 69;
 pub const LOCK_LOST: u8 = 70;
 /// The resource is held by someone else (`--no-wait`, or `--wait` ran out).
 pub const BUSY: u8 = 75;
+/// A configuration error: a node refused the credentials or permissions
+/// (`WRONGPASS`, `NOAUTH`, `NOPERM`) or a node URL is malformed
+/// (`EX_CONFIG`). Waiting cannot fix it.
+pub const CONFIG: u8 = 78;
 /// The command could not be executed (not executable).
 pub const CANNOT_EXECUTE: u8 = 126;
 /// The command was not found.

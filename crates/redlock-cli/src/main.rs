@@ -8,6 +8,7 @@ mod nodes;
 mod release;
 mod run;
 mod status;
+mod supervisor;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -35,10 +36,20 @@ Examples:
   redlock release nightly-export --token 3f9a...
   redlock release nightly-export --force --yes
 
-Exit codes of `redlock run`: the command's own code when it ran (128+N when killed
-by signal N); 75 resource busy; 69 no quorum of nodes reachable; 70 lock lost while
-the command ran (it was terminated); 126 command not executable; 127 command not
-found; 2 bad arguments.";
+Exit codes: `run` exits with the command's own code when it ran (128+N when
+killed by signal N); 75 resource busy (--no-wait, or --wait ran out); 69 no quorum
+of nodes reachable (after --unavailable-timeout); 70 lock lost while the command
+ran (it was stopped); 78 configuration error (a node refused the password or
+permissions, or a node URL is malformed); 126 command not executable; 127 command
+not found; 2 bad arguments (also the same node listed twice, a ttl too short).
+`status` exits 0, or 69 when no quorum answered; `release` exits 0 when it deleted
+the lock, 1 when nothing was held with that token; both exit 78 on a
+configuration error.
+
+The command runs in its own process group, with everything it starts: signals
+and the stop sequence reach the whole group, processes it leaves behind are
+stopped when it exits, the lock is released only after the whole group has
+exited, and on Linux a killed redlock (even by SIGKILL) takes the group with it.";
 
 /// Run commands under a distributed lock on Redis (Redlock).
 #[derive(Debug, Parser)]
@@ -63,9 +74,12 @@ enum Command {
     /// Acquire the lock, run CMD while extending it, release when CMD exits.
     ///
     /// CMD gets REDLOCK_RESOURCE, REDLOCK_TOKEN and, with --fenced,
-    /// REDLOCK_FENCE in its environment. If the lock is lost, CMD gets
-    /// SIGTERM, then SIGKILL after --grace, and redlock exits with 70.
-    /// SIGINT, SIGTERM and SIGHUP sent to redlock are passed on to CMD.
+    /// REDLOCK_FENCE in its environment. CMD runs in its own process group:
+    /// SIGINT, SIGTERM and SIGHUP sent to redlock are passed on to the whole
+    /// group. If the lock is lost, the group gets SIGTERM, then SIGKILL after
+    /// --grace, and redlock exits with 70. Processes CMD leaves behind get
+    /// the same when it exits. The lock is released once the whole group
+    /// has exited.
     Run(RunArgs),
     /// Show who holds a resource on each node, and the quorum verdict.
     Status(StatusArgs),
@@ -79,12 +93,19 @@ pub struct RunArgs {
     /// The resource to lock.
     #[arg(long, short)]
     pub resource: String,
-    /// Lock time to live; the lock is extended while CMD runs.
+    /// Lock time to live, at least 500ms; the lock is extended while CMD
+    /// runs.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub ttl: Duration,
-    /// Wait at most this long for the lock (default: wait until free).
+    /// Wait at most this long for the lock (default: wait as long as
+    /// another owner holds it).
     #[arg(long, value_parser = parse_duration, conflicts_with = "no_wait")]
     pub wait: Option<Duration>,
+    /// Give up (exit 69) once no quorum of nodes could be reached for this
+    /// long while waiting; waiting for another owner has no limit unless
+    /// --wait is given.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub unavailable_timeout: Duration,
     /// Try once; exit 75 at once if someone else holds the lock.
     #[arg(long)]
     pub no_wait: bool,
@@ -104,6 +125,10 @@ pub struct RunArgs {
 pub struct StatusArgs {
     /// The resource to inspect.
     pub resource: String,
+    /// Show the lock taken with this token (REDLOCK_TOKEN of the holder) as
+    /// ours: "held by us" instead of "held by another owner".
+    #[arg(long)]
+    pub token: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -135,6 +160,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == supervisor::ARG) {
+        return ExitCode::from(supervisor::main(&args[2..]));
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -170,7 +199,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Ok(n) => n,
         Err(e) => {
             eprintln!("redlock: {e}");
-            return exit::USAGE;
+            return exit::CONFIG;
         }
     };
     let options = Options::new().key_prefix(cli.prefix.clone());

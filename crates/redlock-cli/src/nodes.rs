@@ -20,13 +20,16 @@ pub fn split(list: &str) -> Vec<String> {
 pub use redlock_redis_rs::redact_url as redact;
 
 /// A node per URL, connecting in the background: an unreachable minority
-/// must not stop the command. Only a malformed URL is an error here; it names
-/// the URL with its password redacted.
+/// must not stop the command. Only a malformed URL is an error here: a
+/// configuration error whose message names the URL with its password
+/// redacted, what is wrong and the expected form.
 pub fn open(urls: &[String]) -> Result<Vec<Arc<dyn Node>>, String> {
     let mut nodes: Vec<Arc<dyn Node>> = Vec::with_capacity(urls.len());
     for url in urls {
-        let node = redlock_redis_rs::RedisNode::open(url)
-            .map_err(|e| format!("cannot use node {}: {e}", redact(url)))?;
+        let node = redlock_redis_rs::RedisNode::open(url).map_err(|e| match e {
+            redlock_redis_rs::Error::InvalidConfig(why) => format!("invalid node URL {why}"),
+            other => format!("cannot use node {}: {other}", redact(url)),
+        })?;
         nodes.push(Arc::new(node));
     }
     Ok(nodes)

@@ -1,6 +1,6 @@
 //! `redlock release`.
 
-use redlock_core::{LockError, Redlock};
+use redlock_core::{LockError, NodeOutcome, Redlock};
 
 use crate::{exit, ReleaseArgs};
 
@@ -46,9 +46,22 @@ pub async fn release(redlock: &Redlock, args: ReleaseArgs) -> u8 {
             eprintln!("redlock: {e}");
             exit::USAGE
         }
+        Err(e) if refused_by_configuration(&e) => {
+            eprintln!("redlock: {}", crate::run::config_message(&e));
+            exit::CONFIG
+        }
         Err(e) => {
             eprintln!("redlock: {e}");
             exit::UNAVAILABLE
         }
     }
+}
+
+/// Whether so many nodes refused the credentials or permissions that no
+/// quorum was possible.
+fn refused_by_configuration(e: &LockError) -> bool {
+    e.failure().is_some_and(|f| {
+        let refused = f.count(|o| matches!(o, NodeOutcome::Error(n) if n.is_config()));
+        refused > 0 && f.nodes.len() - refused < f.quorum
+    })
 }

@@ -4,10 +4,10 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use redlock_core::{Lease, Lock, LockError, Redlock, RetryPolicy, ScopeOptions};
 use tokio::process::{Child, Command};
+
+use crate::supervisor;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{exit, RunArgs};
@@ -15,7 +15,23 @@ use crate::{exit, RunArgs};
 /// Pause between attempts while waiting.
 const RETRY_DELAY: Duration = Duration::from_millis(100);
 
+/// The shortest TTL `run` accepts. The lock is extended when a third of the
+/// TTL is left and given up when a twentieth is left (see
+/// `redlock_core::ScopeOptions`); at 500 ms that leaves about 140 ms for an
+/// extension round whose per-node timeout is 50 ms: two rounds and some
+/// slack for a busy machine. Below it, the lock is lost under ordinary
+/// scheduling delays.
+pub const MIN_TTL: Duration = Duration::from_millis(500);
+
 pub async fn run(redlock: &Redlock, args: RunArgs) -> u8 {
+    if args.ttl < MIN_TTL {
+        eprintln!(
+            "redlock: --ttl {} is too short to extend the lock before it runs out: use at least {}",
+            humantime::format_duration(args.ttl),
+            humantime::format_duration(MIN_TTL)
+        );
+        return exit::USAGE;
+    }
     let lock = match acquire(redlock, &args).await {
         Ok(lock) => lock,
         Err(code) => return code,
@@ -34,8 +50,46 @@ pub async fn run(redlock: &Redlock, args: RunArgs) -> u8 {
     }
 }
 
-/// Tries until the lock is taken or the wait is over, with a progress line on
-/// a terminal.
+/// Why `run` is waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    /// Another owner holds the lock.
+    Busy,
+    /// No quorum of nodes could be reached.
+    Unavailable,
+}
+
+impl Waiting {
+    fn of(err: &LockError) -> Waiting {
+        if err.is_conflict() {
+            Waiting::Busy
+        } else {
+            Waiting::Unavailable
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Waiting::Busy => "held by another owner",
+            Waiting::Unavailable => "nodes unavailable",
+        }
+    }
+}
+
+/// The message for a configuration error, with what to fix.
+pub fn config_message(err: &LockError) -> String {
+    format!(
+        "{err}\nredlock: fix the credentials in the node URLs (redis://user:password@host:port) \
+         or the ACL rules on the servers (the user needs EVAL, EVALSHA, SCRIPT, SET, \
+         PING, PUBLISH and SUBSCRIBE on the lock keys and the redlock:release:* channels); waiting cannot fix this"
+    )
+}
+
+/// Tries until the lock is taken or the wait is over. Waits as long as
+/// another owner holds the lock (or `--wait`), but at most
+/// `--unavailable-timeout` while no quorum of nodes can be reached. On a
+/// terminal a progress line is redrawn in place; otherwise one line is
+/// written when waiting starts and when its reason changes.
 async fn acquire(redlock: &Redlock, args: &RunArgs) -> Result<Lock, u8> {
     let started = Instant::now();
     let wait = if args.no_wait {
@@ -45,6 +99,8 @@ async fn acquire(redlock: &Redlock, args: &RunArgs) -> Result<Lock, u8> {
     };
     let tty = std::io::stderr().is_terminal();
     let mut shown = false;
+    let mut reason: Option<Waiting> = None;
+    let mut unavailable_since: Option<Instant> = None;
     let policy = RetryPolicy::once();
     loop {
         let attempt = if args.fenced {
@@ -69,55 +125,82 @@ async fn acquire(redlock: &Redlock, args: &RunArgs) -> Result<Lock, u8> {
             }
             Err(e) => e,
         };
-        let waited = started.elapsed();
-        if wait.is_some_and(|w| waited + RETRY_DELAY > w) {
+        if err.is_config() {
             if shown {
                 eprintln!();
             }
-            return Err(if err.is_conflict() {
-                eprintln!("redlock: '{}' is held by another owner", args.resource);
-                exit::BUSY
-            } else {
-                eprintln!("redlock: {err}");
-                exit::UNAVAILABLE
+            eprintln!("redlock: {}", config_message(&err));
+            return Err(exit::CONFIG);
+        }
+        let now_waiting = Waiting::of(&err);
+        match now_waiting {
+            Waiting::Busy => unavailable_since = None,
+            Waiting::Unavailable => {
+                unavailable_since.get_or_insert_with(Instant::now);
+            }
+        }
+        let waited = started.elapsed();
+        let wait_over = wait.is_some_and(|w| waited + RETRY_DELAY > w);
+        let unavailable_over = unavailable_since
+            .is_some_and(|since| since.elapsed() + RETRY_DELAY > args.unavailable_timeout);
+        if wait_over || unavailable_over {
+            if shown {
+                eprintln!();
+            }
+            return Err(match now_waiting {
+                Waiting::Busy => {
+                    eprintln!("redlock: '{}' is held by another owner", args.resource);
+                    exit::BUSY
+                }
+                Waiting::Unavailable => {
+                    eprintln!("redlock: {err}");
+                    if unavailable_over && !wait_over {
+                        eprintln!(
+                            "redlock: gave up: no quorum of nodes for {} (--unavailable-timeout)",
+                            humantime::format_duration(args.unavailable_timeout)
+                        );
+                    }
+                    exit::UNAVAILABLE
+                }
             });
         }
         if tty {
-            let why = if err.is_conflict() {
-                "held by another owner"
-            } else {
-                "nodes unavailable"
-            };
             eprint!(
-                "\r\x1b[2Kredlock: waiting for '{}' for {:.1}s ({why})",
+                "\r\x1b[2Kredlock: waiting for '{}' for {:.1}s ({})",
                 args.resource,
-                waited.as_secs_f64()
+                waited.as_secs_f64(),
+                now_waiting.describe()
             );
             let _ = std::io::stderr().flush();
             shown = true;
+        } else if reason != Some(now_waiting) {
+            match now_waiting {
+                Waiting::Busy => eprintln!(
+                    "redlock: waiting for '{}': {}",
+                    args.resource,
+                    now_waiting.describe()
+                ),
+                Waiting::Unavailable => eprintln!(
+                    "redlock: waiting for '{}': {} (giving up after {}): {err}",
+                    args.resource,
+                    now_waiting.describe(),
+                    humantime::format_duration(args.unavailable_timeout)
+                ),
+            }
         }
+        reason = Some(now_waiting);
         tokio::time::sleep(RETRY_DELAY).await;
     }
 }
 
 /// Runs the command; stops it when the lock is lost; passes signals on.
+/// Returns only once every process of the command's group has exited.
 async fn supervise(lease: Lease, args: &RunArgs, fence: Option<u64>) -> u8 {
-    let mut command = Command::new(&args.command[0]);
-    command
-        .args(&args.command[1..])
-        .env("REDLOCK_RESOURCE", &args.resource)
-        .env("REDLOCK_TOKEN", lease.token());
-    if let Some(f) = fence {
-        command.env("REDLOCK_FENCE", f.to_string());
-    }
-    let mut child = match command.spawn() {
-        Ok(c) => c,
+    let mut job = match Job::spawn(args, lease.token(), fence) {
+        Ok(job) => job,
         Err(e) => {
-            eprintln!("redlock: cannot run {:?}: {e}", args.command[0]);
-            return match e.kind() {
-                std::io::ErrorKind::NotFound => exit::NOT_FOUND,
-                _ => exit::CANNOT_EXECUTE,
-            };
+            eprintln!("redlock: cannot start the command: {e}");
+            return exit::CANNOT_EXECUTE;
         }
     };
     let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
@@ -126,50 +209,200 @@ async fn supervise(lease: Lease, args: &RunArgs, fence: Option<u64>) -> u8 {
         signal(SignalKind::hangup()),
     ) else {
         eprintln!("redlock: cannot install signal handlers; stopping the command");
-        stop(&mut child, args.grace).await;
+        job.stop(args.grace).await;
         return exit::FAILED;
     };
-    loop {
+    let pgid = job.pgid;
+    let status = loop {
         tokio::select! {
-            status = child.wait() => {
-                return match status {
-                    Ok(s) => code_of(s),
-                    Err(e) => {
-                        eprintln!("redlock: lost track of the command: {e}");
-                        exit::FAILED
-                    }
-                };
-            }
+            status = job.child.wait() => break status,
             _ = lease.lost() => {
                 eprintln!(
                     "redlock: the lock on '{}' was lost; stopping the command (SIGTERM, SIGKILL after {:?})",
                     args.resource, args.grace
                 );
-                stop(&mut child, args.grace).await;
+                job.stop(args.grace).await;
                 return exit::LOCK_LOST;
             }
-            _ = int.recv() => forward(&child, Signal::SIGINT),
-            _ = term.recv() => forward(&child, Signal::SIGTERM),
-            _ = hup.recv() => forward(&child, Signal::SIGHUP),
+            _ = int.recv() => signal_group(pgid, libc::SIGINT),
+            _ = term.recv() => signal_group(pgid, libc::SIGTERM),
+            _ = hup.recv() => signal_group(pgid, libc::SIGHUP),
+        }
+    };
+    let code = match status {
+        Ok(s) => {
+            job.exited = true;
+            code_of(s)
+        }
+        Err(e) => {
+            eprintln!("redlock: lost track of the command: {e}");
+            exit::FAILED
+        }
+    };
+    // Processes that got the same signal as the command may still be on
+    // their way out: give them a moment before calling them left behind.
+    if !job.wait_group(Some(SETTLE)).await {
+        eprintln!(
+            "redlock: the command exited but processes it started are still running; \
+             stopping them (SIGTERM, SIGKILL after {:?}) before releasing the lock",
+            args.grace
+        );
+        job.stop(args.grace).await;
+    }
+    code
+}
+
+/// The command, started through the supervisor as the leader of its own
+/// process group.
+struct Job {
+    child: Child,
+    pgid: libc::pid_t,
+    exited: bool,
+}
+
+impl Job {
+    fn spawn(args: &RunArgs, token: &str, fence: Option<u64>) -> std::io::Result<Job> {
+        become_subreaper();
+        let mut command = Command::new(own_executable()?);
+        command
+            .arg(supervisor::ARG)
+            .args(&args.command)
+            .env("REDLOCK_RESOURCE", &args.resource)
+            .env("REDLOCK_TOKEN", token)
+            .process_group(0)
+            .kill_on_drop(false);
+        if let Some(f) = fence {
+            command.env("REDLOCK_FENCE", f.to_string());
+        }
+        tie_to_parent(&mut command);
+        let child = command.spawn()?;
+        let pgid = child
+            .id()
+            .and_then(|p| libc::pid_t::try_from(p).ok())
+            .ok_or_else(|| std::io::Error::other("the command has no process id"))?;
+        Ok(Job {
+            child,
+            pgid,
+            exited: false,
+        })
+    }
+
+    /// Whether any process of the group is left. Reaps what has exited:
+    /// the supervisor, and (as a subreaper) the command's orphans.
+    fn group_alive(&mut self) -> bool {
+        if !self.exited {
+            match self.child.try_wait() {
+                Ok(Some(_)) | Err(_) => self.exited = true,
+                Ok(None) => return true,
+            }
+        }
+        loop {
+            // SAFETY: waitpid with a null status pointer and WNOHANG.
+            let reaped = unsafe { libc::waitpid(-self.pgid, std::ptr::null_mut(), libc::WNOHANG) };
+            if reaped <= 0 {
+                break;
+            }
+        }
+        // SAFETY: signal 0 only checks that the group exists.
+        let r = unsafe { libc::kill(-self.pgid, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+
+    /// Waits until the group is gone or `limit` has passed; true when gone.
+    async fn wait_group(&mut self, limit: Option<Duration>) -> bool {
+        let deadline = limit.map(|l| Instant::now() + l);
+        loop {
+            if !self.group_alive() {
+                return true;
+            }
+            let pause = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    left.min(GROUP_POLL)
+                }
+                None => GROUP_POLL,
+            };
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// SIGTERM to the group, then SIGKILL after `grace`; returns once the
+    /// whole group has exited.
+    async fn stop(&mut self, grace: Duration) {
+        signal_group(self.pgid, libc::SIGTERM);
+        if !self.wait_group(Some(grace)).await {
+            signal_group(self.pgid, libc::SIGKILL);
+            self.wait_group(None).await;
         }
     }
 }
 
-fn forward(child: &Child, sig: Signal) {
-    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        let _ = kill(Pid::from_raw(pid), sig);
+/// How long processes of the group may take to exit on their own once the
+/// command has exited, before they count as left behind.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// How often a stopping group is checked.
+const GROUP_POLL: Duration = Duration::from_millis(10);
+
+fn signal_group(pgid: libc::pid_t, sig: libc::c_int) {
+    // SAFETY: kill has no memory-safety preconditions; a negative pid names
+    // the process group.
+    unsafe {
+        libc::kill(-pgid, sig);
     }
 }
 
-/// SIGTERM, then SIGKILL after `grace`.
-async fn stop(child: &mut Child, grace: Duration) {
-    forward(child, Signal::SIGTERM);
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        let _ = child.kill().await;
+/// The running `redlock` binary, to start as the supervisor.
+fn own_executable() -> std::io::Result<std::path::PathBuf> {
+    if cfg!(target_os = "linux") {
+        // Works even when the binary was replaced or deleted since it started.
+        Ok("/proc/self/exe".into())
+    } else {
+        std::env::current_exe()
     }
 }
 
-fn code_of(status: ExitStatus) -> u8 {
+/// Orphans of the command (a grandchild whose parent exited) become
+/// children of `redlock`, which reaps them and knows when the group is gone.
+fn become_subreaper() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER only changes a flag of this
+    // process.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+}
+
+/// On Linux, the supervisor gets [`supervisor::PARENT_DEATH_SIGNAL`] when
+/// `redlock` dies, even by SIGKILL, and then kills the whole group.
+fn tie_to_parent(command: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        let parent = std::process::id();
+        // SAFETY: the closure runs between fork and exec and only calls the
+        // async-signal-safe prctl and getppid.
+        unsafe {
+            command.pre_exec(move || {
+                let sig = libc::c_ulong::try_from(supervisor::PARENT_DEATH_SIGNAL).unwrap_or(0);
+                if libc::prctl(libc::PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // `redlock` died before the line above: do not start at all.
+                if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                    return Err(std::io::Error::other("redlock exited"));
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
+}
+
+pub(crate) fn code_of(status: ExitStatus) -> u8 {
     use std::os::unix::process::ExitStatusExt;
     if let Some(code) = status.code() {
         return u8::try_from(code).unwrap_or(exit::FAILED);

@@ -8,7 +8,15 @@ use serde_json::{json, Value};
 use crate::{exit, StatusArgs};
 
 pub async fn status(redlock: &Redlock, args: StatusArgs) -> u8 {
-    let statuses = match redlock.status(args.resource.as_str()).await {
+    let result = match &args.token {
+        Some(token) => {
+            redlock
+                .status_with_token(args.resource.as_str(), token)
+                .await
+        }
+        None => redlock.status(args.resource.as_str()).await,
+    };
+    let statuses = match result {
         Ok(s) => s,
         Err(LockError::InvalidArgument(e)) => {
             eprintln!("redlock: {e}");
@@ -22,7 +30,16 @@ pub async fn status(redlock: &Redlock, args: StatusArgs) -> u8 {
     let mut code = exit::OK;
     for s in &statuses {
         if s.verdict == Verdict::Unknown {
-            code = exit::UNAVAILABLE;
+            let refused = s
+                .nodes
+                .iter()
+                .filter(|v| matches!(&v.holder, Err(NodeOutcome::Error(e)) if e.is_config()))
+                .count();
+            code = if refused > 0 && s.nodes.len() - refused < redlock.quorum() {
+                exit::CONFIG
+            } else {
+                exit::UNAVAILABLE
+            };
         }
         if args.json {
             println!("{}", to_json(s, redlock.quorum()));
@@ -72,7 +89,7 @@ fn to_json(s: &ResourceStatus, quorum: usize) -> Value {
 fn print_text(s: &ResourceStatus, quorum: usize) {
     println!(
         "{}: {} (quorum {} of {})",
-        s.resource,
+        escape(&s.resource),
         s.verdict,
         quorum,
         s.nodes.len()
@@ -86,6 +103,35 @@ fn print_text(s: &ResourceStatus, quorum: usize) {
             },
             Err(o) => o.to_string(),
         };
-        println!("  {:<40} {line}", v.node);
+        println!("  {:<40} {}", escape(&v.node), escape(&line));
+    }
+}
+
+/// `text` with control characters escaped (`\n`, `\u{1b}`), so that a
+/// resource name cannot rewrite the terminal or forge lines.
+fn escape(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape("plain-name"), "plain-name");
+        assert_eq!(escape("a\nb\x1b[2Jc\r"), "a\\nb\\u{1b}[2Jc\\r");
+        assert_eq!(escape("naïve"), "naïve");
     }
 }

@@ -196,8 +196,19 @@ fn a_waiting_run_gets_the_lock_once_it_is_released() {
     ]));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("got it"));
-    // Not a terminal: no progress line.
-    assert!(!text(&o).contains("waiting for"), "{}", text(&o));
+    // Not a terminal: one line when waiting starts, no progress line.
+    let waiting: Vec<String> = text(&o)
+        .lines()
+        .filter(|l| l.contains("waiting for"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        waiting,
+        vec!["redlock: waiting for 'w': held by another owner".to_owned()],
+        "{}",
+        text(&o)
+    );
+    assert!(!text(&o).contains('\r'), "{}", text(&o));
     assert!(holder.wait().expect("wait").success());
     let _ = fs::remove_dir_all(dir);
 }
@@ -398,10 +409,190 @@ fn bad_arguments_exit_2() {
         let o = run(redlock(nodes).args(&args));
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
     }
-    let o = run(redlock("http://nope").args(["status", "x"]));
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let o = run(redlock(nodes).args(["run", "--resource", "", "--", "true"]));
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[test]
+fn a_ttl_too_short_to_extend_is_refused_with_the_minimum() {
+    for ttl in ["3ms", "499ms"] {
+        let o = run(redlock("redis://127.0.0.1:1").args([
+            "run",
+            "--resource",
+            "x",
+            "--ttl",
+            ttl,
+            "--",
+            "true",
+        ]));
+        assert_eq!(o.status.code(), Some(2), "{ttl}: {}", text(&o));
+        assert!(text(&o).contains("at least 500ms"), "{}", text(&o));
+    }
+}
+
+#[test]
+fn the_same_node_twice_is_refused_with_exit_2() {
+    let s = servers(1);
+    let port = s[0].port();
+    for list in [
+        format!("redis://127.0.0.1:{port},redis://127.0.0.1:{port}"),
+        format!("redis://localhost:{port},redis://LOCALHOST:{port}/0"),
+        format!("redis://127.0.0.1:{port}/0,redis://127.0.0.1:{port}/1"),
+    ] {
+        for args in [
+            vec!["run", "--resource", "dup", "--no-wait", "--", "true"],
+            vec!["status", "dup"],
+        ] {
+            let o = run(redlock(&list).args(&args));
+            assert_eq!(o.status.code(), Some(2), "{list} {args:?}: {}", text(&o));
+            assert!(text(&o).contains("same server"), "{}", text(&o));
+        }
+    }
+    // The default port written out or left implicit is the same node.
+    let o = run(redlock("redis://h,redis://h:6379").args(["status", "x"]));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[test]
+fn malformed_urls_exit_78_with_the_expected_form() {
+    for (url, says) in [
+        ("127.0.0.1:6379", "scheme is missing"),
+        ("http://nope", "unknown scheme"),
+        ("redis://127.0.0.1:70000", "out of range"),
+        ("redis://user:s3cret@127.0.0.1:99999", "out of range"),
+        ("redis://127.0.0.1:port", "not a number"),
+    ] {
+        for args in [
+            vec!["run", "--resource", "x", "--", "true"],
+            vec!["status", "x"],
+        ] {
+            let o = run(redlock(url).args(&args));
+            let t = text(&o);
+            assert_eq!(o.status.code(), Some(78), "{url}: {t}");
+            assert!(t.contains(says), "{url}: {t}");
+            assert!(
+                t.contains("redis://[user:password@]host:port[/db]"),
+                "{url}: {t}"
+            );
+            assert!(!t.contains("s3cret"), "{t}");
+        }
+    }
+}
+
+#[test]
+fn refused_credentials_exit_78_at_once_without_waiting() {
+    let server = RedisServer::start_with(ServerOptions {
+        password: Some("hunter2-secret".into()),
+        ..ServerOptions::default()
+    })
+    .expect("redis-server");
+    let port = server.port();
+    for (url, reply) in [
+        (
+            format!("redis://:wrong-secret@127.0.0.1:{port}"),
+            "WRONGPASS",
+        ),
+        (format!("redis://127.0.0.1:{port}"), "NOAUTH"),
+        (
+            format!("redis://nobody:hunter2-secret@127.0.0.1:{port}"),
+            "WRONGPASS",
+        ),
+    ] {
+        let started = Instant::now();
+        // The default waits for another owner without limit: a refused
+        // password must not count as one, nor as an outage.
+        let o = run(redlock(&url).args(["run", "--resource", "pw", "--", "true"]));
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(78), "{url}: {t}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "waited {:?}",
+            started.elapsed()
+        );
+        // The server's code, or the redis crate's name for a refused AUTH
+        // at connect time (it does not pass the code on).
+        assert!(
+            t.contains(reply) || t.contains("AuthenticationFailed"),
+            "{t}"
+        );
+        assert!(t.contains("fix the credentials"), "{t}");
+        assert!(!t.contains("secret"), "a password leaked: {t}");
+        for args in [
+            vec!["status", "pw"],
+            vec!["release", "pw", "--token", "abc"],
+            vec!["release", "pw", "--force", "--yes"],
+        ] {
+            let o = run(redlock(&url).args(&args));
+            assert_eq!(o.status.code(), Some(78), "{url} {args:?}: {}", text(&o));
+            assert!(!text(&o).contains("secret"), "{}", text(&o));
+        }
+    }
+}
+
+#[test]
+fn unreachable_nodes_give_up_after_the_unavailable_timeout_with_one_line() {
+    let s = servers(1);
+    let url = s[0].url();
+    s[0].kill();
+    let started = Instant::now();
+    let o = run(redlock(&url).args([
+        "run",
+        "--resource",
+        "gone",
+        "--unavailable-timeout",
+        "1s",
+        "--",
+        "true",
+    ]));
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(69), "{t}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    let waiting = t.lines().filter(|l| l.contains("waiting for")).count();
+    assert_eq!(waiting, 1, "one line when waiting starts: {t}");
+    assert!(t.contains("nodes unavailable"), "{t}");
+    assert!(t.contains("--unavailable-timeout"), "{t}");
+}
+
+#[test]
+fn status_with_the_token_shows_the_lock_as_ours() {
+    let s = servers(3);
+    let nodes = nodes_arg(&s);
+    for server in &s {
+        server
+            .text(&["SET", "mine", "my-token-0123456789", "PX", "60000"])
+            .expect("set");
+    }
+    let o = run(redlock(&nodes).args(["status", "mine", "--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["verdict"]["state"], "held_by_other", "{}", text(&o));
+    let o =
+        run(redlock(&nodes).args(["status", "mine", "--token", "my-token-0123456789", "--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["verdict"]["state"], "held_by_us", "{}", text(&o));
+    assert_eq!(v["nodes"][0]["ours"], true);
+    let o = run(redlock(&nodes).args(["status", "mine", "--token", "my-token-0123456789"]));
+    assert!(text(&o).starts_with("mine: held by us"), "{}", text(&o));
+}
+
+#[test]
+fn status_text_escapes_control_characters() {
+    let s = servers(1);
+    let name = "evil\n\x1b[2Jname";
+    s[0].text(&["SET", name, "someone", "PX", "60000"])
+        .expect("set");
+    let o = run(redlock(&s[0].url()).args(["status", name]));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!out.contains('\x1b'), "{out:?}");
+    assert!(
+        out.starts_with("evil\\n\\u{1b}[2Jname: held by another owner"),
+        "{out:?}"
+    );
+    assert_eq!(out.lines().count(), 2, "{out:?}");
 }
 
 #[test]
@@ -417,10 +608,10 @@ fn passwords_never_appear_in_output() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(!text(&o).contains("hunter2"), "{}", text(&o));
     let o = run(redlock(&bad).args(["run", "--resource", "pw", "--no-wait", "--", "true"]));
-    assert_ne!(o.status.code(), Some(0));
+    assert_eq!(o.status.code(), Some(78), "{}", text(&o));
     assert!(!text(&o).contains("wrong-secret"), "{}", text(&o));
     let o = run(redlock(&format!("{good},not a url :hunter2-secret@")).args(["status", "pw"]));
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(78));
     assert!(!text(&o).contains("hunter2"), "{}", text(&o));
 }
 
@@ -430,7 +621,20 @@ fn help_teaches_by_example() {
     assert_eq!(o.status.code(), Some(0));
     let t = text(&o);
     assert!(t.contains("redlock run --resource nightly-export"), "{t}");
-    assert!(t.contains("75"), "exit codes missing: {t}");
+    for code in [
+        "75",
+        "69",
+        "70",
+        "78",
+        "126",
+        "127",
+        "2 bad arguments",
+        "1 when nothing",
+    ] {
+        assert!(t.contains(code), "exit code {code} missing: {t}");
+    }
+    assert!(t.contains("--unavailable-timeout"), "{t}");
+    assert!(t.contains("process group"), "{t}");
 }
 
 #[test]
@@ -457,4 +661,68 @@ fn waiting_on_a_terminal_shows_one_progress_line() {
     // Redrawn in place with carriage returns, not one line per attempt.
     let lines = t.lines().filter(|l| l.contains("waiting for")).count();
     assert_eq!(lines, 1, "{t}");
+}
+
+#[test]
+fn without_a_terminal_a_line_is_written_when_the_reason_for_waiting_changes() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::{Arc, Mutex};
+
+    let s = servers(1);
+    s[0].text(&["SET", "why", "someone", "PX", "60000"])
+        .expect("set");
+    let mut child = redlock(&s[0].url())
+        .args([
+            "run",
+            "--resource",
+            "why",
+            "--unavailable-timeout",
+            "1s",
+            "--",
+            "true",
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = lines.clone();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().expect("lines").push(line);
+            }
+        })
+    };
+    let seen = |what: &str| {
+        lines
+            .lock()
+            .expect("lines")
+            .iter()
+            .any(|l| l.contains(what))
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || seen("held by another owner")),
+        "no line when waiting started"
+    );
+    // The only node stops answering: the reason changes to an outage, and
+    // the command gives up after --unavailable-timeout.
+    s[0].pause().expect("pause");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break st;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    s[0].resume().expect("resume");
+    reader.join().expect("reader");
+    let lines = lines.lock().expect("lines").clone();
+    assert_eq!(status.code(), Some(69), "{lines:#?}");
+    let waiting: Vec<&String> = lines.iter().filter(|l| l.contains("waiting for")).collect();
+    assert_eq!(waiting.len(), 2, "one line per reason: {lines:#?}");
+    assert!(waiting[0].ends_with("held by another owner"), "{lines:#?}");
+    assert!(waiting[1].contains("nodes unavailable"), "{lines:#?}");
 }

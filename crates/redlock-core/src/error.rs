@@ -13,6 +13,27 @@ pub enum InvalidArgument {
     /// No node was given to [`Redlock::new`](crate::Redlock::new).
     #[error("no nodes: give at least one Redis node (an odd number such as 3 or 5 is best)")]
     NoNodes,
+    /// The same server is listed twice (after normalising host, port and
+    /// database): its vote would count twice, and no owner could ever hold
+    /// a quorum of distinct servers.
+    #[error("node {second} is the same server as node {first}: list every Redis server once (a different database number or user on one server does not make an independent node)")]
+    DuplicateNode {
+        /// The id of the first entry.
+        first: String,
+        /// The id of the later entry naming the same server.
+        second: String,
+    },
+    /// A resource name, with the key prefix, is longer than
+    /// [`MAX_KEY_BYTES`](crate::MAX_KEY_BYTES).
+    #[error("resource name at position {index} is {len} bytes with its key prefix, above the maximum of {max} bytes: use a shorter name, for example a hash of it")]
+    ResourceTooLong {
+        /// Position of the resource in the list.
+        index: usize,
+        /// Its length in bytes, key prefix included.
+        len: usize,
+        /// The largest length accepted.
+        max: usize,
+    },
     /// The resource list is empty.
     #[error("no resources: name at least one resource to lock")]
     NoResources,
@@ -210,6 +231,11 @@ pub enum LockError {
     /// infrastructure problem, not contention.
     #[error("could not reach a quorum of nodes: {0}")]
     NoQuorum(Box<Failure>),
+    /// So many nodes refused the credentials or permissions
+    /// ([`NodeError::Auth`]) that no quorum is possible: a configuration
+    /// error. It is never retried; fix the user, password or ACL rules.
+    #[error("nodes refused the credentials or permissions, so no quorum is possible (fix the configuration; not retried): {0}")]
+    Config(Box<Failure>),
     /// A quorum was reached but the validity time ran out first (slow nodes
     /// or a TTL too short for the network).
     #[error("validity time used up before a quorum answered: {0}")]
@@ -235,11 +261,18 @@ impl LockError {
         match self {
             LockError::Conflict(f)
             | LockError::NoQuorum(f)
+            | LockError::Config(f)
             | LockError::ValidityExpired(f)
             | LockError::Lost(f)
             | LockError::DeadlineExceeded(f) => Some(f),
             LockError::InvalidArgument(_) | LockError::Released => None,
         }
+    }
+
+    /// True when a quorum was impossible because nodes refused the
+    /// credentials or permissions ([`LockError::Config`]).
+    pub fn is_config(&self) -> bool {
+        matches!(self, LockError::Config(_))
     }
 
     /// True when the resource was held by someone else (a retry may help).

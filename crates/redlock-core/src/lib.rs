@@ -100,6 +100,7 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 #![warn(missing_docs)]
 
+mod address;
 mod admin;
 pub mod backlog;
 pub mod error;
@@ -128,7 +129,7 @@ pub use lock::Lock;
 pub use node::{Acquire, Extend, KeyState, Node, NodeError};
 pub use options::{NodeErrorEvent, NodeErrorHook, Options, Retries, RetryPolicy, MAX_TTL};
 pub use redlock::Redlock;
-pub use resources::IntoResources;
+pub use resources::{IntoResources, MAX_KEY_BYTES};
 #[cfg(feature = "tokio")]
 pub use runtime::TokioRuntime;
 pub use runtime::{BoxFuture, ManualClock, Runtime};

@@ -65,14 +65,28 @@ pub enum NodeError {
     /// made.
     #[error("not connected, request not sent: {0}")]
     NotConnected(String),
+    /// The server refused the client's credentials or permissions
+    /// (`WRONGPASS`, `NOAUTH`, `NOPERM`): a configuration error that no
+    /// retry can fix. The text names what the server said, never a
+    /// password. The request counts as sent.
+    #[error("authentication or permission refused by the server (check the user, password and ACL rules): {0}")]
+    Auth(String),
 }
 
 impl NodeError {
-    /// Whether the request may have reached the server. `false` only when
-    /// it certainly did not ([`Backlog`](Self::Backlog),
-    /// [`NotConnected`](Self::NotConnected), [`Closed`](Self::Closed),
-    /// [`Unsupported`](Self::Unsupported)): an acquire that was not sent
-    /// took nothing, so the core sends that node no release for it.
+    /// Whether this is a configuration error of the node (credentials or
+    /// permissions) rather than an outage: [`Auth`](Self::Auth).
+    pub fn is_config(&self) -> bool {
+        matches!(self, NodeError::Auth(_))
+    }
+
+    /// Whether the request may have taken effect on the server. `false`
+    /// only when it certainly did not: it was never sent
+    /// ([`Backlog`](Self::Backlog), [`NotConnected`](Self::NotConnected),
+    /// [`Closed`](Self::Closed), [`Unsupported`](Self::Unsupported)), or
+    /// the server refused it before running it ([`Auth`](Self::Auth):
+    /// credentials or permissions). An acquire that took no effect took
+    /// nothing, so the core sends that node no release for it.
     pub fn was_sent(&self) -> bool {
         !matches!(
             self,
@@ -80,6 +94,7 @@ impl NodeError {
                 | NodeError::NotConnected(_)
                 | NodeError::Closed
                 | NodeError::Unsupported(_)
+                | NodeError::Auth(_)
         )
     }
 }

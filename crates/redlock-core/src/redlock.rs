@@ -9,12 +9,13 @@ use futures_util::future::{self, Either};
 use rand::Rng;
 use tracing::Instrument;
 
+use crate::address;
 use crate::error::{Failure, InvalidArgument, LockError, NodeOutcome, Operation};
 use crate::local::{LocalQueues, Ticket};
 use crate::lock::Lock;
 use crate::node::{Acquire, Extend, Node, NodeError};
 use crate::options::{default_node_timeout, drift, Options, RetryPolicy, MAX_TTL};
-use crate::resources::IntoResources;
+use crate::resources::{IntoResources, MAX_KEY_BYTES};
 use crate::round::{self, Round, Vote};
 use crate::runtime::{BoxFuture, Runtime};
 use crate::telemetry;
@@ -135,7 +136,10 @@ impl Redlock {
     /// A Redlock over `nodes`: one per independent Redis master, or one for a
     /// whole cluster or sentinel deployment.
     ///
-    /// Fails on an empty node list or invalid options; warns through
+    /// Fails on an empty node list, on the same server listed twice
+    /// ([`InvalidArgument::DuplicateNode`]: host compared case-insensitively,
+    /// port 6379 when none is given, database number and user ignored,
+    /// judged from [`Node::id`]) or on invalid options; warns through
     /// `tracing` when the number of nodes is even (an even count tolerates no
     /// more failures than the odd count below it).
     pub fn new<N, I>(nodes: I, options: Options) -> Result<Self, InvalidArgument>
@@ -158,6 +162,15 @@ impl Redlock {
     ) -> Result<Self, InvalidArgument> {
         if nodes.is_empty() {
             return Err(InvalidArgument::NoNodes);
+        }
+        let servers: Vec<String> = nodes.iter().map(|n| address::server_of(n.id())).collect();
+        for (i, server) in servers.iter().enumerate() {
+            if let Some(j) = servers[..i].iter().position(|s| s == server) {
+                return Err(InvalidArgument::DuplicateNode {
+                    first: nodes[j].id().to_owned(),
+                    second: nodes[i].id().to_owned(),
+                });
+            }
         }
         if let Some(e) = options.retry_count_error.clone() {
             return Err(e);
@@ -353,7 +366,12 @@ impl Redlock {
                     }
                     let f = self.failure(Operation::Acquire, &target, attempts, &round);
                     tracing::debug!(attempt = attempts, "attempt failed: {f}");
-                    if !policy.may_retry(attempts) {
+                    let refused = refused_by_configuration(
+                        &round,
+                        self.shared.nodes.len(),
+                        self.shared.quorum,
+                    );
+                    if refused || !policy.may_retry(attempts) {
                         let err = classify_acquire(
                             &round,
                             self.shared.nodes.len(),
@@ -822,6 +840,19 @@ impl Redlock {
             if name.is_empty() {
                 return Err(InvalidArgument::EmptyResource(i));
             }
+            let len = self
+                .shared
+                .options
+                .key_prefix
+                .len()
+                .saturating_add(name.len());
+            if len > MAX_KEY_BYTES {
+                return Err(InvalidArgument::ResourceTooLong {
+                    index: i,
+                    len,
+                    max: MAX_KEY_BYTES,
+                });
+            }
             if !unique.contains(&name) {
                 unique.push(name);
             }
@@ -859,8 +890,21 @@ impl Redlock {
     }
 }
 
+/// Whether the nodes that refused the credentials or permissions leave too
+/// few nodes for a quorum: then no retry can succeed.
+fn refused_by_configuration(round: &Round, n: usize, q: usize) -> bool {
+    let refused = round
+        .outcomes
+        .iter()
+        .filter(|o| matches!(o, NodeOutcome::Error(e) if e.is_config()))
+        .count();
+    refused > 0 && n - refused < q
+}
+
 fn classify_acquire(round: &Round, n: usize, q: usize, failure: Box<Failure>) -> LockError {
-    if round.yes >= q {
+    if refused_by_configuration(round, n, q) {
+        LockError::Config(failure)
+    } else if round.yes >= q {
         LockError::ValidityExpired(failure)
     } else if round.fail > n - q {
         LockError::NoQuorum(failure)

@@ -1,5 +1,12 @@
 //! What can name the resources of a lock: one name or many.
 
+/// The longest key accepted, in bytes: the resource name with the key
+/// prefix before it (64 KiB). Longer names are refused with
+/// [`InvalidArgument::ResourceTooLong`](crate::InvalidArgument::ResourceTooLong):
+/// every request carries the key, and a huge key only costs memory and time
+/// on every node.
+pub const MAX_KEY_BYTES: usize = 64 * 1024;
+
 /// One resource name or a list of them. Implemented for `&str`, `String`,
 /// slices, arrays and vectors of either.
 pub trait IntoResources {

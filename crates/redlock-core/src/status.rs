@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::error::{LockError, NodeOutcome, Operation};
+use crate::error::{InvalidArgument, LockError, NodeOutcome, Operation};
 use crate::lock::Lock;
 use crate::node::KeyState;
 use crate::options::{default_node_timeout, drift};
@@ -106,13 +106,43 @@ const REDACTED_PREFIX: usize = 6;
 
 impl Redlock {
     /// Who holds `resources`, per node and by quorum. Tokens of other owners
-    /// are redacted. Use [`Lock::status`] to see a lock of ours as such.
+    /// are redacted, and every holder counts as another owner, a lock of
+    /// this same `Redlock` included: use [`Lock::status`] or
+    /// [`Redlock::status_with_token`] to see a lock of ours as such.
     pub async fn status(
         &self,
         resources: impl IntoResources,
     ) -> Result<Vec<ResourceStatus>, LockError> {
         let target = self.target(resources.into_resources())?;
         Ok(self.status_of(&target, None).await)
+    }
+
+    /// Like [`Redlock::status`], recognising `token` as ours: keys holding
+    /// it show as [`Holder::Us`] and a quorum of them as
+    /// [`Verdict::HeldByUs`]. For a holder that kept only the token (for
+    /// example a job started by `redlock run`, which gets it as
+    /// `REDLOCK_TOKEN`); a holder with its [`Lock`] can use
+    /// [`Lock::status`].
+    ///
+    /// ```
+    /// # async fn demo(redlock: redlock_core::Redlock, token: String) -> Result<(), redlock_core::LockError> {
+    /// use redlock_core::Verdict;
+    /// let status = redlock.status_with_token("nightly-export", &token).await?;
+    /// let mine = matches!(status[0].verdict, Verdict::HeldByUs { .. });
+    /// # let _ = mine;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn status_with_token(
+        &self,
+        resources: impl IntoResources,
+        token: &str,
+    ) -> Result<Vec<ResourceStatus>, LockError> {
+        if token.is_empty() {
+            return Err(InvalidArgument::Token("empty token").into());
+        }
+        let target = self.target(resources.into_resources())?;
+        Ok(self.status_of(&target, Some(token)).await)
     }
 
     pub(crate) async fn status_of(

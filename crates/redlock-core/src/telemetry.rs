@@ -22,6 +22,7 @@ fn reason(e: &LockError) -> &'static str {
     match e {
         LockError::Conflict(_) => "conflict",
         LockError::NoQuorum(_) => "no_quorum",
+        LockError::Config(_) => "config",
         LockError::ValidityExpired(_) => "validity_expired",
         LockError::Lost(_) => "lost",
         LockError::DeadlineExceeded(_) => "deadline",

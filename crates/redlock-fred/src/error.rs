@@ -123,6 +123,18 @@ fn is_server_reply(details: &str) -> bool {
             .all(|b| b.is_ascii_uppercase() || b == b'_' || b.is_ascii_digit())
 }
 
+/// Whether the server refused the credentials or permissions
+/// (`WRONGPASS`, `NOAUTH`, `NOPERM`): a configuration error, not an outage.
+fn is_auth(e: &FredError) -> bool {
+    if matches!(e.kind(), ErrorKind::Auth) {
+        return true;
+    }
+    let details = e.details();
+    ["WRONGPASS", "NOAUTH", "NOPERM"]
+        .iter()
+        .any(|code| details.contains(code))
+}
+
 /// What fred answers, before handing the command to its connection task,
 /// for a command with `fail_fast` while the client is not connected
 /// (fred 10.1 `interfaces.rs`, `send_to_router`).
@@ -154,6 +166,9 @@ pub(crate) fn never_sent(e: &FredError) -> bool {
 /// owed for it.
 pub(crate) fn node_error(e: &FredError, secrets: &Secrets) -> NodeError {
     let text = secrets.redact(&e.to_string());
+    if is_auth(e) {
+        return NodeError::Auth(text);
+    }
     if never_sent(e) {
         return NodeError::NotConnected(text);
     }
@@ -195,6 +210,19 @@ mod tests {
         assert!(matches!(node_error(&e, &s), NodeError::Connection(_)));
         let e = FredError::new(ErrorKind::Unknown, "Too many failed write attempts.");
         assert!(matches!(node_error(&e, &s), NodeError::Connection(_)));
+        for details in [
+            "WRONGPASS invalid username-password pair or user is disabled.",
+            "NOAUTH Authentication required.",
+            "NOPERM this user has no permissions to run the 'evalsha' command",
+        ] {
+            let e = FredError::new(ErrorKind::Unknown, details);
+            assert!(
+                matches!(node_error(&e, &s), NodeError::Auth(_)),
+                "{details}"
+            );
+        }
+        let e = FredError::new(ErrorKind::Auth, "auth failed");
+        assert!(matches!(node_error(&e, &s), NodeError::Auth(_)));
         let e = FredError::new(ErrorKind::Protocol, "bad frame");
         assert!(matches!(node_error(&e, &s), NodeError::Protocol(_)));
     }

@@ -31,7 +31,9 @@ pub enum Error {
 /// Maps a `redis` error to a [`NodeError`], scrubbing secrets.
 pub(crate) fn node_error(e: &redis::RedisError, redact: &Redactor) -> NodeError {
     let text = redact.scrub(&e.to_string());
-    if e.is_io_error()
+    if is_auth(e) {
+        NodeError::Auth(text)
+    } else if e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_timeout()
@@ -45,6 +47,22 @@ pub(crate) fn node_error(e: &redis::RedisError, redact: &Redactor) -> NodeError 
     } else {
         NodeError::Connection(text)
     }
+}
+
+/// Server replies that refuse the credentials or permissions: a
+/// configuration error, not an outage.
+const AUTH_CODES: [&str; 3] = ["WRONGPASS", "NOAUTH", "NOPERM"];
+
+/// Whether `e` refuses the credentials or permissions.
+pub(crate) fn is_auth(e: &redis::RedisError) -> bool {
+    if matches!(e.kind(), redis::ErrorKind::AuthenticationFailed) {
+        return true;
+    }
+    if e.code().is_some_and(|c| AUTH_CODES.contains(&c)) {
+        return true;
+    }
+    let text = e.to_string();
+    AUTH_CODES.iter().any(|c| text.contains(c))
 }
 
 /// Whether the connection should be replaced after this error: it broke, or
@@ -64,4 +82,36 @@ pub(crate) fn is_readonly(e: &redis::RedisError) -> bool {
 
 pub(crate) fn is_noscript(e: &redis::RedisError) -> bool {
     e.code() == Some("NOSCRIPT") || e.to_string().contains("NOSCRIPT")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_and_permission_errors_are_configuration_errors() {
+        let r = Redactor::default();
+        for (code, detail) in [
+            (
+                "WRONGPASS",
+                "invalid username-password pair or user is disabled.",
+            ),
+            ("NOAUTH", "Authentication required."),
+            (
+                "NOPERM",
+                "this user has no permissions to run the 'evalsha' command",
+            ),
+        ] {
+            let e = redis::make_extension_error(code.into(), Some(detail.into()));
+            assert!(
+                matches!(node_error(&e, &r), NodeError::Auth(_)),
+                "{code}: {:?}",
+                node_error(&e, &r)
+            );
+        }
+        let e = redis::RedisError::from((redis::ErrorKind::AuthenticationFailed, "auth failed"));
+        assert!(matches!(node_error(&e, &r), NodeError::Auth(_)));
+        let e = redis::RedisError::from((redis::ErrorKind::Io, "connection refused"));
+        assert!(!matches!(node_error(&e, &r), NodeError::Auth(_)));
+    }
 }

@@ -84,10 +84,10 @@
 //!
 //! ## Features
 //!
-//! - `cluster`: [`RedisNode::connect_cluster`], a whole Redis Cluster as one
+//! - `cluster`: `RedisNode::connect_cluster` (and `Builder::connect_cluster`), a whole Redis Cluster as one
 //!   node; multi-resource locks spanning hash slots are split by slot and
 //!   compensated, `CROSSSLOT` never surfaces.
-//! - `sentinel`: [`RedisNode::connect_sentinel`], following the master across
+//! - `sentinel`: `RedisNode::connect_sentinel` (and `Builder::connect_sentinel`), following the master across
 //!   failovers.
 //! - `tls`: `rediss://` URLs over rustls.
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]

@@ -303,7 +303,13 @@ fn invalid(url: &str, e: &redis::RedisError) -> Error {
             r.add(userinfo.split_once(':').map(|x| x.1));
         }
     }
-    Error::InvalidConfig(format!("{}: {}", redact_url(url), r.scrub(&e.to_string())))
+    Error::InvalidConfig(format!(
+        "{}: {}; expected {} ({})",
+        redact_url(url),
+        crate::address::url_problem(url),
+        crate::address::EXPECTED_FORM,
+        r.scrub(&e.to_string())
+    ))
 }
 
 impl RedisNode {

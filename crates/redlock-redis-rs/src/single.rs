@@ -176,8 +176,10 @@ impl SingleExecutor {
     /// identity).
     async fn connect(&mut self) -> Result<&mut Conn, NodeError> {
         if self.conn.is_none() {
-            let not_connected = |e: &redis::RedisError, r: &Redactor| {
-                NodeError::NotConnected(node_error(e, r).to_string())
+            let not_connected = |e: &redis::RedisError, r: &Redactor| match node_error(e, r) {
+                // Refused credentials are a configuration error, not an outage.
+                auth @ NodeError::Auth(_) => auth,
+                other => NodeError::NotConnected(other.to_string()),
             };
             let conn = match &mut self.connector {
                 Connector::Client { client, config } => Conn::Multiplexed(
@@ -289,7 +291,10 @@ impl SingleExecutor {
             }
             Failed::TimedOut(t) => NodeError::Connection(format!("no reply within {t:?}")),
         };
-        NodeError::NotConnected(e.to_string())
+        match e {
+            NodeError::Auth(_) | NodeError::NotConnected(_) => e,
+            other => NodeError::NotConnected(other.to_string()),
+        }
     }
 
     /// The response timeout, where giving the connection up is safe (it

@@ -86,6 +86,7 @@ fn any_resource_and_ttl_gives_a_lock_or_a_typed_error_and_leaves_no_key() {
                     }
                     Err(LockError::InvalidArgument(e)) => {
                         let expected = name.is_empty()
+                            || name.len() > redlock_core::MAX_KEY_BYTES
                             || ttl.is_zero()
                             || ttl > redlock_core::MAX_TTL
                             || ttl <= redlock.drift(ttl);
@@ -254,11 +255,18 @@ fn any_resource_name_leaves_no_key_on_a_real_server() {
                 match redlock.lock(name.as_str(), Duration::from_secs(30)).await {
                     Ok(lock) => lock.unlock().await.expect("unlock"),
                     Err(e) => prop_assert!(
-                        name.is_empty()
+                        (name.is_empty()
                             && matches!(
                                 e,
                                 LockError::InvalidArgument(InvalidArgument::EmptyResource(0))
-                            ),
+                            ))
+                            || (name.len() > redlock_core::MAX_KEY_BYTES
+                                && matches!(
+                                    e,
+                                    LockError::InvalidArgument(
+                                        InvalidArgument::ResourceTooLong { .. }
+                                    )
+                                )),
                         "unexpected {e} for {} bytes",
                         name.len()
                     ),
