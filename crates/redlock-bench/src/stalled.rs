@@ -292,7 +292,9 @@ pub async fn run(env: &Env, kind: Kind, lp: Loop, plan: Plan) -> Result<StallRes
         .ok_or("stalled needs the five nodes this program starts")?;
     env.flush().await;
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    crate::servers::die_with_parent(&mut command);
+    let mut child = command
         .arg(CHILD_COMMAND)
         .arg(kind.id())
         .arg(lp.tasks().to_string())
