@@ -430,13 +430,13 @@ async fn child(args: &[String]) -> Result<(), String> {
     for i in 0..tasks {
         let locker = locker.clone();
         let (pairs, failures, halt) = (pairs.clone(), failures.clone(), halt.clone());
-        let key = if tasks == 1 {
-            "bench:s".to_string()
-        } else {
-            format!("bench:u:{i}")
-        };
         handles.push(tokio::spawn(async move {
+            // A resource of its own for every pair: a key left behind then
+            // counts once per lost release, not once per task.
+            let mut n = 0u64;
             while !halt.load(Ordering::Relaxed) {
+                n += 1;
+                let key = format!("bench:st:{i}:{n}");
                 let held: Held = match locker.lock(&key, TTL).await {
                     Ok(h) => h,
                     Err(_) => {
