@@ -6,7 +6,7 @@
 //! cargo run --release -p redlock-bench -- [--runs 3] [--secs 3]
 //!     [--clients redis-rs,fred,raw,raw-fred,rslock]
 //!     [--workloads uncontended,serial,contended,paused,stalled]
-//!     [--stall-secs 60]
+//!     [--stall-secs 60] [--resume-after-exit]
 //!     [--urls redis://a,redis://b,...]   (no `paused` / `stalled` then)
 //! ```
 //!
@@ -127,6 +127,7 @@ struct Args {
     clients: Vec<Kind>,
     workloads: Vec<Workload>,
     stall_secs: f64,
+    resume_after_exit: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -148,6 +149,7 @@ fn parse_args() -> Result<Args, String> {
             Workload::Paused,
         ],
         stall_secs: 60.0,
+        resume_after_exit: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -158,6 +160,7 @@ fn parse_args() -> Result<Args, String> {
             "--stall-secs" => {
                 args.stall_secs = value()?.parse().map_err(|e| format!("--stall-secs: {e}"))?
             }
+            "--resume-after-exit" => args.resume_after_exit = true,
             "--urls" => args.urls = Some(value()?.split(',').map(str::to_owned).collect()),
             "--clients" => {
                 args.clients = value()?
@@ -174,10 +177,11 @@ fn parse_args() -> Result<Args, String> {
             "-h" | "--help" => {
                 println!(
                     "redlock-bench [--runs N] [--secs S] [--clients redis-rs,fred,raw,raw-fred,rslock] \
-                     [--workloads uncontended,serial,contended,paused,stalled] [--stall-secs S] [--urls u1,u2,...]\n\n\
+                     [--workloads uncontended,serial,contended,paused,stalled] [--stall-secs S] [--resume-after-exit] [--urls u1,u2,...]\n\n\
                      Default workloads: uncontended,serial,contended,paused. `stalled` stops one node of five \
                      for --stall-secs (default 60) under a serial and a 64-task loop, --secs healthy before it, \
-                     each client and loop in a child process; about --stall-secs + 10 s per client, loop and run."
+                     each client and loop in a child process; about --stall-secs + 10 s per client, loop and run. \
+                     --resume-after-exit: continue the node only after the client quit and exited."
                 );
                 std::process::exit(0);
             }
@@ -558,6 +562,7 @@ async fn main() {
     let plan = stalled::Plan {
         healthy: Duration::from_secs_f64(args.secs),
         stall: Duration::from_secs_f64(args.stall_secs),
+        resume_after_exit: args.resume_after_exit,
     };
     let mut stall_results: Vec<Vec<stalled::StallResult>> = vec![Vec::new(); stall_cases.len()];
     let mut results: Vec<Vec<RunResult>> = vec![Vec::new(); configs.len()];

@@ -18,6 +18,10 @@
 //! child  -> STALLED key=value ... one machine-readable result line
 //! ```
 //!
+//! With `--resume-after-exit` the node gets SIGCONT only once the child
+//! has quit and exited (no `resumed` step): what a node that comes back
+//! after its clients are gone receives.
+//!
 //! Whatever goes wrong (the child dies, hangs, or the parent fails), the
 //! node gets SIGCONT again ([`StopGuard`]) and the child is killed
 //! ([`ChildGuard`]).
@@ -82,6 +86,9 @@ pub struct Plan {
     pub healthy: Duration,
     /// How long the node stays stopped.
     pub stall: Duration,
+    /// SIGCONT only after the child quit and exited, instead of while its
+    /// loop still runs.
+    pub resume_after_exit: bool,
 }
 
 impl Plan {
@@ -326,15 +333,17 @@ pub async fn run(env: &Env, kind: Kind, lp: Loop, plan: Plan) -> Result<StallRes
     lines.sleep(plan.stall).await?;
     child.send("end")?;
     lines.expect(STEP_BOUND, |l| l == "sampled").await?;
-    stop.resume()?;
-    child.send("resumed")?;
-    lines.sleep(RESUMED).await?;
+    if !plan.resume_after_exit {
+        stop.resume()?;
+        child.send("resumed")?;
+        lines.sleep(RESUMED).await?;
+    }
     child.send("finish")?;
     let line = lines
         .expect(FINISH_BOUND * 2 + STEP_BOUND, |l| l.starts_with("STALLED "))
         .await?;
     child.wait(STEP_BOUND).await?;
-    drop(stop);
+    stop.resume()?;
     let mut r = StallResult::parse(&line)?;
     (r.keys, r.keys_unsettled) = settled_keys(env).await;
     env.flush().await;
@@ -504,11 +513,13 @@ async fn child(args: &[String]) -> Result<(), String> {
     }
     let finished = (Instant::now(), count());
     halt.store(true, Ordering::Relaxed);
-    let (Some((t_stop, n_stop, f_stop)), Some((t_end, n_end)), Some((t_res, n_res))) =
-        (stopped, end, resumed)
-    else {
-        return Err("finish before stopped / end / resumed".into());
+    let (Some((t_stop, n_stop, f_stop)), Some((t_end, n_end))) = (stopped, end) else {
+        return Err("finish before stopped / end".into());
     };
+    // No `resumed` step when the node is continued after we exit.
+    let resumed_rate = resumed.map_or(f64::NAN, |(t_res, n_res)| {
+        rate(n_res, t_res, finished.1, finished.0)
+    });
     let until = tokio::time::Instant::now() + FINISH_BOUND;
     let mut hung = false;
     for h in handles {
@@ -530,7 +541,7 @@ async fn child(args: &[String]) -> Result<(), String> {
          outstanding_max={} failures={failures_total} failures_stopped={} hung={} close_timed_out={}",
         rate(0, started, n_stop, t_stop),
         rate(n_stop, t_stop, n_end, t_end),
-        rate(n_res, t_res, finished.1, finished.0),
+        resumed_rate,
         outstanding.map_or("none".to_string(), |n| n.to_string()),
         failures_total.saturating_sub(f_stop),
         u8::from(hung),
@@ -540,6 +551,14 @@ async fn child(args: &[String]) -> Result<(), String> {
 }
 
 // ---------------------------------------------------------------- report
+
+fn rate_text(r: f64) -> String {
+    if r.is_nan() {
+        "–".into()
+    } else {
+        format!("{r:.0}")
+    }
+}
 
 fn mb(kb: f64) -> String {
     if kb.is_nan() {
@@ -552,11 +571,11 @@ fn mb(kb: f64) -> String {
 /// One line per measurement, as it finishes.
 pub fn line(r: &StallResult) -> String {
     format!(
-        "healthy {:>7.0}/s  stopped {:>7.0}/s ({:.2}x)  resumed {:>7.0}/s  max RSS {} -> {} ({:+.1} MB; RSS now {} -> {})  outstanding max {}  keys left {:?}{}  fail {} ({} while stopped){}{}",
+        "healthy {:>7.0}/s  stopped {:>7.0}/s ({:.2}x)  resumed {:>7}/s  max RSS {} -> {} ({:+.1} MB; RSS now {} -> {})  outstanding max {}  keys left {:?}{}  fail {} ({} while stopped){}{}",
         r.healthy_rate,
         r.stopped_rate,
         r.ratio(),
-        r.resumed_rate,
+        rate_text(r.resumed_rate),
         mb(r.hwm_early_kb as f64),
         mb(r.hwm_end_kb as f64),
         r.growth_kb() as f64 / 1024.0,
@@ -574,14 +593,19 @@ pub fn line(r: &StallResult) -> String {
 
 /// The table of medians (keys: the maximum over the runs) and the targets.
 pub fn report(cases: &[(Kind, Loop)], results: &[Vec<StallResult>], plan: Plan, runs: usize) {
+    let resume = if plan.resume_after_exit {
+        "SIGCONT once the client quit and its process exited".to_string()
+    } else {
+        format!("then SIGCONT and {} s more of the loop", RESUMED.as_secs())
+    };
     println!(
-        "\n`stalled`: node {} of 5 stopped (SIGSTOP) for {} s after {:.0} s healthy, then SIGCONT and {} s more; \
-         lock + unlock, TTL 10 s, one attempt per lock call; each client in a process of its own. \
-         Medians of {runs} run(s); max RSS = the client process's VmHWM {} s into the stop and at its end.\n",
+        "\n`stalled`: node {} of 5 stopped (SIGSTOP) for {} s after {:.0} s healthy, {resume}; \
+         lock + unlock on a new resource per pair, TTL 10 s, one attempt per lock call; each client in a process of its own. \
+         Medians of {runs} run(s); max RSS = the client process's VmHWM {} s into the stop and at its end; \
+         keys = DBSIZE summed over the five nodes once settled, after the client quit.\n",
         PAUSED_NODE + 1,
         plan.stall.as_secs(),
         plan.healthy.as_secs_f64(),
-        RESUMED.as_secs(),
         plan.early_sample().as_secs(),
     );
     println!(
@@ -638,13 +662,13 @@ pub fn report(cases: &[(Kind, Loop)], results: &[Vec<StallResult>], plan: Plan, 
             notes.push("key count not settled".into());
         }
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {} | {} | {:+.1} MB | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.0} | {:.2} | {} | {} | {} | {:+.1} MB | {} | {} | {} | {} |",
             lp.name(),
             kind.name(),
             med(&|r| r.healthy_rate),
             med(&|r| r.stopped_rate),
             ratio,
-            med(&|r| r.resumed_rate),
+            rate_text(med(&|r| r.resumed_rate)),
             mb(med(&|r| r.hwm_early_kb as f64)),
             mb(med(&|r| r.hwm_end_kb as f64)),
             growth / 1024.0,
