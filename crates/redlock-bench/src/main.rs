@@ -231,18 +231,27 @@ struct Env {
 
 impl Env {
     async fn keys(&self) -> u64 {
-        self.keys_per_node().await.iter().sum()
-    }
-
-    /// DBSIZE of each node (0 for a node that did not answer).
-    async fn keys_per_node(&self) -> Vec<u64> {
-        let mut out = Vec::new();
+        let mut total = 0;
         for c in &self.admin {
             let mut c = c.clone();
             let n: u64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap_or(0);
+            total += n;
+        }
+        total
+    }
+
+    /// DBSIZE of each node; an error names the node that did not answer.
+    async fn keys_per_node(&self) -> Result<Vec<u64>, String> {
+        let mut out = Vec::new();
+        for (i, c) in self.admin.iter().enumerate() {
+            let mut c = c.clone();
+            let n: u64 = redis::cmd("DBSIZE")
+                .query_async(&mut c)
+                .await
+                .map_err(|e| format!("DBSIZE on node {}: {e}", i + 1))?;
             out.push(n);
         }
-        out
+        Ok(out)
     }
 
     async fn flush(&self) {

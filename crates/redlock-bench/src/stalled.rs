@@ -345,30 +345,36 @@ pub async fn run(env: &Env, kind: Kind, lp: Loop, plan: Plan) -> Result<StallRes
     child.wait(STEP_BOUND).await?;
     stop.resume()?;
     let mut r = StallResult::parse(&line)?;
-    (r.keys, r.keys_unsettled) = settled_keys(env).await;
+    (r.keys, r.keys_unsettled) = settled_keys(env).await?;
     env.flush().await;
     Ok(r)
 }
 
 /// DBSIZE of every node once it stops changing: the same counts read five
-/// times in a row, 100 ms apart, within 20 s (`unsettled` otherwise).
-async fn settled_keys(env: &Env) -> (Vec<u64>, bool) {
-    let mut last = env.keys_per_node().await;
+/// times in a row, 100 ms apart, within 20 s (`unsettled` otherwise). A
+/// node that does not answer is an error, never a count of 0.
+async fn settled_keys(env: &Env) -> Result<(Vec<u64>, bool), String> {
+    let mut last: Option<Vec<u64>> = None;
+    let mut failure = String::new();
     let mut same = 0;
     for _ in 0..200 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let now = env.keys_per_node().await;
-        if now == last {
-            same += 1;
-            if same >= 4 {
-                return (now, false);
+        match env.keys_per_node().await {
+            Ok(now) if last.as_ref() == Some(&now) => {
+                same += 1;
+                if same >= 4 {
+                    return Ok((now, false));
+                }
             }
-        } else {
-            same = 0;
-            last = now;
+            Ok(now) => {
+                same = 0;
+                last = Some(now);
+            }
+            Err(e) => failure = e,
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    (last, true)
+    last.map(|l| (l, true))
+        .ok_or_else(|| format!("counting keys: {failure}"))
 }
 
 // ---------------------------------------------------------------- child
