@@ -36,6 +36,17 @@ impl Kind {
         }
     }
 
+    /// The name `--clients` takes (also what a `stalled` child is given).
+    pub fn id(self) -> &'static str {
+        match self {
+            Kind::RedisRs => "redis-rs",
+            Kind::Fred => "fred",
+            Kind::Raw => "raw",
+            Kind::RawFred => "raw-fred",
+            Kind::Rslock => "rslock",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Kind> {
         match s {
             "redis-rs" | "redlock-redis-rs" => Some(Kind::RedisRs),
@@ -60,6 +71,16 @@ pub enum Waiting {
     /// Like `Wake`, with one client (its own connections) per task, as
     /// separate processes would have: no in-process queue between them.
     Separate,
+    /// Exactly one attempt per lock call, no retries (node-redlock's
+    /// `retryCount: 0`): what the `stalled` workload uses.
+    Once,
+}
+
+impl Waiting {
+    /// Retries forever (the contended workloads).
+    fn retries_forever(self) -> bool {
+        matches!(self, Waiting::Poll | Waiting::Wake | Waiting::Separate)
+    }
 }
 
 /// A lock as each client represents it.
@@ -75,6 +96,11 @@ pub trait Locker: Send + Sync {
     async fn lock(&self, key: &str, ttl: Duration) -> Result<Held, String>;
     async fn unlock(&self, held: Held) -> Result<(), String>;
     async fn close(&self) {}
+    /// The largest outstanding-request count over the nodes, when the
+    /// client keeps one (`Node::outstanding`).
+    fn outstanding(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// 0..=20 ms between tries: 10 ± 10 ms.
@@ -94,6 +120,7 @@ pub async fn build(
 ) -> Result<Arc<dyn Locker>, String> {
     let options = match waiting {
         Waiting::Default => Options::new(),
+        Waiting::Once => Options::new().retry_policy(RetryPolicy::once()),
         Waiting::Poll | Waiting::Wake | Waiting::Separate => Options::new().retry_policy(polling()),
     };
     match kind {
@@ -124,17 +151,20 @@ pub async fn build(
             Ok(Arc::new(Ours(redlock)))
         }
         Kind::Raw => Ok(Arc::new(
-            Raw::connect(urls, waiting != Waiting::Default).await?,
+            Raw::connect(urls, waiting.retries_forever()).await?,
         )),
         Kind::RawFred => Ok(Arc::new(
-            Raw::connect_fred(urls, waiting != Waiting::Default).await?,
+            Raw::connect_fred(urls, waiting.retries_forever()).await?,
         )),
         Kind::Rslock => {
             let mut manager = rslock::LockManager::new(urls.to_vec());
-            let contended = waiting != Waiting::Default;
+            let contended = waiting.retries_forever();
             if contended {
                 // Random 0..20 ms between tries, forever (with acquire_no_guard).
                 manager.set_retry(u32::MAX, Duration::from_millis(20));
+            } else if waiting == Waiting::Once {
+                // One attempt: no retry, so the delay is never used.
+                manager.set_retry(0, Duration::from_millis(200));
             }
             Ok(Arc::new(Rs { manager, contended }))
         }
@@ -162,6 +192,10 @@ impl Locker for Ours {
 
     async fn close(&self) {
         let _ = self.0.quit().await;
+    }
+
+    fn outstanding(&self) -> Option<usize> {
+        self.0.nodes().iter().filter_map(|n| n.outstanding()).max()
     }
 }
 

@@ -5,12 +5,18 @@
 //! ```text
 //! cargo run --release -p redlock-bench -- [--runs 3] [--secs 3]
 //!     [--clients redis-rs,fred,raw,raw-fred,rslock]
-//!     [--workloads uncontended,serial,contended,paused]
-//!     [--urls redis://a,redis://b,...]   (no `paused` workload then)
+//!     [--workloads uncontended,serial,contended,paused,stalled]
+//!     [--stall-secs 60] [--resume-after-exit]
+//!     [--urls redis://a,redis://b,...]   (no `paused` / `stalled` then)
 //! ```
+//!
+//! `stalled` (one node stopped for `--stall-secs` under the serial and the
+//! 64-task loop, each client in a child process) is not in the default
+//! list: it takes about `--stall-secs` + 10 s per client and loop per run.
 
 mod clients;
 mod servers;
+mod stalled;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -33,6 +39,9 @@ enum Workload {
     Contended,
     /// Serial, with one node of five paused (SIGSTOP) a third into the run.
     Paused,
+    /// One node of five stopped for `--stall-secs` under the serial and the
+    /// 64-task loop; memory, throughput and keys left ([`stalled`]).
+    Stalled,
 }
 
 impl Workload {
@@ -42,6 +51,7 @@ impl Workload {
             Workload::Serial => "serial",
             Workload::Contended => "contended",
             Workload::Paused => "paused",
+            Workload::Stalled => "stalled",
         }
     }
 
@@ -51,6 +61,7 @@ impl Workload {
             Workload::Serial,
             Workload::Contended,
             Workload::Paused,
+            Workload::Stalled,
         ]
         .into_iter()
         .find(|w| w.name() == s)
@@ -59,7 +70,7 @@ impl Workload {
     fn tasks(self) -> usize {
         match self {
             Workload::Uncontended => 64,
-            Workload::Serial | Workload::Paused => 1,
+            Workload::Serial | Workload::Paused | Workload::Stalled => 1,
             Workload::Contended => 16,
         }
     }
@@ -82,6 +93,7 @@ impl Config {
             Waiting::Poll => format!("{} (poll 10±10 ms)", self.kind.name()),
             Waiting::Wake => format!("{} (wake on release)", self.kind.name()),
             Waiting::Separate => format!("{} (16 clients, wake on release)", self.kind.name()),
+            Waiting::Once => format!("{} (try once)", self.kind.name()),
         }
     }
 }
@@ -114,6 +126,8 @@ struct Args {
     urls: Option<Vec<String>>,
     clients: Vec<Kind>,
     workloads: Vec<Workload>,
+    stall_secs: f64,
+    resume_after_exit: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -134,6 +148,8 @@ fn parse_args() -> Result<Args, String> {
             Workload::Contended,
             Workload::Paused,
         ],
+        stall_secs: 60.0,
+        resume_after_exit: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -141,6 +157,10 @@ fn parse_args() -> Result<Args, String> {
         match a.as_str() {
             "--runs" => args.runs = value()?.parse().map_err(|e| format!("--runs: {e}"))?,
             "--secs" => args.secs = value()?.parse().map_err(|e| format!("--secs: {e}"))?,
+            "--stall-secs" => {
+                args.stall_secs = value()?.parse().map_err(|e| format!("--stall-secs: {e}"))?
+            }
+            "--resume-after-exit" => args.resume_after_exit = true,
             "--urls" => args.urls = Some(value()?.split(',').map(str::to_owned).collect()),
             "--clients" => {
                 args.clients = value()?
@@ -157,7 +177,11 @@ fn parse_args() -> Result<Args, String> {
             "-h" | "--help" => {
                 println!(
                     "redlock-bench [--runs N] [--secs S] [--clients redis-rs,fred,raw,raw-fred,rslock] \
-                     [--workloads uncontended,serial,contended,paused] [--urls u1,u2,...]"
+                     [--workloads uncontended,serial,contended,paused,stalled] [--stall-secs S] [--resume-after-exit] [--urls u1,u2,...]\n\n\
+                     Default workloads: uncontended,serial,contended,paused. `stalled` stops one node of five \
+                     for --stall-secs (default 60) under a serial and a 64-task loop, --secs healthy before it, \
+                     each client and loop in a child process; about --stall-secs + 10 s per client, loop and run. \
+                     --resume-after-exit: continue the node only after the client quit and exited."
                 );
                 std::process::exit(0);
             }
@@ -166,6 +190,9 @@ fn parse_args() -> Result<Args, String> {
     }
     if args.runs == 0 || args.secs <= 0.0 {
         return Err("--runs and --secs must be positive".into());
+    }
+    if !(args.stall_secs >= 2.0 && args.stall_secs <= 86_400.0) {
+        return Err("--stall-secs must be between 2 and 86400".into());
     }
     Ok(args)
 }
@@ -211,6 +238,20 @@ impl Env {
             total += n;
         }
         total
+    }
+
+    /// DBSIZE of each node; an error names the node that did not answer.
+    async fn keys_per_node(&self) -> Result<Vec<u64>, String> {
+        let mut out = Vec::new();
+        for (i, c) in self.admin.iter().enumerate() {
+            let mut c = c.clone();
+            let n: u64 = redis::cmd("DBSIZE")
+                .query_async(&mut c)
+                .await
+                .map_err(|e| format!("DBSIZE on node {}: {e}", i + 1))?;
+            out.push(n);
+        }
+        Ok(out)
     }
 
     async fn flush(&self) {
@@ -277,7 +318,7 @@ async fn run_one(env: &Env, cfg: Config, secs: f64) -> Result<RunResult, String>
         let key = match cfg.workload {
             Workload::Uncontended => format!("bench:u:{i}"),
             Workload::Contended => "bench:c".to_string(),
-            Workload::Serial | Workload::Paused => "bench:s".to_string(),
+            Workload::Serial | Workload::Paused | Workload::Stalled => "bench:s".to_string(),
         };
         handles.push(tokio::spawn(async move {
             let mut out = TaskOut::default();
@@ -458,6 +499,9 @@ async fn setup(args: &Args) -> Result<Env, String> {
 fn configs(args: &Args, can_pause: bool) -> Vec<Config> {
     let mut out = Vec::new();
     for &workload in &args.workloads {
+        if workload == Workload::Stalled {
+            continue; // run by `stalled`, each case in a child process
+        }
         if workload == Workload::Paused && !can_pause {
             eprintln!("skipping `paused`: nodes were given by URL, cannot pause them");
             continue;
@@ -492,6 +536,10 @@ fn configs(args: &Args, can_pause: bool) -> Vec<Config> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(stalled::CHILD_COMMAND) {
+        std::process::exit(stalled::child_main(&argv[2..]).await);
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
@@ -506,10 +554,26 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let configs = configs(
-        &args,
-        !env.servers.is_empty() && env.servers.len() > PAUSED_NODE,
-    );
+    let can_pause = !env.servers.is_empty() && env.servers.len() > PAUSED_NODE;
+    let configs = configs(&args, can_pause);
+    let stall_cases: Vec<(Kind, stalled::Loop)> =
+        if args.workloads.contains(&Workload::Stalled) && can_pause {
+            stalled::Loop::ALL
+                .into_iter()
+                .flat_map(|lp| args.clients.iter().map(move |&k| (k, lp)))
+                .collect()
+        } else {
+            if args.workloads.contains(&Workload::Stalled) {
+                eprintln!("skipping `stalled`: nodes were given by URL, cannot stop them");
+            }
+            Vec::new()
+        };
+    let plan = stalled::Plan {
+        healthy: Duration::from_secs_f64(args.secs),
+        stall: Duration::from_secs_f64(args.stall_secs),
+        resume_after_exit: args.resume_after_exit,
+    };
+    let mut stall_results: Vec<Vec<stalled::StallResult>> = vec![Vec::new(); stall_cases.len()];
     let mut results: Vec<Vec<RunResult>> = vec![Vec::new(); configs.len()];
     let began = Instant::now();
     for run in 1..=args.runs {
@@ -533,6 +597,29 @@ async fn main() {
                 ),
             }
         }
+        for (i, &(kind, lp)) in stall_cases.iter().enumerate() {
+            let label = format!("{} / {}", kind.name(), lp.name());
+            match stalled::run(&env, kind, lp, plan).await {
+                Ok(r) => {
+                    println!(
+                        "[run {run}/{}] stalled     {label:<40} {}",
+                        args.runs,
+                        stalled::line(&r)
+                    );
+                    stall_results[i].push(r);
+                }
+                Err(e) => println!(
+                    "[run {run}/{}] stalled     {label:<40} ERROR {e}",
+                    args.runs
+                ),
+            }
+        }
+    }
+    if configs.is_empty() {
+        if !stall_cases.is_empty() {
+            stalled::report(&stall_cases, &stall_results, plan, args.runs);
+        }
+        return;
     }
     println!(
         "\nMedians of {} runs of {:.1} s each ({} s in all); TTL 10 s; 5 nodes.\n",
@@ -584,6 +671,9 @@ async fn main() {
         );
     }
     print_targets(&configs, &results);
+    if !stall_cases.is_empty() {
+        stalled::report(&stall_cases, &stall_results, plan, args.runs);
+    }
 }
 
 fn find<'a>(

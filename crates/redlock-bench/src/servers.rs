@@ -28,15 +28,16 @@ impl Server {
             let dir =
                 std::env::temp_dir().join(format!("redlock-bench-{}-{port}", std::process::id()));
             std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-            let child = Command::new(&binary)
+            let mut command = Command::new(&binary);
+            command
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
                 .arg("--dir")
                 .arg(&dir)
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| format!("{binary}: {e}"))?;
+                .stderr(Stdio::null());
+            die_with_parent(&mut command);
+            let child = command.spawn().map_err(|e| format!("{binary}: {e}"))?;
             let mut server = Server { child, port, dir };
             let until = Instant::now() + Duration::from_secs(5);
             while Instant::now() < until {
@@ -94,6 +95,34 @@ impl Server {
     pub fn resume(&self) -> Result<(), String> {
         self.signal(libc::SIGCONT)
     }
+}
+
+/// Has the child killed (SIGKILL, which also ends a stopped process) when
+/// this program dies without running its destructors (killed, aborted,
+/// Ctrl-C), so that no server is left behind, stopped or not. Linux only;
+/// the signal is tied to the spawning thread, which here is the main thread.
+pub fn die_with_parent(command: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        let parent = std::process::id();
+        // SAFETY: prctl and getppid are async-signal-safe and touch no
+        // memory of ours.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent died before the prctl: do not start at all.
+                if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                    return Err(std::io::Error::other("parent exited"));
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
 }
 
 impl Drop for Server {
