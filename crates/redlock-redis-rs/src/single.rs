@@ -72,7 +72,31 @@ enum Conn {
     Manager(ConnectionManager),
 }
 
+/// What goes on the wire in one go: a pipeline, or one command on its own.
+#[derive(Clone, Copy)]
+enum Wire<'a> {
+    Pipe(&'a redis::Pipeline),
+    One(&'a redis::Cmd),
+}
+
+/// The replies to a [`Wire`].
+enum Replies {
+    Many(Vec<RedisResult<Value>>),
+    One(RedisResult<Value>),
+}
+
+fn to_redis_error(what: &'static str) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Client, what))
+}
+
 impl Conn {
+    async fn send(&mut self, wire: Wire<'_>) -> RedisResult<Replies> {
+        match wire {
+            Wire::Pipe(pipe) => self.query(pipe).await.map(Replies::Many),
+            Wire::One(cmd) => self.query_one(cmd).await.map(Replies::One),
+        }
+    }
+
     async fn query(&mut self, pipe: &redis::Pipeline) -> RedisResult<Vec<RedisResult<Value>>> {
         match self {
             Conn::Multiplexed(c) => query(c, pipe).await,
@@ -315,6 +339,21 @@ impl SingleExecutor {
         &mut self,
         pipe: &redis::Pipeline,
     ) -> Result<Vec<RedisResult<Value>>, Failed> {
+        match self.bounded(Wire::Pipe(pipe)).await? {
+            Replies::Many(r) => Ok(r),
+            Replies::One(r) => Ok(vec![r]),
+        }
+    }
+
+    /// [`bounded_query`](Self::bounded_query) for one command.
+    async fn bounded_one(&mut self, cmd: &redis::Cmd) -> Result<RedisResult<Value>, Failed> {
+        match self.bounded(Wire::One(cmd)).await? {
+            Replies::One(r) => Ok(r),
+            Replies::Many(mut r) => Ok(r.pop().unwrap_or(Err(to_redis_error("no reply")))),
+        }
+    }
+
+    async fn bounded(&mut self, wire: Wire<'_>) -> Result<Replies, Failed> {
         let limit = if self.unprepared && self.connector.replaceable() {
             self.response_timeout
         } else {
@@ -326,35 +365,14 @@ impl SingleExecutor {
             )));
         };
         let result = match limit {
-            Some(limit) => match tokio::time::timeout(limit, conn.query(pipe)).await {
+            Some(limit) => match tokio::time::timeout(limit, conn.send(wire)).await {
                 Ok(r) => r,
                 Err(_) => {
                     self.give_up(limit);
                     return Err(Failed::TimedOut(limit));
                 }
             },
-            None => conn.query(pipe).await,
-        };
-        result.map_err(Failed::Broken)
-    }
-
-    /// [`bounded_query`](Self::bounded_query) for one command.
-    async fn bounded_one(&mut self, cmd: &redis::Cmd) -> Result<RedisResult<Value>, Failed> {
-        let limit = self.give_up_after();
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(Failed::NotConnected(NodeError::NotConnected(
-                "no connection".into(),
-            )));
-        };
-        let result = match limit {
-            Some(limit) => match tokio::time::timeout(limit, conn.query_one(cmd)).await {
-                Ok(r) => r,
-                Err(_) => {
-                    self.give_up(limit);
-                    return Err(Failed::TimedOut(limit));
-                }
-            },
-            None => conn.query_one(cmd).await,
+            None => conn.send(wire).await,
         };
         result.map_err(Failed::Broken)
     }

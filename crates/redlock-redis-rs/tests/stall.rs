@@ -8,11 +8,7 @@ use std::time::Duration;
 use redlock_core::{Acquire, Node, NodeError};
 use redlock_redis_rs::{Error, RedisNode};
 use redlock_testkit::conformance::{BoxError, Target};
-use redlock_testkit::{stall, RedisServer};
-
-/// The backlog limit of the stalled-node check: small, so that the limit
-/// is reached early in the stop.
-const LIMIT: usize = 256;
+use redlock_testkit::RedisServer;
 
 async fn node(target: Target, limit: usize) -> Result<Arc<dyn Node>, BoxError> {
     let Target::Single(url) = target else {
@@ -25,42 +21,7 @@ async fn node(target: Target, limit: usize) -> Result<Arc<dyn Node>, BoxError> {
     Ok(Arc::new(node))
 }
 
-async fn default_node(target: Target) -> Result<Arc<dyn Node>, BoxError> {
-    node(target, redlock_core::backlog::DEFAULT_LIMIT).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_node_stays_bounded() {
-    let report =
-        stall::stalled_node_stays_bounded(&|t| node(t, LIMIT), 3, Duration::from_secs(20), LIMIT)
-            .await;
-    println!("{report:?}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quit_closes_connections() {
-    stall::quit_closes_connections(&default_node).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quit_is_bounded() {
-    stall::quit_is_bounded(&default_node, Duration::from_secs(5)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drop_closes_connections() {
-    stall::drop_closes_connections(&default_node).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn extend_reaches_paused_node() {
-    stall::extend_reaches_paused_node(&default_node, Duration::from_millis(500)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn released_lock_has_no_validity() {
-    stall::released_lock_has_no_validity(&default_node).await;
-}
+redlock_testkit::stall_tests!(node);
 
 /// Zero and absurd limits are refused when the node is built.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,14 +15,13 @@
 //!
 //! [`conformance`]: crate::conformance
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redlock_core::{Node, Options, Redlock};
 
-use crate::conformance::{make, unique_prefix, NodeFactory, Target};
+use crate::conformance::{eventually as until, make, unique_prefix, NodeFactory, Target};
 use crate::server::{RedisServer, Reply};
 
 /// The TTL of the locks the checks take.
@@ -43,24 +42,6 @@ async fn nodes(f: &dyn NodeFactory, servers: &[RedisServer]) -> Vec<Arc<dyn Node
         nodes.push(make(f, &Target::Single(s.url())).await);
     }
     nodes
-}
-
-/// Polls `cond` every 10 ms until it holds; false after `timeout`.
-async fn until<F, Fut>(timeout: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let end = Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// `DBSIZE` of `server`, `None` when it does not answer.
@@ -431,4 +412,76 @@ pub async fn released_lock_has_no_validity(f: &dyn NodeFactory) {
     );
     assert!(lock.is_expired(), "a released lock is not expired");
     let _ = redlock.quit().await;
+}
+
+/// Emits the tests of this module for an adapter, one `#[tokio::test]`
+/// each: `$node` is an `async fn(Target, usize) -> Result<Arc<dyn Node>,
+/// BoxError>` that makes a node for a single server with the given backlog
+/// limit.
+///
+/// ```ignore
+/// redlock_testkit::stall_tests!(my_node);
+/// ```
+#[macro_export]
+macro_rules! stall_tests {
+    ($node:path) => {
+        /// The backlog limit of the stalled-node check: small, so that the
+        /// limit is reached early in the stop.
+        const STALL_LIMIT: usize = 256;
+
+        async fn stall_default_node(
+            target: $crate::conformance::Target,
+        ) -> ::std::result::Result<
+            ::std::sync::Arc<dyn ::redlock_core::Node>,
+            $crate::conformance::BoxError,
+        > {
+            $node(target, ::redlock_core::backlog::DEFAULT_LIMIT).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn stalled_node_stays_bounded() {
+            let report = $crate::stall::stalled_node_stays_bounded(
+                &|t| $node(t, STALL_LIMIT),
+                3,
+                ::std::time::Duration::from_secs(20),
+                STALL_LIMIT,
+            )
+            .await;
+            println!("{report:?}");
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn quit_closes_connections() {
+            $crate::stall::quit_closes_connections(&stall_default_node).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn quit_is_bounded() {
+            // Generous for a loaded machine: the point is that quit ends.
+            $crate::stall::quit_is_bounded(
+                &stall_default_node,
+                ::std::time::Duration::from_secs(5),
+            )
+            .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn drop_closes_connections() {
+            $crate::stall::drop_closes_connections(&stall_default_node).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn extend_reaches_paused_node() {
+            $crate::stall::extend_reaches_paused_node(
+                &stall_default_node,
+                ::std::time::Duration::from_millis(500),
+            )
+            .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn released_lock_has_no_validity() {
+            $crate::stall::released_lock_has_no_validity(&stall_default_node).await;
+        }
+    };
 }
