@@ -254,6 +254,7 @@ impl FredNode {
         } else {
             None
         };
+        let backlog = backlog.with_gauge(&id);
         let inner = Arc::new(Inner {
             id,
             kind,
