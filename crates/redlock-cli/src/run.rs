@@ -1,10 +1,13 @@
 //! `redlock run`: acquire, run the command while extending, release.
 
 use std::io::{IsTerminal, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use redlock_core::{Lease, Lock, LockError, Redlock, RetryPolicy, ScopeOptions};
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 
 use crate::supervisor;
@@ -213,9 +216,9 @@ async fn supervise(lease: Lease, args: &RunArgs, fence: Option<u64>) -> u8 {
         return exit::FAILED;
     };
     let pgid = job.pgid;
-    let status = loop {
+    let code = loop {
         tokio::select! {
-            status = job.child.wait() => break status,
+            code = job.command_exit() => break code,
             _ = lease.lost() => {
                 eprintln!(
                     "redlock: the lock on '{}' was lost; stopping the command (SIGTERM, SIGKILL after {:?})",
@@ -229,11 +232,8 @@ async fn supervise(lease: Lease, args: &RunArgs, fence: Option<u64>) -> u8 {
             _ = hup.recv() => signal_group(pgid, libc::SIGHUP),
         }
     };
-    let code = match status {
-        Ok(s) => {
-            job.exited = true;
-            code_of(s)
-        }
+    let code = match code {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("redlock: lost track of the command: {e}");
             exit::FAILED
@@ -255,17 +255,25 @@ async fn supervise(lease: Lease, args: &RunArgs, fence: Option<u64>) -> u8 {
 /// The command, started through the supervisor as the leader of its own
 /// process group.
 struct Job {
+    /// The supervisor.
     child: Child,
     pgid: libc::pid_t,
+    /// Whether the supervisor has been reaped.
     exited: bool,
+    /// The read end of the status pipe: the supervisor writes the command's
+    /// exit code to it when the command exits, and holds the only write end.
+    status: pipe::Receiver,
 }
 
 impl Job {
     fn spawn(args: &RunArgs, token: &str, fence: Option<u64>) -> std::io::Result<Job> {
         become_subreaper();
+        // Both ends are close-on-exec.
+        let (status, writer) = std::io::pipe()?;
         let mut command = Command::new(own_executable()?);
         command
             .arg(supervisor::ARG)
+            .arg(writer.as_raw_fd().to_string())
             .args(&args.command)
             .env("REDLOCK_RESOURCE", &args.resource)
             .env("REDLOCK_TOKEN", token)
@@ -274,8 +282,12 @@ impl Job {
         if let Some(f) = fence {
             command.env("REDLOCK_FENCE", f.to_string());
         }
+        pass_to_child(&mut command, &writer);
         tie_to_parent(&mut command);
         let child = command.spawn()?;
+        // The supervisor holds the only write end now: the pipe ends when
+        // the supervisor is gone.
+        drop(writer);
         let pgid = child
             .id()
             .and_then(|p| libc::pid_t::try_from(p).ok())
@@ -284,7 +296,23 @@ impl Job {
             child,
             pgid,
             exited: false,
+            status: pipe::Receiver::from_owned_fd(OwnedFd::from(status))?,
         })
+    }
+
+    /// Waits until the command has exited; its exit code, as the supervisor
+    /// reports it. Should the supervisor end without reporting one (it
+    /// could not start the command, or was killed), its own exit status
+    /// counts. The supervisor may still be running afterwards, for
+    /// processes the command left behind. Cancel-safe.
+    async fn command_exit(&mut self) -> std::io::Result<u8> {
+        let mut code = [0u8; 1];
+        if self.status.read(&mut code).await? == 1 {
+            return Ok(code[0]);
+        }
+        let status = self.child.wait().await?;
+        self.exited = true;
+        Ok(code_of(status))
     }
 
     /// Whether any process of the group is left. Reaps what has exited:
@@ -365,14 +393,32 @@ fn own_executable() -> std::io::Result<std::path::PathBuf> {
     }
 }
 
-/// Orphans of the command (a grandchild whose parent exited) become
-/// children of `redlock`, which reaps them and knows when the group is gone.
+/// Orphans of the group that outlive the supervisor (it is killed last, or
+/// they left the group) become children of `redlock`, which reaps them and
+/// knows when the group is gone.
 fn become_subreaper() {
     #[cfg(target_os = "linux")]
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER only changes a flag of this
     // process.
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+}
+
+/// The supervisor inherits `fd` (under the same number): close-on-exec is
+/// cleared in the child only, so no other process started meanwhile gets it.
+fn pass_to_child(command: &mut Command, fd: &impl AsRawFd) {
+    let fd = fd.as_raw_fd();
+    // SAFETY: the closure runs between fork and exec and only calls the
+    // async-signal-safe fcntl; `fd` stays open in the parent until after
+    // spawn returns.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 

@@ -238,3 +238,82 @@ fn sigkill_of_redlock_takes_the_whole_group_with_it() {
         alive(grandchild)
     );
 }
+
+/// Runs `redlock run --no-wait` on `name` with `script` once; its exit status.
+fn run_no_wait(servers: &[RedisServer], name: &str, script: &str) -> ExitStatus {
+    let nodes = servers
+        .iter()
+        .map(|s| s.url())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut redlock = Command::new(env!("CARGO_BIN_EXE_redlock"))
+        .env_remove("REDLOCK_NODES")
+        .args(["--nodes", &nodes, "run", "--resource", name, "--no-wait"])
+        .args(["--", "sh", "-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn redlock");
+    let start = Instant::now();
+    loop {
+        if let Some(st) = redlock.try_wait().expect("try_wait") {
+            return st;
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            let _ = redlock.kill();
+            let _ = redlock.wait();
+            panic!("redlock run --no-wait did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn sigkill_of_redlock_during_the_grace_takes_the_leftovers_with_it() {
+    let s = servers(3);
+    // The command exits at once and leaves behind a process that survives
+    // SIGTERM (it records that it got it) and runs for ever.
+    let script = r#"sh -c 'trap "touch \"$D/termed\"" TERM; echo $$ > "$D/grandchild"; while true; do sleep 0.05; done' &
+        while [ ! -s "$D/grandchild" ]; do sleep 0.01; done; echo $$ > "$D/sh"; touch "$D/ready"; exit 0"#;
+    let mut job = Job::start(
+        &s,
+        "g-kill-grace",
+        &["--ttl", "1s", "--grace", "30s"],
+        script,
+    );
+    let leftover = job.pid("grandchild");
+    // The leftover got SIGTERM: redlock is in the grace period.
+    let termed = job.dir.join("termed");
+    assert!(
+        eventually(Duration::from_secs(10), || termed.exists()),
+        "the leftover never got SIGTERM"
+    );
+    assert!(alive(leftover));
+    job.signal(libc::SIGKILL);
+    let st = job.exit(Duration::from_secs(5));
+    assert_eq!(st.code(), None, "redlock was killed");
+    // Once the lock has run out (--ttl 1s), another run takes it; its
+    // command fails (exit 9) if the leftover is still running.
+    let check = format!(
+        "if grep -qs '^State:[[:space:]]*[^ZX[:space:]]' /proc/{leftover}/status; then exit 9; fi; exit 0"
+    );
+    let start = Instant::now();
+    loop {
+        let second = run_no_wait(&s, "g-kill-grace", &check);
+        match second.code() {
+            Some(0) => break,
+            Some(75) if start.elapsed() < Duration::from_secs(15) => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Some(9) => panic!(
+                "a second redlock run took the lock while the leftover of a SIGKILLed redlock was running"
+            ),
+            other => panic!("second redlock run: unexpected exit {other:?}"),
+        }
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || !alive(leftover)),
+        "the leftover outlived a SIGKILLed redlock"
+    );
+}
