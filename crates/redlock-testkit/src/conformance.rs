@@ -704,6 +704,10 @@ pub async fn stopped_server_then_restarted(f: &dyn NodeFactory) {
             "a stopped server answered {r:?}"
         );
     }
+    // As the core does after a failed attempt: release what the attempts
+    // may have taken. An acquire the node still holds for the server (sent
+    // once it reconnects) must be followed there by this release.
+    let _ = tokio::time::timeout(Duration::from_millis(100), node.release(&k, "tok2")).await;
     server.restart().expect("restart");
     let node2 = node.clone();
     let k2 = k.clone();
