@@ -9,14 +9,13 @@ use std::time::{Duration, Instant};
 use futures_util::future::{self, Either};
 
 use crate::error::{Failure, LockError, NodeOutcome, NodeReport, Operation};
+use crate::extend::extend;
 use crate::lock::Lock;
 use crate::options::RetryPolicy;
-use crate::redlock::Redlock;
-use crate::resources::IntoResources;
 use crate::runtime::Runtime;
 use crate::signal::{Signal, Wait};
 
-/// Settings of a scoped lock ([`Redlock::using_with`]).
+/// Settings of a scoped lock ([`Redlock::using_with`](crate::Redlock::using_with)).
 ///
 /// ```
 /// use std::time::Duration;
@@ -34,8 +33,8 @@ pub struct ScopeOptions {
     keep_on_loss: bool,
     max_extensions: Option<u32>,
     max_hold: Option<Duration>,
-    retry: Option<RetryPolicy>,
-    fenced: bool,
+    pub(crate) retry: Option<RetryPolicy>,
+    pub(crate) fenced: bool,
 }
 
 impl ScopeOptions {
@@ -201,176 +200,126 @@ fn loss_margin(ttl: Duration) -> Duration {
     (ttl / 20).clamp(Duration::from_millis(1), Duration::from_secs(1))
 }
 
-impl Redlock {
-    /// Runs `work` while holding a lock on `resources`: acquires (with the
-    /// configured retries), extends automatically while the future runs,
-    /// releases afterwards and returns the future's output.
-    ///
-    /// If the lock is lost (extensions fail and the validity is about to end,
-    /// or someone else holds the keys), the [`Lease`] fires
-    /// [`lost`](Lease::lost) and, by default, the future is dropped and the
-    /// call returns [`LockError::Lost`]. A failed release at the end does not
-    /// hide the output: it is reported through the node-error hook and
-    /// `tracing`, and the keys expire with their TTL.
-    pub async fn using<R, F, Fut, T>(
-        &self,
-        resources: R,
-        ttl: Duration,
-        work: F,
-    ) -> Result<T, LockError>
-    where
-        R: IntoResources,
-        F: FnOnce(Lease) -> Fut,
-        Fut: Future<Output = T>,
-    {
-        self.using_with(resources, ttl, &ScopeOptions::default(), work)
-            .await
-    }
-
-    /// [`Redlock::using`] with [`ScopeOptions`].
-    pub async fn using_with<R, F, Fut, T>(
-        &self,
-        resources: R,
-        ttl: Duration,
-        options: &ScopeOptions,
-        work: F,
-    ) -> Result<T, LockError>
-    where
-        R: IntoResources,
-        F: FnOnce(Lease) -> Fut,
-        Fut: Future<Output = T>,
-    {
-        let policy = options.retry.unwrap_or(self.shared.options.retry);
-        let lock = if options.fenced {
-            self.lock_fenced_with(resources, ttl, &policy).await?
-        } else {
-            self.lock_with(resources, ttl, &policy).await?
-        };
-        self.scope(lock, options, work).await
-    }
-
-    /// Like [`Redlock::using_with`] for a lock already held: keeps it extended
-    /// while `work` runs, then releases it.
-    pub async fn scope<F, Fut, T>(
-        &self,
-        mut lock: Lock,
-        options: &ScopeOptions,
-        work: F,
-    ) -> Result<T, LockError>
-    where
-        F: FnOnce(Lease) -> Fut,
-        Fut: Future<Output = T>,
-    {
-        let policy = options.retry.unwrap_or(self.shared.options.retry);
-        let lease = Lease::new(&lock, self.shared.runtime.clone());
-        let outcome = {
-            let work = work(lease.clone());
-            let keeper = self.keep_alive(&mut lock, &lease, options, &policy);
-            futures_util::pin_mut!(work);
-            futures_util::pin_mut!(keeper);
-            match future::select(work, keeper).await {
-                Either::Left((output, _)) => Ok(output),
-                Either::Right((loss, work)) => {
-                    if options.keep_on_loss {
-                        Ok(work.await)
-                    } else {
-                        Err(loss)
-                    }
+/// Keeps `lock` extended while `work` runs, then releases it; see
+/// [`Redlock::using`](crate::Redlock::using).
+pub(crate) async fn hold<F, Fut, T>(
+    mut lock: Lock,
+    options: &ScopeOptions,
+    work: F,
+) -> Result<T, LockError>
+where
+    F: FnOnce(Lease) -> Fut,
+    Fut: Future<Output = T>,
+{
+    let shared = lock.shared.clone();
+    let policy = options.retry.unwrap_or(shared.options.retry);
+    let lease = Lease::new(&lock, shared.runtime.clone());
+    let outcome = {
+        let work = work(lease.clone());
+        let keeper = keep_alive(&mut lock, &lease, options, &policy);
+        futures_util::pin_mut!(work);
+        futures_util::pin_mut!(keeper);
+        match future::select(work, keeper).await {
+            Either::Left((output, _)) => Ok(output),
+            Either::Right((loss, work)) => {
+                if options.keep_on_loss {
+                    Ok(work.await)
+                } else {
+                    Err(loss)
                 }
             }
-        };
-        if let Err(e) = self.unlock(&lock).await {
-            tracing::warn!(resources = ?lock.resources(), "release after scoped lock failed: {e}");
         }
-        outcome
+    };
+    if let Err(e) = lock.release().await {
+        tracing::warn!(resources = ?lock.resources(), "release after scoped lock failed: {e}");
     }
+    outcome
+}
 
-    /// Extends `lock` before it runs out until it is lost or capped; fires the
-    /// lease's loss signal and returns why.
-    async fn keep_alive(
-        &self,
-        lock: &mut Lock,
-        lease: &Lease,
-        options: &ScopeOptions,
-        policy: &RetryPolicy,
-    ) -> LockError {
-        let rt = self.shared.runtime.clone();
-        let ttl = lock.ttl();
-        let threshold = options.extend_when_remaining.unwrap_or(ttl / 3);
-        let margin = loss_margin(ttl);
-        let began = rt.now();
-        let mut extensions: u32 = 0;
+/// Extends `lock` before it runs out until it is lost or capped; fires the
+/// lease's loss signal and returns why.
+async fn keep_alive(
+    lock: &mut Lock,
+    lease: &Lease,
+    options: &ScopeOptions,
+    policy: &RetryPolicy,
+) -> LockError {
+    let rt = lock.shared.runtime.clone();
+    let ttl = lock.ttl();
+    let threshold = options.extend_when_remaining.unwrap_or(ttl / 3);
+    let margin = loss_margin(ttl);
+    let began = rt.now();
+    let mut extensions: u32 = 0;
+    loop {
+        let valid_until = lock.valid_until();
+        let lost_at = valid_until.checked_sub(margin).unwrap_or(valid_until);
+        let extend_at = valid_until.checked_sub(threshold).unwrap_or(valid_until);
+        sleep_until(&*rt, extend_at.min(lost_at)).await;
+        let capped = options.max_extensions.is_some_and(|m| extensions >= m)
+            || options.max_hold.is_some_and(|h| rt.now() >= began + h);
+        if capped {
+            sleep_until(&*rt, lost_at).await;
+            lease.inner.lost.fire();
+            return LockError::Lost(lease_failure(lock, NodeOutcome::Undecided));
+        }
         loop {
-            let valid_until = lock.valid_until();
-            let lost_at = valid_until.checked_sub(margin).unwrap_or(valid_until);
-            let extend_at = valid_until.checked_sub(threshold).unwrap_or(valid_until);
-            sleep_until(&*rt, extend_at.min(lost_at)).await;
-            let capped = options.max_extensions.is_some_and(|m| extensions >= m)
-                || options.max_hold.is_some_and(|h| rt.now() >= began + h);
-            if capped {
-                sleep_until(&*rt, lost_at).await;
+            let now = rt.now();
+            if now >= lost_at {
                 lease.inner.lost.fire();
-                return LockError::Lost(self.lease_failure(lock, NodeOutcome::Undecided));
+                return LockError::Lost(lease_failure(lock, NodeOutcome::TimedOut));
             }
-            loop {
-                let now = rt.now();
-                if now >= lost_at {
-                    lease.inner.lost.fire();
-                    return LockError::Lost(self.lease_failure(lock, NodeOutcome::TimedOut));
+            let result = {
+                let attempt = extend(lock, ttl);
+                let timer = rt.sleep(lost_at - now);
+                futures_util::pin_mut!(attempt);
+                match future::select(attempt, timer).await {
+                    Either::Left((r, _)) => Some(r),
+                    Either::Right(_) => None,
                 }
-                let result = {
-                    let attempt = self.extend(lock, ttl);
-                    let timer = rt.sleep(lost_at - now);
-                    futures_util::pin_mut!(attempt);
-                    match future::select(attempt, timer).await {
-                        Either::Left((r, _)) => Some(r),
-                        Either::Right(_) => None,
-                    }
-                };
-                match result {
-                    Some(Ok(())) => {
-                        extensions += 1;
-                        lease.set_valid_until(lock.valid_until());
-                        break;
-                    }
-                    Some(Err(e @ LockError::Lost(_))) => {
-                        tracing::warn!(resources = ?lock.resources(), "lock lost: {e}");
-                        lease.inner.lost.fire();
-                        return e;
-                    }
-                    Some(Err(e)) => {
-                        tracing::debug!(resources = ?lock.resources(), "extension failed, retrying: {e}");
-                        let pause = policy
-                            .next_delay()
-                            .min(lost_at.saturating_duration_since(rt.now()));
-                        rt.sleep(pause).await;
-                    }
-                    None => {
-                        lease.inner.lost.fire();
-                        return LockError::Lost(self.lease_failure(lock, NodeOutcome::TimedOut));
-                    }
+            };
+            match result {
+                Some(Ok(())) => {
+                    extensions += 1;
+                    lease.set_valid_until(lock.valid_until());
+                    break;
+                }
+                Some(Err(e @ LockError::Lost(_))) => {
+                    tracing::warn!(resources = ?lock.resources(), "lock lost: {e}");
+                    lease.inner.lost.fire();
+                    return e;
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(resources = ?lock.resources(), "extension failed, retrying: {e}");
+                    let pause = policy
+                        .next_delay()
+                        .min(lost_at.saturating_duration_since(rt.now()));
+                    rt.sleep(pause).await;
+                }
+                None => {
+                    lease.inner.lost.fire();
+                    return LockError::Lost(lease_failure(lock, NodeOutcome::TimedOut));
                 }
             }
         }
     }
+}
 
-    fn lease_failure(&self, lock: &Lock, outcome: NodeOutcome) -> Box<Failure> {
-        Box::new(Failure {
-            operation: Operation::Extend,
-            resources: lock.resources().to_vec(),
-            attempts: 1,
-            quorum: self.shared.quorum,
-            nodes: self
-                .shared
-                .nodes
-                .iter()
-                .map(|n| NodeReport {
-                    node: n.id().to_owned(),
-                    outcome: outcome.clone(),
-                })
-                .collect(),
-        })
-    }
+fn lease_failure(lock: &Lock, outcome: NodeOutcome) -> Box<Failure> {
+    let shared = &lock.shared;
+    Box::new(Failure {
+        operation: Operation::Extend,
+        resources: lock.resources().to_vec(),
+        attempts: 1,
+        quorum: shared.quorum,
+        nodes: shared
+            .nodes
+            .iter()
+            .map(|n| NodeReport {
+                node: n.id().to_owned(),
+                outcome: outcome.clone(),
+            })
+            .collect(),
+    })
 }
 
 async fn sleep_until(rt: &dyn Runtime, at: Instant) {

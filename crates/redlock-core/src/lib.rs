@@ -100,21 +100,26 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 #![warn(missing_docs)]
 
+mod acquire;
 mod address;
 mod admin;
 pub mod backlog;
 pub mod error;
+mod extend;
 pub mod fence;
+mod health;
 mod lease;
 mod local;
 mod lock;
 pub mod node;
 pub mod options;
 mod redlock;
+mod release;
 mod resources;
 mod round;
 pub mod runtime;
 pub mod scripts;
+mod shared;
 mod signal;
 pub mod slot;
 pub mod status;
