@@ -8,83 +8,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::{self, Either};
 
-use crate::error::{Failure, LockError, NodeOutcome, NodeReport, Operation};
+use crate::error::{Failure, InvalidArgument, LockError, NodeOutcome, NodeReport, Operation};
 use crate::extend::extend;
 use crate::lock::Lock;
-use crate::options::RetryPolicy;
+use crate::options::{LockOptions, RetryPolicy};
 use crate::runtime::Runtime;
 use crate::signal::{Signal, Wait};
-
-/// Settings of a scoped lock ([`Redlock::using_with`](crate::Redlock::using_with)).
-///
-/// ```
-/// use std::time::Duration;
-/// use redlock_core::ScopeOptions;
-///
-/// let opts = ScopeOptions::new()
-///     .extend_when_remaining(Duration::from_secs(2))
-///     .max_hold(Duration::from_secs(600))
-///     .cancel_on_loss(false);
-/// # let _ = opts;
-/// ```
-#[derive(Debug, Clone, Default)]
-pub struct ScopeOptions {
-    extend_when_remaining: Option<Duration>,
-    keep_on_loss: bool,
-    max_extensions: Option<u32>,
-    max_hold: Option<Duration>,
-    pub(crate) retry: Option<RetryPolicy>,
-    pub(crate) fenced: bool,
-}
-
-impl ScopeOptions {
-    /// The defaults: extend when a third of the TTL is left, cancel the future
-    /// when the lock is lost, no caps, the Redlock's retry policy, no fencing.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Extend once the remaining validity drops below this (default: a third
-    /// of the TTL).
-    pub fn extend_when_remaining(mut self, remaining: Duration) -> Self {
-        self.extend_when_remaining = Some(remaining);
-        self
-    }
-
-    /// `true` (the default): when the lock is lost, the future is dropped at
-    /// once and the call returns [`LockError::Lost`]. `false`: the future
-    /// keeps running and learns of the loss through [`Lease::lost`].
-    pub fn cancel_on_loss(mut self, cancel: bool) -> Self {
-        self.keep_on_loss = !cancel;
-        self
-    }
-
-    /// Extend at most this many times; the lease then ends with its validity.
-    pub fn max_extensions(mut self, n: u32) -> Self {
-        self.max_extensions = Some(n);
-        self
-    }
-
-    /// Start no extension after this long since acquisition; the lease then
-    /// ends with its current validity.
-    pub fn max_hold(mut self, hold: Duration) -> Self {
-        self.max_hold = Some(hold);
-        self
-    }
-
-    /// Retry policy for the acquisition and for each extension (retries of an
-    /// extension stop when the validity is about to run out).
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = Some(policy);
-        self
-    }
-
-    /// Take a fencing token with the lock ([`Lease::fence`]).
-    pub fn fenced(mut self, fenced: bool) -> Self {
-        self.fenced = fenced;
-        self
-    }
-}
 
 /// The holder's view of a scoped lock, handed to the future. Cheap to clone.
 #[derive(Clone)]
@@ -181,7 +110,7 @@ impl Lease {
         &self.inner.resources
     }
 
-    /// The fencing token, when the scope was [fenced](ScopeOptions::fenced).
+    /// The fencing token, when the scope was [fenced](crate::LockOptions::fenced).
     pub fn fence(&self) -> Option<u64> {
         self.inner.fence
     }
@@ -195,6 +124,19 @@ impl Lease {
     }
 }
 
+/// The scoped settings of `options` checked against the held lock's TTL.
+fn check(options: &LockOptions, ttl: Duration) -> Result<(), InvalidArgument> {
+    if let Some(policy) = &options.retry {
+        policy.validate()?;
+    }
+    match options.extend_when_remaining {
+        Some(threshold) if threshold >= ttl => {
+            Err(InvalidArgument::ExtendThreshold { threshold, ttl })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// How long before the end of validity a lease reports its loss.
 fn loss_margin(ttl: Duration) -> Duration {
     (ttl / 20).clamp(Duration::from_millis(1), Duration::from_secs(1))
@@ -204,7 +146,7 @@ fn loss_margin(ttl: Duration) -> Duration {
 /// [`Redlock::using`](crate::Redlock::using).
 pub(crate) async fn hold<F, Fut, T>(
     mut lock: Lock,
-    options: &ScopeOptions,
+    options: &LockOptions,
     work: F,
 ) -> Result<T, LockError>
 where
@@ -212,6 +154,13 @@ where
     Fut: Future<Output = T>,
 {
     let shared = lock.shared.clone();
+    if let Err(e) = check(options, lock.ttl()) {
+        // Every failure path releases what it took.
+        if let Err(release) = lock.release().await {
+            tracing::warn!(resources = ?lock.resources(), "release after refused options failed: {release}");
+        }
+        return Err(e.into());
+    }
     let policy = options.retry.unwrap_or(shared.options.retry);
     let lease = Lease::new(&lock, shared.runtime.clone());
     let outcome = {
@@ -241,7 +190,7 @@ where
 async fn keep_alive(
     lock: &mut Lock,
     lease: &Lease,
-    options: &ScopeOptions,
+    options: &LockOptions,
     policy: &RetryPolicy,
 ) -> LockError {
     let rt = lock.shared.runtime.clone();

@@ -119,7 +119,7 @@ impl Lock {
     }
 
     /// The fencing token, for locks taken with
-    /// [`Redlock::lock_fenced`](crate::Redlock::lock_fenced): strictly greater than any earlier holder's
+    /// [`LockOptions::fenced`](crate::LockOptions::fenced): strictly greater than any earlier holder's
     /// (see [`fence`](crate::fence) for the guarantee).
     pub fn fence(&self) -> Option<u64> {
         self.fence

@@ -13,10 +13,10 @@ use crate::admin::{self, Released};
 use crate::error::{InvalidArgument, LockError};
 use crate::extend::extend;
 use crate::fence::fence;
-use crate::lease::{hold, Lease, ScopeOptions};
+use crate::lease::{hold, Lease};
 use crate::lock::Lock;
 use crate::node::{Node, NodeError};
-use crate::options::{Options, RetryPolicy};
+use crate::options::{LockOptions, Options};
 use crate::resources::IntoResources;
 use crate::shared::Shared;
 use crate::status::{status_of, ResourceStatus};
@@ -82,72 +82,150 @@ impl Redlock {
         self.shared.drift(ttl)
     }
 
+    /// Locks by `options`: the general entry point behind [`Redlock::lock`]
+    /// and [`Redlock::try_lock`]. Retries by the options' retry policy (or
+    /// the Redlock's), and takes a fencing token when the options ask for
+    /// one. A failed attempt releases what it took before the next one; a
+    /// call that gives up leaves nothing behind.
+    ///
+    /// Calls of this process that wait for the same resources take turns,
+    /// first come, first served; waiting wakes when a release is announced.
+    ///
+    /// ```
+    /// # async fn demo(redlock: redlock_core::Redlock) -> Result<(), redlock_core::LockError> {
+    /// use std::time::Duration;
+    /// use redlock_core::{LockOptions, RetryPolicy};
+    ///
+    /// let options = LockOptions::new(["account:1", "account:2"], Duration::from_secs(10))
+    ///     .retry(RetryPolicy { deadline: Some(Duration::from_secs(5)), ..RetryPolicy::default() })
+    ///     .fenced(true);
+    /// let lock = redlock.acquire(&options).await?;
+    /// let fence = lock.fence(); // hand it to the storage layer with every write
+    /// # let _ = fence;
+    /// lock.unlock().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn acquire(&self, options: &LockOptions) -> Result<Lock, LockError> {
+        let shared = &self.shared;
+        let target = shared.target(options.resources.clone())?;
+        shared.check_ttl(options.ttl)?;
+        options.validate()?;
+        let policy = options.retry.unwrap_or(shared.options.retry);
+        let lock = acquire(shared, target, options.ttl, &policy).await?;
+        if options.fenced {
+            fence(lock).await
+        } else {
+            Ok(lock)
+        }
+    }
+
     /// Locks one resource or several at once (all or nothing), retrying by the
-    /// configured policy.
+    /// configured policy: node-redlock's `lock`. Same as
+    /// [`Redlock::acquire`] with [`LockOptions::new`]`(resources, ttl)`.
+    ///
+    /// ```
+    /// # async fn demo(redlock: redlock_core::Redlock) -> Result<(), redlock_core::LockError> {
+    /// use std::time::Duration;
+    ///
+    /// let lock = redlock.lock("nightly-export", Duration::from_secs(30)).await?;
+    /// // ... work while `lock.remaining()` is above zero ...
+    /// lock.unlock().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn lock(
         &self,
         resources: impl IntoResources,
         ttl: Duration,
     ) -> Result<Lock, LockError> {
-        let policy = self.shared.options.retry;
-        self.lock_with(resources, ttl, &policy).await
+        self.acquire(&LockOptions::new(resources, ttl)).await
     }
 
     /// One attempt only: node-redlock's "is it locked?" answered with
-    /// `retryCount = 0`. A [`LockError::Conflict`] means unavailable.
+    /// `retryCount = 0`. A [`LockError::Conflict`] means unavailable. Same as
+    /// [`Redlock::acquire`] with [`LockOptions::once`].
+    ///
+    /// ```
+    /// # async fn demo(redlock: redlock_core::Redlock) -> Result<(), redlock_core::LockError> {
+    /// use std::time::Duration;
+    ///
+    /// match redlock.try_lock("nightly-export", Duration::from_secs(30)).await {
+    ///     Ok(lock) => lock.unlock().await?,
+    ///     Err(e) if e.is_conflict() => println!("someone else runs the export"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn try_lock(
         &self,
         resources: impl IntoResources,
         ttl: Duration,
     ) -> Result<Lock, LockError> {
-        self.lock_with(resources, ttl, &RetryPolicy::once()).await
+        self.acquire(&LockOptions::new(resources, ttl).once()).await
     }
 
-    /// Locks with a retry policy for this call only.
-    pub async fn lock_with(
-        &self,
-        resources: impl IntoResources,
-        ttl: Duration,
-        policy: &RetryPolicy,
-    ) -> Result<Lock, LockError> {
-        let target = self.shared.target(resources.into_resources())?;
-        self.shared.check_ttl(ttl)?;
-        policy.validate()?;
-        acquire(&self.shared, target, ttl, policy).await
-    }
-
-    /// Locks like [`Redlock::lock`] and also takes a fencing token
-    /// ([`Lock::fence`]); see the [`fence`](crate::fence) module for the
-    /// guarantee.
-    pub async fn lock_fenced(
-        &self,
-        resources: impl IntoResources,
-        ttl: Duration,
-    ) -> Result<Lock, LockError> {
-        let policy = self.shared.options.retry;
-        self.lock_fenced_with(resources, ttl, &policy).await
-    }
-
-    /// [`Redlock::lock_fenced`] with a retry policy for this call.
-    pub async fn lock_fenced_with(
-        &self,
-        resources: impl IntoResources,
-        ttl: Duration,
-        policy: &RetryPolicy,
-    ) -> Result<Lock, LockError> {
-        fence(self.lock_with(resources, ttl, policy).await?).await
-    }
-
-    /// Runs `work` while holding a lock on `resources`: acquires (with the
-    /// configured retries), extends automatically while the future runs,
-    /// releases afterwards and returns the future's output.
+    /// Runs `work` while holding a lock taken by `options`: acquires,
+    /// extends automatically while the future runs, releases afterwards and
+    /// returns the future's output. The general form of
+    /// [`Redlock::using`]; [`Lock::hold`] does the same for a lock already
+    /// held.
     ///
     /// If the lock is lost (extensions fail and the validity is about to end,
     /// or someone else holds the keys), the [`Lease`] fires
-    /// [`lost`](Lease::lost) and, by default, the future is dropped and the
-    /// call returns [`LockError::Lost`]. A failed release at the end does not
-    /// hide the output: it is reported through the node-error hook and
-    /// `tracing`, and the keys expire with their TTL.
+    /// [`lost`](Lease::lost) and, unless the options say
+    /// [`cancel_on_loss(false)`](LockOptions::cancel_on_loss), the future is
+    /// dropped and the call returns [`LockError::Lost`]. A failed release at
+    /// the end does not hide the output: it is reported through `tracing`,
+    /// and the keys expire with their TTL.
+    ///
+    /// ```
+    /// # async fn demo(redlock: redlock_core::Redlock) -> Result<(), redlock_core::LockError> {
+    /// use std::time::Duration;
+    /// use redlock_core::LockOptions;
+    ///
+    /// let options = LockOptions::new("nightly-export", Duration::from_secs(30))
+    ///     .max_hold(Duration::from_secs(3600))
+    ///     .cancel_on_loss(false);
+    /// let rows = redlock
+    ///     .scoped(&options, |lease| async move {
+    ///         // ... work, checking `lease.is_held()` before each write ...
+    ///         if lease.is_held() { 42 } else { 0 }
+    ///     })
+    ///     .await?;
+    /// # let _ = rows;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn scoped<F, Fut, T>(&self, options: &LockOptions, work: F) -> Result<T, LockError>
+    where
+        F: FnOnce(Lease) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let lock = self.acquire(options).await?;
+        hold(lock, options, work).await
+    }
+
+    /// Runs `work` while holding a lock on `resources` for `ttl` at a time,
+    /// with the configured retries: [`Redlock::scoped`] with
+    /// [`LockOptions::new`]`(resources, ttl)`.
+    ///
+    /// ```
+    /// # async fn demo(redlock: redlock_core::Redlock) -> Result<(), redlock_core::LockError> {
+    /// use std::time::Duration;
+    ///
+    /// let report = redlock
+    ///     .using("nightly-export", Duration::from_secs(30), |lease| async move {
+    ///         // `lease.lost()` completes if the lock is lost; by default the
+    ///         // future is then dropped and `using` returns `LockError::Lost`.
+    ///         lease.remaining()
+    ///     })
+    ///     .await?;
+    /// # let _ = report;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn using<R, F, Fut, T>(
         &self,
         resources: R,
@@ -159,45 +237,7 @@ impl Redlock {
         F: FnOnce(Lease) -> Fut,
         Fut: Future<Output = T>,
     {
-        self.using_with(resources, ttl, &ScopeOptions::default(), work)
-            .await
-    }
-
-    /// [`Redlock::using`] with [`ScopeOptions`].
-    pub async fn using_with<R, F, Fut, T>(
-        &self,
-        resources: R,
-        ttl: Duration,
-        options: &ScopeOptions,
-        work: F,
-    ) -> Result<T, LockError>
-    where
-        R: IntoResources,
-        F: FnOnce(Lease) -> Fut,
-        Fut: Future<Output = T>,
-    {
-        let policy = options.retry.unwrap_or(self.shared.options.retry);
-        let lock = if options.fenced {
-            self.lock_fenced_with(resources, ttl, &policy).await?
-        } else {
-            self.lock_with(resources, ttl, &policy).await?
-        };
-        hold(lock, options, work).await
-    }
-
-    /// Like [`Redlock::using_with`] for a lock already held: keeps it extended
-    /// while `work` runs, then releases it.
-    pub async fn scope<F, Fut, T>(
-        &self,
-        lock: Lock,
-        options: &ScopeOptions,
-        work: F,
-    ) -> Result<T, LockError>
-    where
-        F: FnOnce(Lease) -> Fut,
-        Fut: Future<Output = T>,
-    {
-        hold(lock, options, work).await
+        self.scoped(&LockOptions::new(resources, ttl), work).await
     }
 
     /// Releases the lock on every node. Releasing a lock that already expired
@@ -321,6 +361,35 @@ impl Lock {
     /// Extends the lock to expire `ttl` from now. See [`Redlock::extend`].
     pub async fn extend(&mut self, ttl: Duration) -> Result<(), LockError> {
         extend(self, ttl).await
+    }
+
+    /// Keeps this lock extended while `work` runs, then releases it:
+    /// [`Redlock::scoped`] for a lock already held. Of `options`, the scoped
+    /// settings ([`extend_when_remaining`](LockOptions::extend_when_remaining),
+    /// [`cancel_on_loss`](LockOptions::cancel_on_loss), the caps, the retry
+    /// policy of each extension) apply; the resources, TTL and fencing are
+    /// the lock's own, so the options the lock was acquired with fit.
+    ///
+    /// ```
+    /// # async fn demo(redlock: redlock_core::Redlock) -> Result<(), redlock_core::LockError> {
+    /// use std::time::Duration;
+    /// use redlock_core::LockOptions;
+    ///
+    /// let options = LockOptions::new("deploy", Duration::from_secs(10)).once();
+    /// let lock = redlock.acquire(&options).await?; // decide on busy before starting
+    /// let done = lock
+    ///     .hold(&options, |lease| async move { lease.token().len() })
+    ///     .await?;
+    /// # let _ = done;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn hold<F, Fut, T>(self, options: &LockOptions, work: F) -> Result<T, LockError>
+    where
+        F: FnOnce(Lease) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        hold(self, options, work).await
     }
 
     /// The status of this lock's resources, with our token recognised.
