@@ -3,7 +3,7 @@
 //! A lock can expire while its holder is stalled (a long GC pause, a
 //! swapped-out process, a slow network): the holder wakes up, still believes
 //! it holds the lock, and writes. Timing alone cannot prevent that; a
-//! fencing token can. `lock_fenced` gives every holder a number that grows
+//! fencing token can. A fenced lock gives every holder a number that grows
 //! strictly from one holder to the next (read from a majority of the nodes,
 //! max + 1 written back to a majority), and the storage refuses a write that
 //! carries a smaller number than one it has already seen.
@@ -29,6 +29,7 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use redlock_core::LockOptions;
 use redlock_examples::urls_from_env;
 use redlock_redis_rs::{Options, RedisNode, Redlock};
 use redlock_testkit::RedisServer;
@@ -94,7 +95,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
 
     // Client A: a short lock, one write.
     let lock_a = redlock
-        .lock_fenced("ledger", Duration::from_millis(300))
+        .acquire(&LockOptions::new("ledger", Duration::from_millis(300)).fenced(true))
         .await?;
     let fence_a = lock_a.fence().ok_or("no fencing token")?;
     println!("A holds the lock with token {fence_a}");
@@ -105,7 +106,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
     // A's keys expire) and gets a larger token.
     println!("A stalls ...");
     let lock_b = redlock
-        .lock_fenced("ledger", Duration::from_secs(5))
+        .acquire(&LockOptions::new("ledger", Duration::from_secs(5)).fenced(true))
         .await?;
     let fence_b = lock_b.fence().ok_or("no fencing token")?;
     println!("A's lock expired; B holds the lock with token {fence_b}");

@@ -5,7 +5,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use redlock_core::{Lease, Lock, LockError, Redlock, RetryPolicy, ScopeOptions};
+use redlock_core::{Lease, Lock, LockError, LockOptions, Redlock};
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
@@ -20,7 +20,7 @@ const RETRY_DELAY: Duration = Duration::from_millis(100);
 
 /// The shortest TTL `run` accepts. The lock is extended when a third of the
 /// TTL is left and given up when a twentieth is left (see
-/// `redlock_core::ScopeOptions`); at 500 ms that leaves about 140 ms for an
+/// `redlock_core::LockOptions`); at 500 ms that leaves about 140 ms for an
 /// extension round whose per-node timeout is 50 ms: two rounds and some
 /// slack for a busy machine. Below it, the lock is lost under ordinary
 /// scheduling delays.
@@ -40,9 +40,9 @@ pub async fn run(redlock: &Redlock, args: RunArgs) -> u8 {
         Err(code) => return code,
     };
     let fence = lock.fence();
-    let options = ScopeOptions::new().cancel_on_loss(false);
-    let result = redlock
-        .scope(lock, &options, |lease| supervise(lease, &args, fence))
+    let options = LockOptions::new(args.resource.as_str(), args.ttl).cancel_on_loss(false);
+    let result = lock
+        .hold(&options, |lease| supervise(lease, &args, fence))
         .await;
     match result {
         Ok(code) => code,
@@ -104,17 +104,11 @@ async fn acquire(redlock: &Redlock, args: &RunArgs) -> Result<Lock, u8> {
     let mut shown = false;
     let mut reason: Option<Waiting> = None;
     let mut unavailable_since: Option<Instant> = None;
-    let policy = RetryPolicy::once();
+    let options = LockOptions::new(args.resource.as_str(), args.ttl)
+        .once()
+        .fenced(args.fenced);
     loop {
-        let attempt = if args.fenced {
-            redlock
-                .lock_fenced_with(args.resource.as_str(), args.ttl, &policy)
-                .await
-        } else {
-            redlock
-                .lock_with(args.resource.as_str(), args.ttl, &policy)
-                .await
-        };
+        let attempt = redlock.acquire(&options).await;
         let err = match attempt {
             Ok(lock) => {
                 if shown {

@@ -68,6 +68,15 @@ pub enum InvalidArgument {
     /// Unlimited retries with neither delay nor jitter would spin.
     #[error("unlimited retries need a retry delay or jitter above zero, or a deadline")]
     BusyRetry,
+    /// A scoped lock's extension threshold is not below its TTL: it would
+    /// extend without pause.
+    #[error("extend_when_remaining {threshold:?} is not below the ttl {ttl:?}: extend when a part of the ttl is left, such as a third")]
+    ExtendThreshold {
+        /// The threshold asked for.
+        threshold: Duration,
+        /// The lock's TTL.
+        ttl: Duration,
+    },
     /// A zero per-node timeout.
     #[error("node timeout is zero: use a timeout small next to the ttl, such as 50ms")]
     ZeroNodeTimeout,

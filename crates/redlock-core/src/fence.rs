@@ -20,97 +20,74 @@
 //! storage layer must remember the highest token it accepted and reject
 //! anything lower.
 
-use std::time::Duration;
-
 use crate::error::{LockError, NodeOutcome, Operation};
 use crate::lock::Lock;
-use crate::options::RetryPolicy;
-use crate::redlock::{node_timeout, Redlock};
-use crate::resources::IntoResources;
 use crate::round::{self, Round, Vote};
 
-impl Redlock {
-    /// Locks like [`Redlock::lock`] and also takes a fencing token
-    /// ([`Lock::fence`]); see the [`fence`](crate::fence) module for the
-    /// guarantee.
-    pub async fn lock_fenced(
-        &self,
-        resources: impl IntoResources,
-        ttl: Duration,
-    ) -> Result<Lock, LockError> {
-        let policy = self.shared.options.retry;
-        self.lock_fenced_with(resources, ttl, &policy).await
-    }
-
-    /// [`Redlock::lock_fenced`] with a retry policy for this call.
-    pub async fn lock_fenced_with(
-        &self,
-        resources: impl IntoResources,
-        ttl: Duration,
-        policy: &RetryPolicy,
-    ) -> Result<Lock, LockError> {
-        let mut lock = self.lock_with(resources, ttl, policy).await?;
-        match self.take_fence(&lock).await {
-            Ok(fence) => {
-                lock.fence = Some(fence);
-                Ok(lock)
+/// Takes a fencing token for `lock`, just acquired; on failure the lock is
+/// released before the error is returned.
+pub(crate) async fn fence(mut lock: Lock) -> Result<Lock, LockError> {
+    match take(&lock).await {
+        Ok(fence) => {
+            lock.fence = Some(fence);
+            Ok(lock)
+        }
+        Err(e) => {
+            if let Err(release) = lock.release().await {
+                tracing::warn!("release after failed fencing failed: {release}");
             }
-            Err(e) => {
-                if let Err(release) = self.unlock(&lock).await {
-                    tracing::warn!("release after failed fencing failed: {release}");
-                }
-                Err(e)
-            }
+            Err(e)
         }
     }
+}
 
-    async fn take_fence(&self, lock: &Lock) -> Result<u64, LockError> {
-        let counters: Vec<String> = lock.keys().iter().map(|k| counter_key(k)).collect();
-        let read = self.counter_round(lock, &counters, 0).await;
-        let fail = |round: &Round| {
-            LockError::NoQuorum(self.failure(Operation::Fence, &lock.target, 1, round))
-        };
-        if read.yes < self.shared.quorum {
-            return Err(fail(&read));
-        }
-        let highest = read
-            .outcomes
-            .iter()
-            .filter_map(|o| match o {
-                NodeOutcome::Counter(v) => Some(*v),
-                _ => None,
+async fn take(lock: &Lock) -> Result<u64, LockError> {
+    let shared = &lock.shared;
+    let counters: Vec<String> = lock.keys().iter().map(|k| counter_key(k)).collect();
+    let read = counter_round(lock, &counters, 0).await;
+    let fail = |round: &Round| {
+        LockError::NoQuorum(round.failure(shared, Operation::Fence, &lock.target, 1))
+    };
+    if read.yes < shared.quorum {
+        return Err(fail(&read));
+    }
+    let highest = read
+        .outcomes
+        .iter()
+        .filter_map(|o| match o {
+            NodeOutcome::Counter(v) => Some(*v),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    let next = highest.saturating_add(1);
+    let write = counter_round(lock, &counters, next).await;
+    if write.yes < shared.quorum || lock.is_expired() {
+        return Err(fail(&write));
+    }
+    Ok(next)
+}
+
+/// Asks every node to read the counters and raise them to `floor` (0:
+/// read only), until a quorum answered or the lock's validity ends.
+async fn counter_round(lock: &Lock, counters: &[String], floor: u64) -> Round {
+    let shared = &lock.shared;
+    round::run(
+        shared,
+        Operation::Fence,
+        lock.resources(),
+        counters.first().map(String::as_str),
+        shared.node_timeout(lock.ttl()),
+        Some(lock.valid_until()),
+        |_, node| {
+            Box::pin(async move {
+                node.fence(counters, floor)
+                    .await
+                    .map(|v| (Vote::Yes, NodeOutcome::Counter(v)))
             })
-            .max()
-            .unwrap_or(0);
-        let next = highest.saturating_add(1);
-        let write = self.counter_round(lock, &counters, next).await;
-        if write.yes < self.shared.quorum || lock.is_expired() {
-            return Err(fail(&write));
-        }
-        Ok(next)
-    }
-
-    /// Asks every node to read the counters and raise them to `floor` (0:
-    /// read only), until a quorum answered or the lock's validity ends.
-    async fn counter_round(&self, lock: &Lock, counters: &[String], floor: u64) -> Round {
-        let shared = &self.shared;
-        round::run(
-            shared,
-            Operation::Fence,
-            lock.resources(),
-            counters.first().map(String::as_str),
-            node_timeout(&shared.options, lock.ttl()),
-            Some(lock.valid_until()),
-            |_, node| {
-                Box::pin(async move {
-                    node.fence(counters, floor)
-                        .await
-                        .map(|v| (Vote::Yes, NodeOutcome::Counter(v)))
-                })
-            },
-        )
-        .await
-    }
+        },
+    )
+    .await
 }
 
 /// The counter key of a lock key.

@@ -8,84 +8,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::{self, Either};
 
-use crate::error::{Failure, LockError, NodeOutcome, NodeReport, Operation};
+use crate::error::{Failure, InvalidArgument, LockError, NodeOutcome, NodeReport, Operation};
+use crate::extend::extend;
 use crate::lock::Lock;
-use crate::options::RetryPolicy;
-use crate::redlock::Redlock;
-use crate::resources::IntoResources;
+use crate::options::{LockOptions, RetryPolicy};
 use crate::runtime::Runtime;
 use crate::signal::{Signal, Wait};
-
-/// Settings of a scoped lock ([`Redlock::using_with`]).
-///
-/// ```
-/// use std::time::Duration;
-/// use redlock_core::ScopeOptions;
-///
-/// let opts = ScopeOptions::new()
-///     .extend_when_remaining(Duration::from_secs(2))
-///     .max_hold(Duration::from_secs(600))
-///     .cancel_on_loss(false);
-/// # let _ = opts;
-/// ```
-#[derive(Debug, Clone, Default)]
-pub struct ScopeOptions {
-    extend_when_remaining: Option<Duration>,
-    keep_on_loss: bool,
-    max_extensions: Option<u32>,
-    max_hold: Option<Duration>,
-    retry: Option<RetryPolicy>,
-    fenced: bool,
-}
-
-impl ScopeOptions {
-    /// The defaults: extend when a third of the TTL is left, cancel the future
-    /// when the lock is lost, no caps, the Redlock's retry policy, no fencing.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Extend once the remaining validity drops below this (default: a third
-    /// of the TTL).
-    pub fn extend_when_remaining(mut self, remaining: Duration) -> Self {
-        self.extend_when_remaining = Some(remaining);
-        self
-    }
-
-    /// `true` (the default): when the lock is lost, the future is dropped at
-    /// once and the call returns [`LockError::Lost`]. `false`: the future
-    /// keeps running and learns of the loss through [`Lease::lost`].
-    pub fn cancel_on_loss(mut self, cancel: bool) -> Self {
-        self.keep_on_loss = !cancel;
-        self
-    }
-
-    /// Extend at most this many times; the lease then ends with its validity.
-    pub fn max_extensions(mut self, n: u32) -> Self {
-        self.max_extensions = Some(n);
-        self
-    }
-
-    /// Start no extension after this long since acquisition; the lease then
-    /// ends with its current validity.
-    pub fn max_hold(mut self, hold: Duration) -> Self {
-        self.max_hold = Some(hold);
-        self
-    }
-
-    /// Retry policy for the acquisition and for each extension (retries of an
-    /// extension stop when the validity is about to run out).
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = Some(policy);
-        self
-    }
-
-    /// Take a fencing token with the lock ([`Lease::fence`]).
-    pub fn fenced(mut self, fenced: bool) -> Self {
-        self.fenced = fenced;
-        self
-    }
-}
 
 /// The holder's view of a scoped lock, handed to the future. Cheap to clone.
 #[derive(Clone)]
@@ -182,7 +110,7 @@ impl Lease {
         &self.inner.resources
     }
 
-    /// The fencing token, when the scope was [fenced](ScopeOptions::fenced).
+    /// The fencing token, when the scope was [fenced](crate::LockOptions::fenced).
     pub fn fence(&self) -> Option<u64> {
         self.inner.fence
     }
@@ -196,181 +124,151 @@ impl Lease {
     }
 }
 
+/// The scoped settings of `options` checked against the held lock's TTL.
+fn check(options: &LockOptions, ttl: Duration) -> Result<(), InvalidArgument> {
+    if let Some(policy) = &options.retry {
+        policy.validate()?;
+    }
+    match options.extend_when_remaining {
+        Some(threshold) if threshold >= ttl => {
+            Err(InvalidArgument::ExtendThreshold { threshold, ttl })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// How long before the end of validity a lease reports its loss.
 fn loss_margin(ttl: Duration) -> Duration {
     (ttl / 20).clamp(Duration::from_millis(1), Duration::from_secs(1))
 }
 
-impl Redlock {
-    /// Runs `work` while holding a lock on `resources`: acquires (with the
-    /// configured retries), extends automatically while the future runs,
-    /// releases afterwards and returns the future's output.
-    ///
-    /// If the lock is lost (extensions fail and the validity is about to end,
-    /// or someone else holds the keys), the [`Lease`] fires
-    /// [`lost`](Lease::lost) and, by default, the future is dropped and the
-    /// call returns [`LockError::Lost`]. A failed release at the end does not
-    /// hide the output: it is reported through the node-error hook and
-    /// `tracing`, and the keys expire with their TTL.
-    pub async fn using<R, F, Fut, T>(
-        &self,
-        resources: R,
-        ttl: Duration,
-        work: F,
-    ) -> Result<T, LockError>
-    where
-        R: IntoResources,
-        F: FnOnce(Lease) -> Fut,
-        Fut: Future<Output = T>,
-    {
-        self.using_with(resources, ttl, &ScopeOptions::default(), work)
-            .await
+/// Keeps `lock` extended while `work` runs, then releases it; see
+/// [`Redlock::using`](crate::Redlock::using).
+pub(crate) async fn hold<F, Fut, T>(
+    mut lock: Lock,
+    options: &LockOptions,
+    work: F,
+) -> Result<T, LockError>
+where
+    F: FnOnce(Lease) -> Fut,
+    Fut: Future<Output = T>,
+{
+    let shared = lock.shared.clone();
+    if let Err(e) = check(options, lock.ttl()) {
+        // Every failure path releases what it took.
+        if let Err(release) = lock.release().await {
+            tracing::warn!(resources = ?lock.resources(), "release after refused options failed: {release}");
+        }
+        return Err(e.into());
     }
-
-    /// [`Redlock::using`] with [`ScopeOptions`].
-    pub async fn using_with<R, F, Fut, T>(
-        &self,
-        resources: R,
-        ttl: Duration,
-        options: &ScopeOptions,
-        work: F,
-    ) -> Result<T, LockError>
-    where
-        R: IntoResources,
-        F: FnOnce(Lease) -> Fut,
-        Fut: Future<Output = T>,
-    {
-        let policy = options.retry.unwrap_or(self.shared.options.retry);
-        let lock = if options.fenced {
-            self.lock_fenced_with(resources, ttl, &policy).await?
-        } else {
-            self.lock_with(resources, ttl, &policy).await?
-        };
-        self.scope(lock, options, work).await
-    }
-
-    /// Like [`Redlock::using_with`] for a lock already held: keeps it extended
-    /// while `work` runs, then releases it.
-    pub async fn scope<F, Fut, T>(
-        &self,
-        mut lock: Lock,
-        options: &ScopeOptions,
-        work: F,
-    ) -> Result<T, LockError>
-    where
-        F: FnOnce(Lease) -> Fut,
-        Fut: Future<Output = T>,
-    {
-        let policy = options.retry.unwrap_or(self.shared.options.retry);
-        let lease = Lease::new(&lock, self.shared.runtime.clone());
-        let outcome = {
-            let work = work(lease.clone());
-            let keeper = self.keep_alive(&mut lock, &lease, options, &policy);
-            futures_util::pin_mut!(work);
-            futures_util::pin_mut!(keeper);
-            match future::select(work, keeper).await {
-                Either::Left((output, _)) => Ok(output),
-                Either::Right((loss, work)) => {
-                    if options.keep_on_loss {
-                        Ok(work.await)
-                    } else {
-                        Err(loss)
-                    }
+    let policy = options.retry.unwrap_or(shared.options.retry);
+    let lease = Lease::new(&lock, shared.runtime.clone());
+    let outcome = {
+        let work = work(lease.clone());
+        let keeper = keep_alive(&mut lock, &lease, options, &policy);
+        futures_util::pin_mut!(work);
+        futures_util::pin_mut!(keeper);
+        match future::select(work, keeper).await {
+            Either::Left((output, _)) => Ok(output),
+            Either::Right((loss, work)) => {
+                if options.keep_on_loss {
+                    Ok(work.await)
+                } else {
+                    Err(loss)
                 }
             }
-        };
-        if let Err(e) = self.unlock(&lock).await {
-            tracing::warn!(resources = ?lock.resources(), "release after scoped lock failed: {e}");
         }
-        outcome
+    };
+    if let Err(e) = lock.release().await {
+        tracing::warn!(resources = ?lock.resources(), "release after scoped lock failed: {e}");
     }
+    outcome
+}
 
-    /// Extends `lock` before it runs out until it is lost or capped; fires the
-    /// lease's loss signal and returns why.
-    async fn keep_alive(
-        &self,
-        lock: &mut Lock,
-        lease: &Lease,
-        options: &ScopeOptions,
-        policy: &RetryPolicy,
-    ) -> LockError {
-        let rt = self.shared.runtime.clone();
-        let ttl = lock.ttl();
-        let threshold = options.extend_when_remaining.unwrap_or(ttl / 3);
-        let margin = loss_margin(ttl);
-        let began = rt.now();
-        let mut extensions: u32 = 0;
+/// Extends `lock` before it runs out until it is lost or capped; fires the
+/// lease's loss signal and returns why.
+async fn keep_alive(
+    lock: &mut Lock,
+    lease: &Lease,
+    options: &LockOptions,
+    policy: &RetryPolicy,
+) -> LockError {
+    let rt = lock.shared.runtime.clone();
+    let ttl = lock.ttl();
+    let threshold = options.extend_when_remaining.unwrap_or(ttl / 3);
+    let margin = loss_margin(ttl);
+    let began = rt.now();
+    let mut extensions: u32 = 0;
+    loop {
+        let valid_until = lock.valid_until();
+        let lost_at = valid_until.checked_sub(margin).unwrap_or(valid_until);
+        let extend_at = valid_until.checked_sub(threshold).unwrap_or(valid_until);
+        sleep_until(&*rt, extend_at.min(lost_at)).await;
+        let capped = options.max_extensions.is_some_and(|m| extensions >= m)
+            || options.max_hold.is_some_and(|h| rt.now() >= began + h);
+        if capped {
+            sleep_until(&*rt, lost_at).await;
+            lease.inner.lost.fire();
+            return LockError::Lost(lease_failure(lock, NodeOutcome::Undecided));
+        }
         loop {
-            let valid_until = lock.valid_until();
-            let lost_at = valid_until.checked_sub(margin).unwrap_or(valid_until);
-            let extend_at = valid_until.checked_sub(threshold).unwrap_or(valid_until);
-            sleep_until(&*rt, extend_at.min(lost_at)).await;
-            let capped = options.max_extensions.is_some_and(|m| extensions >= m)
-                || options.max_hold.is_some_and(|h| rt.now() >= began + h);
-            if capped {
-                sleep_until(&*rt, lost_at).await;
+            let now = rt.now();
+            if now >= lost_at {
                 lease.inner.lost.fire();
-                return LockError::Lost(self.lease_failure(lock, NodeOutcome::Undecided));
+                return LockError::Lost(lease_failure(lock, NodeOutcome::TimedOut));
             }
-            loop {
-                let now = rt.now();
-                if now >= lost_at {
-                    lease.inner.lost.fire();
-                    return LockError::Lost(self.lease_failure(lock, NodeOutcome::TimedOut));
+            let result = {
+                let attempt = extend(lock, ttl);
+                let timer = rt.sleep(lost_at - now);
+                futures_util::pin_mut!(attempt);
+                match future::select(attempt, timer).await {
+                    Either::Left((r, _)) => Some(r),
+                    Either::Right(_) => None,
                 }
-                let result = {
-                    let attempt = self.extend(lock, ttl);
-                    let timer = rt.sleep(lost_at - now);
-                    futures_util::pin_mut!(attempt);
-                    match future::select(attempt, timer).await {
-                        Either::Left((r, _)) => Some(r),
-                        Either::Right(_) => None,
-                    }
-                };
-                match result {
-                    Some(Ok(())) => {
-                        extensions += 1;
-                        lease.set_valid_until(lock.valid_until());
-                        break;
-                    }
-                    Some(Err(e @ LockError::Lost(_))) => {
-                        tracing::warn!(resources = ?lock.resources(), "lock lost: {e}");
-                        lease.inner.lost.fire();
-                        return e;
-                    }
-                    Some(Err(e)) => {
-                        tracing::debug!(resources = ?lock.resources(), "extension failed, retrying: {e}");
-                        let pause = policy
-                            .next_delay()
-                            .min(lost_at.saturating_duration_since(rt.now()));
-                        rt.sleep(pause).await;
-                    }
-                    None => {
-                        lease.inner.lost.fire();
-                        return LockError::Lost(self.lease_failure(lock, NodeOutcome::TimedOut));
-                    }
+            };
+            match result {
+                Some(Ok(())) => {
+                    extensions += 1;
+                    lease.set_valid_until(lock.valid_until());
+                    break;
+                }
+                Some(Err(e @ LockError::Lost(_))) => {
+                    tracing::warn!(resources = ?lock.resources(), "lock lost: {e}");
+                    lease.inner.lost.fire();
+                    return e;
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(resources = ?lock.resources(), "extension failed, retrying: {e}");
+                    let pause = policy
+                        .next_delay()
+                        .min(lost_at.saturating_duration_since(rt.now()));
+                    rt.sleep(pause).await;
+                }
+                None => {
+                    lease.inner.lost.fire();
+                    return LockError::Lost(lease_failure(lock, NodeOutcome::TimedOut));
                 }
             }
         }
     }
+}
 
-    fn lease_failure(&self, lock: &Lock, outcome: NodeOutcome) -> Box<Failure> {
-        Box::new(Failure {
-            operation: Operation::Extend,
-            resources: lock.resources().to_vec(),
-            attempts: 1,
-            quorum: self.shared.quorum,
-            nodes: self
-                .shared
-                .nodes
-                .iter()
-                .map(|n| NodeReport {
-                    node: n.id().to_owned(),
-                    outcome: outcome.clone(),
-                })
-                .collect(),
-        })
-    }
+fn lease_failure(lock: &Lock, outcome: NodeOutcome) -> Box<Failure> {
+    let shared = &lock.shared;
+    Box::new(Failure {
+        operation: Operation::Extend,
+        resources: lock.resources().to_vec(),
+        attempts: 1,
+        quorum: shared.quorum,
+        nodes: shared
+            .nodes
+            .iter()
+            .map(|n| NodeReport {
+                node: n.id().to_owned(),
+                outcome: outcome.clone(),
+            })
+            .collect(),
+    })
 }
 
 async fn sleep_until(rt: &dyn Runtime, at: Instant) {

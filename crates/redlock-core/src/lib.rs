@@ -50,7 +50,7 @@
 //! - Beyond node-redlock: [`Redlock::using`] holds a lock while a future runs,
 //!   extends it automatically and pushes its loss ([`Lease::lost`]);
 //!   [`Redlock::status`] says who holds a resource by quorum;
-//!   [`Redlock::lock_fenced`] adds a [fencing token](fence).
+//!   [`LockOptions::fenced`] adds a [fencing token](fence).
 //! - Waiting wakes on release: a node that can announce releases
 //!   ([`Node::watch_release`]) cuts a waiter's retry delay short; the delay
 //!   stays the upper bound when an announcement is lost.
@@ -100,21 +100,26 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 #![warn(missing_docs)]
 
+mod acquire;
 mod address;
 mod admin;
 pub mod backlog;
 pub mod error;
+mod extend;
 pub mod fence;
+mod health;
 mod lease;
 mod local;
 mod lock;
 pub mod node;
 pub mod options;
 mod redlock;
+mod release;
 mod resources;
 mod round;
 pub mod runtime;
 pub mod scripts;
+mod shared;
 mod signal;
 pub mod slot;
 pub mod status;
@@ -124,10 +129,12 @@ pub mod watchers;
 
 pub use admin::Released;
 pub use error::{Failure, InvalidArgument, LockError, NodeOutcome, NodeReport, Operation};
-pub use lease::{Lease, Lost, ScopeOptions};
+pub use lease::{Lease, Lost};
 pub use lock::Lock;
 pub use node::{Acquire, Extend, KeyState, Node, NodeError};
-pub use options::{NodeErrorEvent, NodeErrorHook, Options, Retries, RetryPolicy, MAX_TTL};
+pub use options::{
+    LockOptions, NodeErrorEvent, NodeErrorHook, Options, Retries, RetryPolicy, MAX_TTL,
+};
 pub use redlock::Redlock;
 pub use resources::{IntoResources, MAX_KEY_BYTES};
 #[cfg(feature = "tokio")]

@@ -32,8 +32,6 @@ use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
 
-use crate::redlock::Shared;
-
 /// Every queue of one `Redlock`.
 #[derive(Debug, Default)]
 pub(crate) struct LocalQueues {
@@ -100,7 +98,7 @@ impl LocalQueues {
 
 /// A call's place in a queue; leaving (drop) hands the turn on.
 pub(crate) struct Ticket {
-    shared: Arc<Shared>,
+    queues: Arc<LocalQueues>,
     key: Vec<String>,
     me: Arc<Waiter>,
     /// Set by [`Ticket::acquired`]: the next call should wait for a release
@@ -110,20 +108,20 @@ pub(crate) struct Ticket {
 
 impl Ticket {
     /// Joins the back of the queue for `keys`.
-    pub(crate) fn join(shared: &Arc<Shared>, keys: &[String]) -> Ticket {
+    pub(crate) fn join(queues: &Arc<LocalQueues>, keys: &[String]) -> Ticket {
         let key = canonical(keys);
         let me = Arc::new(Waiter::default());
         {
-            let mut map = shared.local.map();
+            let mut map = queues.map();
             let queue = map.entry(key.clone()).or_default();
             if queue.is_empty() {
                 me.head.store(true, Ordering::Release);
             }
             queue.push_back(me.clone());
-            shared.local.waiting.fetch_add(1, Ordering::AcqRel);
+            queues.waiting.fetch_add(1, Ordering::AcqRel);
         }
         Ticket {
-            shared: shared.clone(),
+            queues: queues.clone(),
             key,
             me,
             acquired: false,
@@ -166,13 +164,13 @@ impl Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         let next = {
-            let mut map = self.shared.local.map();
+            let mut map = self.queues.map();
             let Some(queue) = map.get_mut(&self.key) else {
                 return;
             };
             let was_head = queue.front().is_some_and(|w| Arc::ptr_eq(w, &self.me));
             queue.retain(|w| !Arc::ptr_eq(w, &self.me));
-            self.shared.local.waiting.fetch_sub(1, Ordering::AcqRel);
+            self.queues.waiting.fetch_sub(1, Ordering::AcqRel);
             let next = if was_head {
                 queue.front().cloned()
             } else {

@@ -5,8 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 use crate::error::LockError;
-use crate::redlock::{spawn_release, Redlock, Shared, Target};
+use crate::release::{release_lock, spawn_release};
+use crate::shared::{Shared, Target};
 
 /// A lock held on a quorum of nodes until [`valid_until`](Lock::valid_until).
 ///
@@ -116,7 +119,7 @@ impl Lock {
     }
 
     /// The fencing token, for locks taken with
-    /// [`Redlock::lock_fenced`]: strictly greater than any earlier holder's
+    /// [`LockOptions::fenced`](crate::LockOptions::fenced): strictly greater than any earlier holder's
     /// (see [`fence`](crate::fence) for the guarantee).
     pub fn fence(&self) -> Option<u64> {
         self.fence
@@ -128,21 +131,29 @@ impl Lock {
         self.attempts
     }
 
-    /// The [`Redlock`] this lock belongs to.
-    pub fn redlock(&self) -> Redlock {
-        Redlock {
-            shared: self.shared.clone(),
-        }
-    }
-
-    /// Releases the lock on every node. See [`Redlock::unlock`].
+    /// Releases the lock on every node. See [`Redlock::unlock`](crate::Redlock::unlock).
     pub async fn unlock(self) -> Result<(), LockError> {
-        self.redlock().unlock(&self).await
+        self.release().await
     }
 
-    /// Extends the lock to expire `ttl` from now. See [`Redlock::extend`].
-    pub async fn extend(&mut self, ttl: Duration) -> Result<(), LockError> {
-        self.redlock().extend(self, ttl).await
+    /// Releases on every node; marks the lock released once a quorum
+    /// answered.
+    pub(crate) async fn release(&self) -> Result<(), LockError> {
+        if self.released.load(Ordering::Acquire) {
+            return Err(LockError::Released);
+        }
+        let span = tracing::debug_span!("redlock.release", resources = ?self.target.names);
+        release_lock(
+            &self.shared,
+            &self.target,
+            &self.token,
+            self.ttl,
+            self.unsent.as_deref().unwrap_or(&[]),
+        )
+        .instrument(span)
+        .await?;
+        self.released.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Keeps the keys until their TTL runs out: the lock is not released on

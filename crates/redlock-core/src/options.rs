@@ -1,5 +1,5 @@
-//! Configuration: [`Options`] for a [`Redlock`](crate::Redlock) and the
-//! [`RetryPolicy`] of a lock call.
+//! Configuration: [`Options`] for a [`Redlock`](crate::Redlock), the
+//! [`LockOptions`] of one lock call and the [`RetryPolicy`] it retries by.
 
 use std::fmt;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use rand::Rng;
 
 use crate::error::{InvalidArgument, Operation};
 use crate::node::NodeError;
+use crate::resources::IntoResources;
 use crate::runtime::Runtime;
 
 /// How many times a lock call tries again after its first attempt.
@@ -279,6 +280,146 @@ impl Options {
     /// The retry policy lock calls use unless given one.
     pub fn retry(&self) -> &RetryPolicy {
         &self.retry
+    }
+}
+
+/// What to lock and how: the one value every lock call takes
+/// ([`Redlock::acquire`](crate::Redlock::acquire),
+/// [`Redlock::scoped`](crate::Redlock::scoped), [`Lock::hold`](crate::Lock::hold)).
+///
+/// The resources and the TTL are required; everything else has a default:
+/// the Redlock's retry policy, no fencing token, and for scoped locks an
+/// extension when a third of the TTL is left, the future cancelled when the
+/// lock is lost, no cap on extensions or hold time. The values are checked
+/// when the call is made; a bad one is an
+/// [`InvalidArgument`] that says what to fix, and nothing is sent.
+///
+/// ```
+/// use std::time::Duration;
+/// use redlock_core::{LockOptions, RetryPolicy};
+///
+/// let export = LockOptions::new("nightly-export", Duration::from_secs(30))
+///     .retry(RetryPolicy::once())
+///     .fenced(true)
+///     .extend_when_remaining(Duration::from_secs(10))
+///     .max_hold(Duration::from_secs(600))
+///     .cancel_on_loss(false);
+/// assert_eq!(export.resources(), ["nightly-export"]);
+/// assert_eq!(export.ttl(), Duration::from_secs(30));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "options do nothing until given to a lock call"]
+pub struct LockOptions {
+    pub(crate) resources: Vec<String>,
+    pub(crate) ttl: Duration,
+    pub(crate) retry: Option<RetryPolicy>,
+    pub(crate) fenced: bool,
+    pub(crate) extend_when_remaining: Option<Duration>,
+    pub(crate) keep_on_loss: bool,
+    pub(crate) max_extensions: Option<u32>,
+    pub(crate) max_hold: Option<Duration>,
+}
+
+impl LockOptions {
+    /// Lock `resources` (one name or several, all or nothing) for `ttl`.
+    pub fn new(resources: impl IntoResources, ttl: Duration) -> Self {
+        LockOptions {
+            resources: resources.into_resources(),
+            ttl,
+            retry: None,
+            fenced: false,
+            extend_when_remaining: None,
+            keep_on_loss: false,
+            max_extensions: None,
+            max_hold: None,
+        }
+    }
+
+    /// The retry policy of this call (and of each extension of a scoped
+    /// lock) instead of the Redlock's.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// Exactly one attempt: node-redlock's "is it locked?" (retry count 0).
+    pub fn once(self) -> Self {
+        self.retry(RetryPolicy::once())
+    }
+
+    /// Take a fencing token with the lock ([`Lock::fence`](crate::Lock::fence));
+    /// see [`fence`](crate::fence) for the guarantee.
+    pub fn fenced(mut self, fenced: bool) -> Self {
+        self.fenced = fenced;
+        self
+    }
+
+    /// Scoped locks: extend once the remaining validity drops below this
+    /// (default: a third of the TTL). Must be below the TTL.
+    pub fn extend_when_remaining(mut self, remaining: Duration) -> Self {
+        self.extend_when_remaining = Some(remaining);
+        self
+    }
+
+    /// Scoped locks: `true` (the default) drops the future at once when the
+    /// lock is lost and returns [`LockError::Lost`](crate::LockError::Lost);
+    /// `false` lets it run on and learn of the loss through
+    /// [`Lease::lost`](crate::Lease::lost).
+    pub fn cancel_on_loss(mut self, cancel: bool) -> Self {
+        self.keep_on_loss = !cancel;
+        self
+    }
+
+    /// Scoped locks: extend at most this many times; the lease then ends
+    /// with its validity.
+    pub fn max_extensions(mut self, n: u32) -> Self {
+        self.max_extensions = Some(n);
+        self
+    }
+
+    /// Scoped locks: start no extension after this long since acquisition;
+    /// the lease then ends with its current validity.
+    pub fn max_hold(mut self, hold: Duration) -> Self {
+        self.max_hold = Some(hold);
+        self
+    }
+
+    /// The resource names, as given.
+    pub fn resources(&self) -> &[String] {
+        &self.resources
+    }
+
+    /// The time to live of the lock.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The retry policy given for this call, if any.
+    pub fn retry_policy(&self) -> Option<&RetryPolicy> {
+        self.retry.as_ref()
+    }
+
+    /// Whether a fencing token is taken with the lock.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced
+    }
+
+    /// Checks what a lock's TTL alone cannot: the retry policy and the
+    /// extension threshold (the resources and the TTL are checked against
+    /// the Redlock's key prefix and drift when the call is made).
+    pub(crate) fn validate(&self) -> Result<(), InvalidArgument> {
+        if let Some(policy) = &self.retry {
+            policy.validate()?;
+        }
+        if let Some(threshold) = self.extend_when_remaining {
+            if threshold >= self.ttl {
+                return Err(InvalidArgument::ExtendThreshold {
+                    threshold,
+                    ttl: self.ttl,
+                });
+            }
+        }
+        Ok(())
     }
 }
 

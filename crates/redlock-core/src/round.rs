@@ -3,18 +3,18 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_util::future::{self, Either};
 
-use crate::error::{NodeOutcome, NodeReport, Operation};
+use crate::error::{Failure, NodeOutcome, NodeReport, Operation};
 use crate::node::{Node, NodeError};
 use crate::options::{NodeErrorEvent, Options};
-use crate::redlock::Shared;
 use crate::runtime::BoxFuture;
+use crate::shared::{Shared, Target};
+use crate::telemetry;
 
 /// The longest a background probe waits for an unresponsive node's answer
 /// before giving up (the next round that finds the node still unresponsive
@@ -36,46 +36,14 @@ const CONTENDED_STRAGGLERS: u32 = 8;
 /// The least a contended acquire waits for silent nodes.
 const CONTENDED_STRAGGLER_FLOOR: Duration = Duration::from_millis(5);
 
-/// What the rounds know about one node's responsiveness.
-///
-/// A node whose request timed out becomes *unresponsive*: later rounds still
-/// send it every request (so its order is kept and it is used again as soon
-/// as it answers), but they no longer wait for it to decide that a quorum is
-/// out of reach. Without this, every failed attempt while a minority is
-/// stopped (paused process, black-holed link) would wait out the per-node
-/// timeout on that minority, holding the partial keys it took and blocking
-/// every other contender meanwhile. A success still needs a quorum of real
-/// answers, so this changes how fast a failure is decided, never what counts
-/// as a success.
-///
-/// The node becomes responsive again on its first answer to any request, or
-/// when a background probe (a read-only `inspect` sent behind the requests
-/// it has not answered yet) returns.
-#[derive(Debug, Default)]
-pub(crate) struct Health {
-    unresponsive: AtomicBool,
-    probing: AtomicBool,
-}
-
-impl Health {
-    fn is_unresponsive(&self) -> bool {
-        self.unresponsive.load(Ordering::Acquire)
-    }
-
-    fn answered(&self) {
-        if self.unresponsive.load(Ordering::Relaxed) {
-            self.unresponsive.store(false, Ordering::Release);
-        }
-    }
-}
-
-/// Marks node `i` unresponsive and makes sure a probe is running for it. A
-/// runtime that cannot spawn leaves the node responsive (every round then
-/// waits for it, as without this mechanism).
+/// Marks node `i` unresponsive (see [`Health`](crate::health::Health)) and
+/// makes sure a probe is running for it. A runtime that cannot spawn leaves
+/// the node responsive (every round then waits for it, as without this
+/// mechanism).
 fn suspect(shared: &Arc<Shared>, i: usize, key: Option<&str>) {
     let health = &shared.health[i];
-    if health.probing.swap(true, Ordering::AcqRel) {
-        health.unresponsive.store(true, Ordering::Release);
+    if !health.start_probe() {
+        health.suspect();
         return;
     }
     let owned = shared.clone();
@@ -86,16 +54,12 @@ fn suspect(shared: &Arc<Shared>, i: usize, key: Option<&str>) {
             future::select(node.inspect(&keys), owned.runtime.sleep(PROBE_LIMIT)).await,
             Either::Left(_)
         );
-        let health = &owned.health[i];
-        if answered {
-            health.unresponsive.store(false, Ordering::Release);
-        }
-        health.probing.store(false, Ordering::Release);
+        owned.health[i].end_probe(answered);
     });
     if shared.runtime.spawn(probe) {
-        health.unresponsive.store(true, Ordering::Release);
+        health.suspect();
     } else {
-        health.probing.store(false, Ordering::Release);
+        health.end_probe(false);
     }
 }
 
@@ -122,6 +86,35 @@ pub(crate) struct Round {
 }
 
 impl Round {
+    /// A round in which no node answered (yet).
+    pub fn undecided(nodes: usize, out_of_time: bool) -> Round {
+        Round {
+            outcomes: vec![NodeOutcome::Undecided; nodes],
+            yes: 0,
+            no: 0,
+            fail: 0,
+            out_of_time,
+        }
+    }
+
+    /// The bounded failure summary of this round.
+    pub fn failure(
+        &self,
+        shared: &Shared,
+        operation: Operation,
+        target: &Target,
+        attempts: u32,
+    ) -> Box<Failure> {
+        Box::new(Failure {
+            operation,
+            resources: target.names.to_vec(),
+            attempts,
+            quorum: shared.quorum,
+            nodes: self.reports(&shared.nodes),
+        })
+    }
+
+    /// Per node, what it did.
     pub fn reports(&self, nodes: &[Arc<dyn Node>]) -> Vec<NodeReport> {
         nodes
             .iter()
@@ -139,7 +132,7 @@ type Answer = Result<(Vote, NodeOutcome), NodeError>;
 /// Sends `call` to every node concurrently and returns once a quorum of
 /// `Yes` votes is reached, once a quorum has become impossible, once every
 /// node has answered, or once `until` passes — whichever comes first.
-/// Nodes known to be unresponsive (see [`Health`]) count as failed for the
+/// Nodes known to be unresponsive (see [`Health`](crate::health::Health)) count as failed for the
 /// "impossible" decision while they have not answered, and as
 /// [`NodeOutcome::Unresponsive`] if the round ends before they do.
 ///
@@ -278,6 +271,8 @@ where
     round
 }
 
+/// Tells the node-error hook and `tracing` about a node that failed or
+/// timed out (`error: None`).
 pub(crate) fn report(
     options: &Options,
     node: &str,
@@ -292,7 +287,7 @@ pub(crate) fn report(
         error,
     };
     tracing::warn!(node, %operation, ?resources, "{event}");
-    crate::telemetry::node_error(node, operation);
+    telemetry::node_error(node, operation);
     if let Some(hook) = &options.on_node_error {
         hook(&event);
     }

@@ -4,16 +4,14 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::error::{InvalidArgument, LockError, NodeOutcome, Operation};
-use crate::lock::Lock;
-use crate::node::KeyState;
+use crate::error::{NodeOutcome, Operation};
+use crate::node::{KeyState, NodeError};
 use crate::options::{default_node_timeout, drift};
-use crate::redlock::{Redlock, Target};
-use crate::resources::IntoResources;
 use crate::round;
+use crate::shared::{Shared, Target};
 use futures_util::future::{self, Either};
 
-/// A holder as shown by [`Redlock::status`]: our own token in full, anyone
+/// A holder as shown by [`Redlock::status`](crate::Redlock::status): our own token in full, anyone
 /// else's redacted to its first characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Holder {
@@ -104,118 +102,69 @@ pub struct ResourceStatus {
 /// How many characters of another owner's token a status shows.
 const REDACTED_PREFIX: usize = 6;
 
-impl Redlock {
-    /// Who holds `resources`, per node and by quorum. Tokens of other owners
-    /// are redacted, and every holder counts as another owner, a lock of
-    /// this same `Redlock` included: use [`Lock::status`] or
-    /// [`Redlock::status_with_token`] to see a lock of ours as such.
-    pub async fn status(
-        &self,
-        resources: impl IntoResources,
-    ) -> Result<Vec<ResourceStatus>, LockError> {
-        let target = self.target(resources.into_resources())?;
-        Ok(self.status_of(&target, None).await)
-    }
-
-    /// Like [`Redlock::status`], recognising `token` as ours: keys holding
-    /// it show as [`Holder::Us`] and a quorum of them as
-    /// [`Verdict::HeldByUs`]. For a holder that kept only the token (for
-    /// example a job started by `redlock run`, which gets it as
-    /// `REDLOCK_TOKEN`); a holder with its [`Lock`] can use
-    /// [`Lock::status`].
-    ///
-    /// ```
-    /// # async fn demo(redlock: redlock_core::Redlock, token: String) -> Result<(), redlock_core::LockError> {
-    /// use redlock_core::Verdict;
-    /// let status = redlock.status_with_token("nightly-export", &token).await?;
-    /// let mine = matches!(status[0].verdict, Verdict::HeldByUs { .. });
-    /// # let _ = mine;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn status_with_token(
-        &self,
-        resources: impl IntoResources,
-        token: &str,
-    ) -> Result<Vec<ResourceStatus>, LockError> {
-        if token.is_empty() {
-            return Err(InvalidArgument::Token("empty token").into());
-        }
-        let target = self.target(resources.into_resources())?;
-        Ok(self.status_of(&target, Some(token)).await)
-    }
-
-    pub(crate) async fn status_of(
-        &self,
-        target: &Target,
-        ours: Option<&str>,
-    ) -> Vec<ResourceStatus> {
-        let shared = &self.shared;
-        let timeout = shared
-            .options
-            .node_timeout
-            .unwrap_or_else(|| default_node_timeout(Duration::from_secs(10)));
-        let keys: &[String] = &target.keys;
-        // A status is read-only and shows every node: wait for all answers
-        // (each bounded by the per-node timeout).
-        let answers: Vec<Result<Vec<KeyState>, NodeOutcome>> =
-            future::join_all(shared.nodes.iter().map(|node| async move {
-                let sleep = shared.runtime.sleep(timeout);
-                let outcome = match future::select(node.inspect(keys), sleep).await {
-                    Either::Left((Ok(states), _)) => return Ok(states),
-                    Either::Left((Err(e), _)) => {
-                        round::report(
-                            &shared.options,
-                            node.id(),
-                            Operation::Inspect,
-                            &target.names,
-                            Some(&e),
-                        );
-                        NodeOutcome::Error(e)
-                    }
-                    Either::Right(_) => {
-                        round::report(
-                            &shared.options,
-                            node.id(),
-                            Operation::Inspect,
-                            &target.names,
-                            None,
-                        );
-                        NodeOutcome::TimedOut
-                    }
-                };
-                Err(outcome)
-            }))
-            .await;
-        target
-            .names
-            .iter()
-            .enumerate()
-            .map(|(k, name)| {
-                let (views, tokens): (Vec<NodeView>, Vec<Option<&str>>) = shared
-                    .nodes
-                    .iter()
-                    .zip(&answers)
-                    .map(|(node, answer)| view(node.id(), answer, k, ours))
-                    .unzip();
-                let verdict = verdict(&views, &tokens, shared.quorum, shared.options.drift_factor);
-                ResourceStatus {
-                    resource: name.clone(),
-                    nodes: views,
-                    verdict,
+/// Reads every node's view of `target` (waiting for all answers, each
+/// bounded by the per-node timeout) and decides by quorum; `ours` is the
+/// token to recognise as ours.
+pub(crate) async fn status_of(
+    shared: &Shared,
+    target: &Target,
+    ours: Option<&str>,
+) -> Vec<ResourceStatus> {
+    let timeout = shared
+        .options
+        .node_timeout
+        .unwrap_or_else(|| default_node_timeout(Duration::from_secs(10)));
+    let keys: &[String] = &target.keys;
+    // A status is read-only and shows every node: wait for all answers
+    // (each bounded by the per-node timeout).
+    let answers: Vec<Result<Vec<KeyState>, NodeOutcome>> =
+        future::join_all(shared.nodes.iter().map(|node| async move {
+            let sleep = shared.runtime.sleep(timeout);
+            let outcome = match future::select(node.inspect(keys), sleep).await {
+                Either::Left((Ok(states), _)) => return Ok(states),
+                Either::Left((Err(e), _)) => {
+                    round::report(
+                        &shared.options,
+                        node.id(),
+                        Operation::Inspect,
+                        &target.names,
+                        Some(&e),
+                    );
+                    NodeOutcome::Error(e)
                 }
-            })
-            .collect()
-    }
-}
-
-impl Lock {
-    /// The status of this lock's resources, with our token recognised.
-    pub async fn status(&self) -> Vec<ResourceStatus> {
-        self.redlock()
-            .status_of(&self.target, Some(self.token()))
-            .await
-    }
+                Either::Right(_) => {
+                    round::report(
+                        &shared.options,
+                        node.id(),
+                        Operation::Inspect,
+                        &target.names,
+                        None,
+                    );
+                    NodeOutcome::TimedOut
+                }
+            };
+            Err(outcome)
+        }))
+        .await;
+    target
+        .names
+        .iter()
+        .enumerate()
+        .map(|(k, name)| {
+            let (views, tokens): (Vec<NodeView>, Vec<Option<&str>>) = shared
+                .nodes
+                .iter()
+                .zip(&answers)
+                .map(|(node, answer)| view(node.id(), answer, k, ours))
+                .unzip();
+            let verdict = verdict(&views, &tokens, shared.quorum, shared.options.drift_factor);
+            ResourceStatus {
+                resource: name.clone(),
+                nodes: views,
+                verdict,
+            }
+        })
+        .collect()
 }
 
 /// One node's view, and the full token behind it (kept for grouping only).
@@ -239,7 +188,7 @@ fn view<'a>(
     let Some(state) = states.get(k) else {
         let view = NodeView {
             node: node.to_owned(),
-            holder: Err(NodeOutcome::Error(crate::NodeError::Protocol(
+            holder: Err(NodeOutcome::Error(NodeError::Protocol(
                 "inspect returned fewer entries than keys".into(),
             ))),
             ttl: None,

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::*;
 use redlock_core::{
-    InvalidArgument, LockError, NodeOutcome, Operation, Options, Redlock, Retries, RetryPolicy,
-    MAX_TTL,
+    InvalidArgument, LockError, LockOptions, NodeOutcome, Operation, Options, Redlock, Retries,
+    RetryPolicy, MAX_TTL,
 };
 use redlock_testkit::sim::SimNode;
 use tokio::time::Instant;
@@ -369,7 +369,10 @@ async fn unlimited_retries_with_jitter_only_are_accepted() {
         node.put_key("r", OTHER, None);
     }
     let t0 = Instant::now();
-    match redlock.lock_with("r", ms(1_000), &policy).await {
+    match redlock
+        .acquire(&LockOptions::new("r", ms(1_000)).retry(policy))
+        .await
+    {
         Err(LockError::DeadlineExceeded(f)) => assert!(f.attempts >= 20, "{}", f.attempts),
         other => panic!("{other:?}"),
     }
@@ -688,7 +691,11 @@ async fn every_bad_lock_argument_has_its_error_and_sends_nothing() {
         deadline: None,
     };
     assert_eq!(
-        invalid(redlock.lock_with("b", ms(1_000), &busy).await),
+        invalid(
+            redlock
+                .acquire(&LockOptions::new("b", ms(1_000)).retry(busy))
+                .await
+        ),
         InvalidArgument::BusyRetry
     );
     // Only the one valid try_lock reached the nodes.
@@ -826,7 +833,10 @@ async fn a_timed_out_node_is_not_waited_for_until_it_answers_again() {
     };
     // node 1 held too: a quorum needs 2, 3 and 4.
     let t1 = Instant::now();
-    let lock = match redlock.lock_with("r", ms(1_000), &policy).await {
+    let lock = match redlock
+        .acquire(&LockOptions::new("r", ms(1_000)).retry(policy))
+        .await
+    {
         Ok(l) => l,
         Err(e) => panic!("the returned nodes were not used again: {e}"),
     };

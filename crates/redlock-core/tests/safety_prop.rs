@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
-use redlock_core::{Operation, Redlock, Retries, RetryPolicy, Runtime, TokioRuntime};
+use redlock_core::{LockOptions, Operation, Redlock, Retries, RetryPolicy, Runtime, TokioRuntime};
 
 /// A switch flipped on one node at a time.
 #[derive(Debug, Clone)]
@@ -239,7 +239,8 @@ async fn contend(who: usize, c: Contender, redlock: Redlock, held: Arc<Mutex<Vec
         deadline: None,
     };
     for _ in 0..c.rounds {
-        let call = redlock.lock_with("resource", ms(c.ttl_ms), &policy);
+        let options = LockOptions::new("resource", ms(c.ttl_ms)).retry(policy);
+        let call = redlock.acquire(&options);
         let result = match c.cancel_after_ms {
             Some(after) => match tokio::time::timeout(ms(after), call).await {
                 Ok(r) => r,

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use common::*;
-use redlock_core::{Holder, LockError, ScopeOptions, Verdict};
+use redlock_core::{Holder, LockError, LockOptions, Verdict};
 
 #[tokio::test(start_paused = true)]
 async fn using_returns_the_output_extends_while_running_and_releases() {
@@ -85,10 +85,8 @@ async fn keep_mode_lets_the_work_finish_after_the_loss() {
     let (redlock, nodes) = setup(3, exact());
     let handles = nodes.clone();
     let result = redlock
-        .using_with(
-            "job",
-            ms(500),
-            &ScopeOptions::new().cancel_on_loss(false),
+        .scoped(
+            &LockOptions::new("job", ms(500)).cancel_on_loss(false),
             |lease| async move {
                 for n in &handles[..2] {
                     n.set_down(true);
@@ -146,10 +144,8 @@ async fn max_extensions_caps_the_hold() {
     let (redlock, nodes) = setup(3, exact());
     let started = tokio::time::Instant::now();
     let result = redlock
-        .using_with(
-            "job",
-            ms(300),
-            &ScopeOptions::new().max_extensions(2),
+        .scoped(
+            &LockOptions::new("job", ms(300)).max_extensions(2),
             |lease| async move {
                 lease.lost().await;
             },
@@ -167,10 +163,8 @@ async fn max_hold_stops_extending() {
     let (redlock, _nodes) = setup(3, exact());
     let started = tokio::time::Instant::now();
     let result = redlock
-        .using_with(
-            "job",
-            ms(300),
-            &ScopeOptions::new().max_hold(ms(1000)),
+        .scoped(
+            &LockOptions::new("job", ms(300)).max_hold(ms(1000)),
             |lease| async move { lease.lost().await },
         )
         .await;

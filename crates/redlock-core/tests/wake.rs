@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{ms, settle, setup, total_keys};
-use redlock_core::{LockError, Options, Redlock, Retries, RetryPolicy};
+use redlock_core::{LockError, LockOptions, Options, Redlock, Retries, RetryPolicy};
 use redlock_testkit::sim::{Announce, SimNode};
 
 const TTL: Duration = Duration::from_secs(30);
@@ -165,7 +165,11 @@ async fn a_watch_lets_the_last_wait_run_to_the_deadline() {
         // Another client (process) over the same nodes: only the nodes'
         // announcements can wake it.
         let redlock = Redlock::new(nodes.clone(), waiting()).expect("valid");
-        tokio::spawn(async move { redlock.lock_with("job", TTL, &policy).await })
+        tokio::spawn(async move {
+            redlock
+                .acquire(&LockOptions::new("job", TTL).retry(policy))
+                .await
+        })
     };
     tokio::time::sleep(ms(700)).await;
     held.unlock().await.expect("unlocked");
@@ -181,7 +185,11 @@ async fn a_watch_lets_the_last_wait_run_to_the_deadline() {
         // Another client (process) over the same nodes: only the nodes'
         // announcements can wake it.
         let redlock = Redlock::new(nodes.clone(), waiting()).expect("valid");
-        tokio::spawn(async move { redlock.lock_with("job", TTL, &policy).await })
+        tokio::spawn(async move {
+            redlock
+                .acquire(&LockOptions::new("job", TTL).retry(policy))
+                .await
+        })
     };
     let err = waiter.await.expect("task").expect_err("deadline");
     assert!(matches!(err, LockError::DeadlineExceeded(_)), "{err}");

@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use redlock_core::{Node, Options, Redlock, Retries, RetryPolicy};
+use redlock_core::{LockOptions, Node, Options, Redlock, Retries, RetryPolicy};
 use redlock_fred::FredNode;
 use redlock_testkit::server::{Reply, ServerOptions};
 use redlock_testkit::RedisServer;
@@ -103,7 +103,7 @@ async fn waiter_gets_the_lock_soon_after_the_holder_unlocks() {
         let redlock = crate::redlock(&servers).await;
         tokio::spawn(async move {
             redlock
-                .lock_with("wake-job", TTL, &retry_every(delay))
+                .acquire(&LockOptions::new("wake-job", TTL).retry(retry_every(delay)))
                 .await
         })
     };
@@ -231,7 +231,11 @@ async fn killed_subscriptions_fall_back_to_the_delay_and_come_back() {
         // announcements can wake it (calls of one client hand over directly).
         let redlock = crate::redlock(&servers).await;
         let polling = retry_every(Duration::from_millis(200));
-        tokio::spawn(async move { redlock.lock_with("kill-job", TTL, &polling).await })
+        tokio::spawn(async move {
+            redlock
+                .acquire(&LockOptions::new("kill-job", TTL).retry(polling))
+                .await
+        })
     };
     until_subscribed(&servers, channel, 1).await;
     for s in &servers {
@@ -252,7 +256,7 @@ async fn killed_subscriptions_fall_back_to_the_delay_and_come_back() {
         let redlock = crate::redlock(&servers).await;
         tokio::spawn(async move {
             redlock
-                .lock_with("kill-job", TTL, &retry_every(delay))
+                .acquire(&LockOptions::new("kill-job", TTL).retry(retry_every(delay)))
                 .await
         })
     };
@@ -294,7 +298,7 @@ async fn a_refused_subscription_falls_back_to_the_delay() {
         let redlock = crate::redlock(&servers).await;
         tokio::spawn(async move {
             redlock
-                .lock_with("refused-job", TTL, &retry_every(delay))
+                .acquire(&LockOptions::new("refused-job", TTL).retry(retry_every(delay)))
                 .await
         })
     };
@@ -339,7 +343,7 @@ async fn nodes_without_wake_on_release_poll() {
         ..RetryPolicy::default()
     };
     let err = redlock
-        .lock_with("poll-job", TTL, &policy)
+        .acquire(&LockOptions::new("poll-job", TTL).retry(policy))
         .await
         .expect_err("held");
     assert!(err.is_conflict());
@@ -412,7 +416,7 @@ async fn the_pubsub_connection_authenticates_and_keeps_the_password_secret() {
         let redlock = crate::redlock(&servers).await;
         tokio::spawn(async move {
             redlock
-                .lock_with("secret-job", TTL, &retry_every(delay))
+                .acquire(&LockOptions::new("secret-job", TTL).retry(retry_every(delay)))
                 .await
         })
     };

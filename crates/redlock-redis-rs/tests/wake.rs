@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use redlock_core::{Options, Redlock, Retries, RetryPolicy};
+use redlock_core::{LockOptions, Options, Redlock, Retries, RetryPolicy};
 use redlock_redis_rs::RedisNode;
 use redlock_testkit::conformance::eventually;
 use redlock_testkit::server::Reply;
@@ -66,7 +66,11 @@ async fn waiter_wakes_on_release_and_unsubscribes_after() {
         // Another client, as another process would be: only the nodes'
         // announcements can wake it (calls of one client hand over directly).
         let redlock = crate::redlock(&servers).await;
-        tokio::spawn(async move { redlock.lock_with("wake-job", TTL, &hour_delay()).await })
+        tokio::spawn(async move {
+            redlock
+                .acquire(&LockOptions::new("wake-job", TTL).retry(hour_delay()))
+                .await
+        })
     };
     until_subscribed(&servers, channel, 1).await;
     held.unlock().await.expect("unlocked");
@@ -108,7 +112,11 @@ async fn killed_subscriptions_fall_back_to_the_delay_and_come_back() {
         // Another client, as another process would be: only the nodes'
         // announcements can wake it (calls of one client hand over directly).
         let redlock = crate::redlock(&servers).await;
-        tokio::spawn(async move { redlock.lock_with("kill-job", TTL, &polling).await })
+        tokio::spawn(async move {
+            redlock
+                .acquire(&LockOptions::new("kill-job", TTL).retry(polling))
+                .await
+        })
     };
     until_subscribed(&servers, channel, 1).await;
     for s in &servers {
@@ -126,7 +134,11 @@ async fn killed_subscriptions_fall_back_to_the_delay_and_come_back() {
         // Another client, as another process would be: only the nodes'
         // announcements can wake it (calls of one client hand over directly).
         let redlock = crate::redlock(&servers).await;
-        tokio::spawn(async move { redlock.lock_with("kill-job", TTL, &hour_delay()).await })
+        tokio::spawn(async move {
+            redlock
+                .acquire(&LockOptions::new("kill-job", TTL).retry(hour_delay()))
+                .await
+        })
     };
     until_subscribed(&servers, channel, 1).await;
     held.unlock().await.expect("unlocked");
@@ -154,7 +166,7 @@ async fn nodes_without_wake_on_release_poll() {
         ..RetryPolicy::default()
     };
     let err = redlock
-        .lock_with("poll-job", TTL, &policy)
+        .acquire(&LockOptions::new("poll-job", TTL).retry(policy))
         .await
         .expect_err("held");
     assert!(err.is_conflict());
@@ -186,7 +198,7 @@ async fn separate_clients_woken_together_do_not_keep_splitting_the_votes() {
             let mut attempts = 0u32;
             for _ in 0..EACH {
                 let lock = redlock
-                    .lock_with("herd-job", TTL, &policy)
+                    .acquire(&LockOptions::new("herd-job", TTL).retry(policy))
                     .await
                     .expect("locks within the deadline");
                 attempts += lock.attempts();

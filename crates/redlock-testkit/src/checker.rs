@@ -2,7 +2,7 @@
 //!
 //! `K` contenders (tasks) contend for one resource on the given nodes (any
 //! adapter: `Vec<Arc<dyn Node>>`). While holding it through
-//! [`Redlock::using_with`], each does a deliberately non-atomic
+//! [`Redlock::scoped`], each does a deliberately non-atomic
 //! read-modify-write on a shared in-memory [`Register`]: read, wait
 //! [`Config::hold`], check the lease, write the value plus one. Every hold
 //! records `[obtained, end]` and its write on one monotonic clock. A fault
@@ -46,7 +46,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use redlock_core::{
-    InvalidArgument, Lease, LockError, Node, Options, Redlock, Retries, RetryPolicy, ScopeOptions,
+    InvalidArgument, Lease, LockError, LockOptions, Node, Options, Redlock, Retries, RetryPolicy,
 };
 use tokio::sync::watch;
 
@@ -688,17 +688,14 @@ async fn contender(
     shared: Arc<Shared>,
     began: Instant,
 ) {
-    let scope = ScopeOptions::new().fenced(config.fenced);
+    let scope = LockOptions::new(config.resource.as_str(), config.ttl).fenced(config.fenced);
     while !shared.done.load(Ordering::Relaxed) {
         if began.elapsed() >= config.max_duration {
             shared.done.store(true, Ordering::Relaxed);
             break;
         }
         let work = |lease: Lease| hold_once(lease, &redlock, &config, &register, &shared);
-        match redlock
-            .using_with(config.resource.as_str(), config.ttl, &scope, work)
-            .await
-        {
+        match redlock.scoped(&scope, work).await {
             Ok(()) => {}
             Err(LockError::Lost(_)) => {
                 // The work was cancelled by the loss before it wrote.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redlock_core::{LockError, Node, Options, Redlock, Verdict};
+use redlock_core::{LockError, LockOptions, Node, Options, Redlock, Verdict};
 
 use crate::server::RedisServer;
 
@@ -170,7 +170,10 @@ pub async fn fencing_tokens_increase(servers: &[RedisServer], nodes: Vec<Arc<dyn
                 panic!("pause failed: {e}");
             }
         }
-        let lock = match redlock.lock_fenced(key, Duration::from_secs(5)).await {
+        let lock = match redlock
+            .acquire(&LockOptions::new(key, Duration::from_secs(5)).fenced(true))
+            .await
+        {
             Ok(l) => l,
             Err(e) => panic!("fenced lock failed in round {round}: {e}"),
         };
@@ -215,7 +218,10 @@ pub async fn stale_holder_is_fenced_off(servers: &[RedisServer], nodes: Vec<Arc<
     let key = "leases:stale";
     let ttl = Duration::from_millis(300);
     let mut storage = FencedStorage::default();
-    let old = match redlock.lock_fenced(key, ttl).await {
+    let old = match redlock
+        .acquire(&LockOptions::new(key, ttl).fenced(true))
+        .await
+    {
         Ok(l) => l,
         Err(e) => panic!("first lock failed: {e}"),
     };
@@ -223,7 +229,10 @@ pub async fn stale_holder_is_fenced_off(servers: &[RedisServer], nodes: Vec<Arc<
     // The old holder stalls (a GC pause, a stopped VM) until its keys expire.
     old.leave_to_ttl();
     assert!(until_gone(servers, key, ttl * 10).await.is_some());
-    let new = match redlock.lock_fenced(key, ttl * 10).await {
+    let new = match redlock
+        .acquire(&LockOptions::new(key, ttl * 10).fenced(true))
+        .await
+    {
         Ok(l) => l,
         Err(e) => panic!("second lock failed: {e}"),
     };

@@ -51,7 +51,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use redlock_core::{LockError, Node, Redlock, ScopeOptions};
+use redlock_core::{LockError, LockOptions, Node, Redlock};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 
@@ -336,17 +336,14 @@ where
         detections: Mutex::default(),
     };
     let mut errors: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let scope = ScopeOptions::new();
+    let scope = LockOptions::new(config.resource.as_str(), config.ttl);
     let max_ns = began.saturating_add(nanos(config.max_duration));
     loop {
         if *gone.borrow() || monotonic_ns() >= max_ns || state.done().await {
             break;
         }
         let work = |lease| state.hold_once(lease);
-        match redlock
-            .using_with(config.resource.as_str(), config.ttl, &scope, work)
-            .await
-        {
+        match redlock.scoped(&scope, work).await {
             Ok(()) => {}
             Err(LockError::Lost(_)) => {
                 *state
