@@ -25,4 +25,7 @@ pub mod sim;
 pub mod stall;
 pub mod tls;
 
-pub use server::{test_nodes, RedisCluster, RedisServer, Sentinel, ServerError, TestNodes};
+pub use server::{
+    server_supports, server_version, test_nodes, RedisCluster, RedisServer, Sentinel, ServerError,
+    ServerVersion, TestNodes,
+};
