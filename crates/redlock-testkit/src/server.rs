@@ -386,19 +386,7 @@ pub fn raw_command(
     }
 }
 
-/// Polls `cond` every 20 ms until it is true or `timeout` passes.
-pub(crate) fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+pub(crate) use crate::wait::eventually_blocking as wait_until;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
