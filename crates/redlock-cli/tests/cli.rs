@@ -6,6 +6,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use redlock_testkit::server::{RedisServer, ServerOptions};
+use redlock_testkit::wait::eventually_blocking as eventually;
 
 fn servers(n: usize) -> Vec<RedisServer> {
     (0..n)
@@ -44,18 +45,6 @@ fn scratch(name: &str) -> PathBuf {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).expect("scratch dir");
     dir
-}
-
-/// Polls `cond` every 20 ms until it holds or `limit` passes.
-fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 fn holders(servers: &[RedisServer], key: &str) -> usize {

@@ -8,6 +8,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use redlock_testkit::server::RedisServer;
+use redlock_testkit::wait::eventually_blocking as eventually;
 
 /// A job whose shell forks a grandchild (`sleep 30`) and waits for it.
 struct Job {
@@ -20,18 +21,6 @@ fn scratch(name: &str) -> PathBuf {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).expect("scratch dir");
     dir
-}
-
-/// Polls `cond` every 10 ms until it holds or `limit` passes.
-fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    cond()
 }
 
 /// Whether `pid` is a running process. A zombie (exited, not yet reaped by

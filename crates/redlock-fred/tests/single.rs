@@ -8,27 +8,10 @@ use redlock_core::{Acquire, Extend, Node, NodeError, Scripts};
 use redlock_fred::fred::prelude::*;
 use redlock_fred::{ConnectError, FredNode};
 use redlock_testkit::server::{RedisServer, ServerOptions};
+use redlock_testkit::wait::eventually;
 
 fn keys(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
-}
-
-/// Polls `cond` until it holds or `timeout` passes.
-async fn eventually<F, Fut>(timeout: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let end = Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use redis::aio::ConnectionManager;
 use redlock_core::Node;
 use redlock_redis_rs::RedisNode;
-use redlock_testkit::conformance::{self, BoxError, Target};
-use redlock_testkit::test_nodes;
+use redlock_testkit::conformance::{single_subject, BoxError, Subject, Target};
 
 fn single(target: Target) -> Result<String, BoxError> {
     match target {
@@ -42,33 +41,20 @@ async fn resp3(target: Target) -> Result<Arc<dyn Node>, BoxError> {
 }
 
 macro_rules! suite {
-    ($module:ident, $factory:path) => {
-        suite!(@checks $module, $factory,
-            acquire_release,
-            ttl_and_extend,
-            inspect,
-            multi_key_all_or_nothing,
-            script_flush,
-            concurrent_calls,
-            dropped_after_first_poll,
-            through_redlock
-        );
-    };
-    (@checks $module:ident, $factory:path, $($name:ident),*) => {
+    ($module:ident, $factory:ident) => {
         mod $module {
             use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let nodes = test_nodes(1).expect("redis-server");
-                    let target = Target::Single(nodes.urls()[0].clone());
-                    conformance::$name(&$factory, &target).await;
-                }
-            )*
+
+            async fn subject() -> Subject {
+                single_subject(&$factory).await
+            }
+
+            redlock_testkit::conformance_tests!(subject);
+            redlock_testkit::server_conformance_tests!(on_target_only: super::$factory);
         }
     };
 }
 
-suite!(user_connection, super::from_connection);
-suite!(connection_manager, super::from_manager);
-suite!(resp3_url, super::resp3);
+suite!(user_connection, from_connection);
+suite!(connection_manager, from_manager);
+suite!(resp3_url, resp3);

@@ -18,6 +18,7 @@ use redlock_core::{Node, Options, Redlock};
 use redlock_redis_rs::{Error, RedisNode};
 use redlock_testkit::conformance::{self, Target};
 use redlock_testkit::tls::{generate_ca, TlsRedisServer};
+use redlock_testkit::wait::eventually;
 
 fn server() -> TlsRedisServer {
     TlsRedisServer::start()
@@ -129,7 +130,7 @@ async fn redlock_helper_over_tls_urls() {
     };
     assert!(holding() >= 2);
     assert!(
-        eventually(|| holding() == 3).await,
+        eventually(Duration::from_secs(5), || async { holding() == 3 }).await,
         "a node never got the key"
     );
     lock.unlock().await.unwrap();
@@ -139,18 +140,10 @@ async fn redlock_helper_over_tls_urls() {
             .filter(|s| s.cli(&["EXISTS", &resource]).is_ok_and(|t| t != "0"))
             .count()
     };
-    assert!(eventually(|| left() == 0).await, "keys left after unlock");
-}
-
-/// Polls `cond` every 10 ms for up to 5 s.
-async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
-    for _ in 0..500 {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
+    assert!(
+        eventually(Duration::from_secs(5), || async { left() == 0 }).await,
+        "keys left after unlock"
+    );
 }
 
 /// A connect error caused by certificate verification (not, say, a

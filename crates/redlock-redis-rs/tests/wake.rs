@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use redlock_core::{LockOptions, Options, Redlock, Retries, RetryPolicy};
 use redlock_redis_rs::RedisNode;
-use redlock_testkit::conformance::eventually;
 use redlock_testkit::server::Reply;
+use redlock_testkit::wait::{eventually, until};
 use redlock_testkit::RedisServer;
 
 const TTL: Duration = Duration::from_secs(30);
@@ -38,11 +38,15 @@ fn numsub(server: &RedisServer, channel: &str) -> i64 {
     }
 }
 
-/// Waits until every server has exactly `n` subscribers on `channel`.
+/// Waits until every server has exactly `n` subscribers on `channel`;
+/// fails the test after ten seconds.
 async fn until_subscribed(servers: &[RedisServer], channel: &str, n: i64) {
-    while !servers.iter().all(|s| numsub(s, channel) == n) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until(
+        &format!("{n} subscriber(s) of {channel} on every server"),
+        Duration::from_secs(10),
+        || async { servers.iter().all(|s| numsub(s, channel) == n) },
+    )
+    .await;
 }
 
 /// Retry delay of an hour, bounded by a deadline that fails the test (not

@@ -1,9 +1,14 @@
 //! Real `redis-server` processes for tests: a single server, a cluster and a
 //! sentinel deployment, each on free loopback ports, stopped on drop.
 //!
-//! The binary comes from the `REDIS_SERVER` environment variable or from
-//! `PATH` (`redis-cli` likewise from `REDIS_CLI`, next to `REDIS_SERVER`, or
-//! from `PATH`). Nothing is persisted: a restarted server comes back empty.
+//! The server binary comes from the `REDLOCK_SERVER_BIN` environment
+//! variable (any Redis or Valkey `*-server`), else `redis-server` on the
+//! `PATH`; sentinels run `REDLOCK_SENTINEL_BIN` when set, else the server
+//! binary with `--sentinel`. `redis-cli` (used to create clusters) comes from
+//! `REDLOCK_CLI_BIN`, a `redis-cli` or `valkey-cli` next to the server
+//! binary, or the `PATH`. [`server_version`] tells which server that is, so
+//! a test can skip, with a printed reason, what an older server lacks.
+//! Nothing is persisted: a restarted server comes back empty.
 //!
 //! ```no_run
 //! use redlock_testkit::server::RedisServer;
@@ -39,7 +44,7 @@ pub enum ServerError {
     /// The `redis-server` (or `redis-cli`) binary was not found.
     #[error(
         "`{binary}` not found ({detail}); install it (Debian/Ubuntu: `sudo apt-get install \
-         redis-server`, macOS: `brew install redis`) or set REDIS_SERVER to its path, or set \
+         redis-server`, macOS: `brew install redis`) or set REDLOCK_SERVER_BIN to its path, or set \
          REDLOCK_TEST_NODES=redis://host:port,... to use servers started elsewhere"
     )]
     MissingBinary {
@@ -83,23 +88,156 @@ pub(crate) fn scratch_dir(tag: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-pub(crate) fn server_binary() -> PathBuf {
-    std::env::var_os("REDIS_SERVER")
+/// The environment variable naming the server binary.
+pub const SERVER_BIN_ENV: &str = "REDLOCK_SERVER_BIN";
+/// The environment variable naming the sentinel binary.
+pub const SENTINEL_BIN_ENV: &str = "REDLOCK_SENTINEL_BIN";
+/// The environment variable naming the `redis-cli` binary.
+pub const CLI_BIN_ENV: &str = "REDLOCK_CLI_BIN";
+
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
         .map(PathBuf::from)
+}
+
+/// The server binary the helpers start: `$REDLOCK_SERVER_BIN`, else
+/// `$REDIS_SERVER` (older name), else `redis-server` on the `PATH`.
+pub fn server_binary() -> PathBuf {
+    env_path(SERVER_BIN_ENV)
+        .or_else(|| env_path("REDIS_SERVER"))
         .unwrap_or_else(|| PathBuf::from("redis-server"))
 }
 
-pub(crate) fn cli_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("REDIS_CLI") {
-        return PathBuf::from(p);
+/// The binary sentinels run: `$REDLOCK_SENTINEL_BIN` (e.g. `redis-sentinel`
+/// or `valkey-sentinel`), else the [server binary](server_binary) with
+/// `--sentinel`.
+pub fn sentinel_binary() -> PathBuf {
+    env_path(SENTINEL_BIN_ENV).unwrap_or_else(server_binary)
+}
+
+/// The `redis-cli` used to create clusters: `$REDLOCK_CLI_BIN` (or
+/// `$REDIS_CLI`), else a `redis-cli` or `valkey-cli` next to the server
+/// binary, else `redis-cli` on the `PATH` (it drives Valkey clusters too).
+pub fn cli_binary() -> PathBuf {
+    if let Some(p) = env_path(CLI_BIN_ENV).or_else(|| env_path("REDIS_CLI")) {
+        return p;
     }
-    if let Some(server) = std::env::var_os("REDIS_SERVER") {
-        let sibling = Path::new(&server).with_file_name("redis-cli");
-        if sibling.exists() {
-            return sibling;
+    let server = server_binary();
+    if server.components().count() > 1 {
+        for name in ["redis-cli", "valkey-cli"] {
+            let sibling = server.with_file_name(name);
+            if sibling.exists() {
+                return sibling;
+            }
         }
     }
     PathBuf::from("redis-cli")
+}
+
+/// Which server the helpers start, from `<server binary> --version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerVersion {
+    /// `"Redis"` or `"Valkey"` (the first word of the version line).
+    pub product: String,
+    /// Major version, e.g. 7 in 7.0.15.
+    pub major: u32,
+    /// Minor version.
+    pub minor: u32,
+    /// Patch version.
+    pub patch: u32,
+}
+
+impl ServerVersion {
+    /// Parses a `--version` line such as
+    /// `Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64`.
+    pub fn parse(line: &str) -> Option<Self> {
+        let product = line.split_whitespace().next()?.to_string();
+        let v = line.split_whitespace().find_map(|w| w.strip_prefix("v="))?;
+        let mut parts = v.split('.').map(|p| p.parse::<u32>());
+        let major = parts.next()?.ok()?;
+        let minor = parts.next().unwrap_or(Ok(0)).ok()?;
+        let patch = parts.next().unwrap_or(Ok(0)).ok()?;
+        Some(ServerVersion {
+            product,
+            major,
+            minor,
+            patch,
+        })
+    }
+
+    /// Whether this is Valkey.
+    pub fn is_valkey(&self) -> bool {
+        self.product.eq_ignore_ascii_case("valkey")
+    }
+
+    /// Whether the version is at least `major.minor`.
+    pub fn at_least(&self, major: u32, minor: u32) -> bool {
+        (self.major, self.minor) >= (major, minor)
+    }
+}
+
+impl fmt::Display for ServerVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}.{}.{}",
+            self.product, self.major, self.minor, self.patch
+        )
+    }
+}
+
+/// The version of the [server binary](server_binary), asked once per
+/// process (`--version`).
+pub fn server_version() -> Result<ServerVersion> {
+    static VERSION: std::sync::OnceLock<std::result::Result<ServerVersion, String>> =
+        std::sync::OnceLock::new();
+    let found = VERSION.get_or_init(|| {
+        let binary = server_binary();
+        let out = Command::new(&binary)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("{}: {e}", binary.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        ServerVersion::parse(&text).ok_or_else(|| {
+            format!(
+                "{}: unrecognised `--version` output {:?}",
+                binary.display(),
+                text.trim()
+            )
+        })
+    });
+    match found {
+        Ok(v) => Ok(v.clone()),
+        Err(detail) => Err(ServerError::MissingBinary {
+            binary: server_binary().display().to_string(),
+            detail: detail.clone(),
+        }),
+    }
+}
+
+/// Whether the server under test has a feature, by version: `true` when
+/// `has(version)` holds; otherwise prints why the calling test skips
+/// `what` and returns `false` (never a silent skip). An unknown version
+/// counts as having it, so the test runs and shows what fails.
+///
+/// ```no_run
+/// use redlock_testkit::server::server_supports;
+///
+/// if !server_supports("CLUSTER ADDSLOTSRANGE", |v| v.is_valkey() || v.at_least(7, 0)) {
+///     return;
+/// }
+/// ```
+pub fn server_supports(what: &str, has: impl FnOnce(&ServerVersion) -> bool) -> bool {
+    match server_version() {
+        Ok(v) if has(&v) => true,
+        Ok(v) => {
+            eprintln!("skipped: {what} is not available on {v}");
+            false
+        }
+        Err(_) => true,
+    }
 }
 
 /// A free loopback port (bound, read and released; the caller retries if
@@ -248,19 +386,7 @@ pub fn raw_command(
     }
 }
 
-/// Polls `cond` every 20 ms until it is true or `timeout` passes.
-pub(crate) fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+pub(crate) use crate::wait::eventually_blocking as wait_until;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -762,7 +888,7 @@ impl Sentinel {
             );
             fs::write(dir.join("sentinel.conf"), conf)?;
             let server = RedisServer {
-                binary: server_binary(),
+                binary: sentinel_binary(),
                 port,
                 dir: dir.clone(),
                 extra: Vec::new(),
@@ -1003,6 +1129,33 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, ServerError::MissingBinary { .. }));
         assert!(err.to_string().contains("apt-get install redis-server"));
+    }
+
+    #[test]
+    fn version_lines_of_redis_and_valkey() {
+        let r = ServerVersion::parse(
+            "Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=ae4d",
+        )
+        .unwrap();
+        assert_eq!((r.major, r.minor, r.patch), (7, 0, 15));
+        assert!(!r.is_valkey());
+        assert!(r.at_least(6, 2) && r.at_least(7, 0) && !r.at_least(7, 2));
+        let v = ServerVersion::parse("Valkey server v=9.1.2 sha=00000000:1 malloc=libc").unwrap();
+        assert!(v.is_valkey());
+        assert_eq!(v.to_string(), "Valkey 9.1.2");
+        assert_eq!(ServerVersion::parse("no version here"), None);
+        assert_eq!(ServerVersion::parse("Redis server v=x.1"), None);
+    }
+
+    #[test]
+    fn the_running_server_reports_its_version() {
+        let v = server_version().unwrap();
+        let s = RedisServer::start().unwrap();
+        let reported = s
+            .info_field("server", "valkey_version")
+            .or_else(|| s.info_field("server", "redis_version"))
+            .unwrap();
+        assert_eq!(reported, format!("{}.{}.{}", v.major, v.minor, v.patch));
     }
 
     #[test]

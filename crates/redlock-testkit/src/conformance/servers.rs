@@ -1,13 +1,13 @@
-//! The `Node` conformance suite: public async functions that every adapter
-//! runs against real servers, in the manner of object_store's
-//! `integration.rs`.
+//! The real-server part of the conformance suite: checks that look at the
+//! servers behind a node (PTTL, `SCRIPT FLUSH`, keys left behind) and checks
+//! that start, pause, kill and proxy their own servers.
 //!
 //! An adapter provides a [`NodeFactory`] that turns a [`Target`] (one
 //! server, a cluster, or a sentinel deployment) into an `Arc<dyn Node>`, and
 //! calls [`run_on_target`] for each kind of deployment it supports and
-//! [`run_standalone`] once (those checks start their own servers). Each check
-//! is also public on its own, for one test per check. Checks panic with a
-//! message on a contract violation.
+//! [`run_standalone`] once (those checks start their own servers), or lets
+//! [`server_conformance_tests!`](crate::server_conformance_tests) emit one
+//! test per check. Checks panic with a message on a contract violation.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -22,87 +22,28 @@
 //! # }
 //! ```
 
-use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
-use redlock_core::slot::hash_slot;
-use redlock_core::{Acquire, Extend, LockError, Node, NodeError, Options, Redlock};
+use redlock_core::{Acquire, Extend, LockError, NodeError, Options, Redlock};
 
+use super::{
+    eventually, keys_in_distinct_slots, make, poll_once_then_drop, unique_prefix, NodeFactory,
+    Subject, Target,
+};
 use crate::fault_proxy::{Direction, FaultProxy, Mode};
-use crate::server::RedisServer;
+use crate::server::{test_nodes, RedisServer};
 
-/// A boxed error from a factory.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// What a node under test talks to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// One server at this URL.
-    Single(String),
-    /// A Redis Cluster; the URLs of all its nodes (any is a seed).
-    Cluster(Vec<String>),
-    /// A master behind Sentinel.
-    Sentinel {
-        /// The sentinels' URLs.
-        sentinels: Vec<String>,
-        /// The monitored master's name.
-        master: String,
-    },
-}
-
-/// Makes a node for a [`Target`]. Implemented for any
-/// `Fn(Target) -> impl Future<Output = Result<Arc<dyn Node>, BoxError>>`.
-#[async_trait::async_trait]
-pub trait NodeFactory: Send + Sync {
-    /// A node connected to `target`.
-    async fn node(&self, target: &Target) -> Result<Arc<dyn Node>, BoxError>;
-}
-
-#[async_trait::async_trait]
-impl<F, Fut> NodeFactory for F
-where
-    F: Fn(Target) -> Fut + Send + Sync,
-    Fut: Future<Output = Result<Arc<dyn Node>, BoxError>> + Send,
-{
-    async fn node(&self, target: &Target) -> Result<Arc<dyn Node>, BoxError> {
-        self(target.clone()).await
-    }
-}
-
-/// Makes a node or fails the test with the factory's error.
-pub async fn make(f: &dyn NodeFactory, target: &Target) -> Arc<dyn Node> {
-    match f.node(target).await {
-        Ok(n) => n,
-        Err(e) => panic!("node factory failed for {target:?}: {e}"),
-    }
-}
-
-/// A unique key prefix for one check (no hash tag, so keys spread over
-/// cluster slots).
-pub fn unique_prefix(check: &str) -> String {
-    let n: u64 = rand::random();
-    format!("redlock-conformance:{check}:{n:016x}:")
-}
-
-/// `count` keys with the prefix, each in a different cluster hash slot.
-pub fn keys_in_distinct_slots(prefix: &str, count: usize) -> Vec<String> {
-    let mut keys: Vec<String> = Vec::new();
-    let mut i = 0;
-    while keys.len() < count {
-        let k = format!("{prefix}k{i}");
-        if !keys
-            .iter()
-            .any(|x| hash_slot(x.as_bytes()) == hash_slot(k.as_bytes()))
-        {
-            keys.push(k);
-        }
-        i += 1;
-    }
-    keys
+/// A node from `f` on one server started for it (or the first of
+/// `REDLOCK_TEST_NODES`), kept running as long as the subject: what
+/// [`conformance_tests!`](crate::conformance_tests) needs for an adapter.
+pub async fn single_subject(f: &dyn NodeFactory) -> Subject {
+    let nodes = test_nodes(1).unwrap_or_else(|e| panic!("test server: {e}"));
+    let node = make(f, &Target::Single(nodes.urls()[0].clone())).await;
+    Subject::new(node).keeping(nodes)
 }
 
 /// Raw access to the servers behind a target, for checks the `Node` trait
@@ -264,25 +205,6 @@ pub async fn count_on(url: &str, prefix: &str) -> Option<usize> {
             .ok()?
             .ok()?;
     Some(keys.len())
-}
-
-/// Polls `cond` every 20 ms until it holds or `timeout` passes; returns
-/// whether it held.
-pub async fn eventually<F, Fut>(timeout: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let end = Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn ks(keys: &[&str]) -> Vec<String> {
@@ -528,13 +450,6 @@ pub async fn concurrent_calls(f: &dyn NodeFactory, target: &Target) {
     assert_eq!(raw.count(&p).await, 0);
 }
 
-/// Polls `request` once, then drops it.
-fn poll_once_then_drop<F: Future>(request: F) {
-    let mut request = std::pin::pin!(request);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    let _ = request.as_mut().poll(&mut cx);
-}
-
 /// A request whose future is dropped right after its first poll is still
 /// carried out (the `Node` contract: polled once means committed): a
 /// release dropped that way on an idle node, then twenty dropped at once
@@ -595,8 +510,10 @@ pub async fn through_redlock(f: &dyn NodeFactory, target: &Target) {
     assert_eq!(raw.count(&p).await, 0);
 }
 
-/// Every check that runs on a given target.
+/// Every check that runs on a given target: the trait-level checks of
+/// [`node`](super::node), then those that also look at the servers.
 pub async fn run_on_target(f: &dyn NodeFactory, target: &Target) {
+    super::node::run_all(&make(f, target).await).await;
     acquire_release(f, target).await;
     ttl_and_extend(f, target).await;
     inspect(f, target).await;
@@ -870,4 +787,86 @@ pub async fn release_resent_after_reset(f: &dyn NodeFactory) {
         .expect("acquire answered")
         .expect("task");
     assert!(answer.is_err(), "an acquire was repeated: {answer:?}");
+}
+
+/// Emits, in a module named `on_server`, one `#[tokio::test]` per
+/// real-server check: those of [`run_on_target`] on one server started for
+/// the test (or the first of `REDLOCK_TEST_NODES`), and those of
+/// [`run_standalone`], which start their own servers
+/// (`server_conformance_tests!(on_target_only: factory)` leaves these out).
+/// `$factory` is the path of a [`NodeFactory`] function. The calling crate needs `tokio` with the
+/// `macros` and `rt-multi-thread` features.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use redlock_testkit::conformance::{BoxError, Subject, Target};
+///
+/// async fn factory(target: Target) -> Result<Arc<dyn redlock_core::Node>, BoxError> {
+///     # unimplemented!()
+///     // connect the node under test to `target`
+/// }
+///
+/// async fn subject() -> Subject {
+///     redlock_testkit::conformance::single_subject(&factory).await
+/// }
+///
+/// redlock_testkit::conformance_tests!(subject);
+/// redlock_testkit::server_conformance_tests!(factory);
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! server_conformance_tests {
+    ($factory:path) => {
+        #[allow(unused_imports)]
+        mod on_server {
+            use super::*;
+            $crate::server_conformance_tests!(@on_target $factory);
+            $crate::server_conformance_tests!(@standalone $factory);
+        }
+    };
+    (on_target_only: $factory:path) => {
+        #[allow(unused_imports)]
+        mod on_server {
+            use super::*;
+            $crate::server_conformance_tests!(@on_target $factory);
+        }
+    };
+    (@on_target $factory:path) => {
+        $crate::server_conformance_tests!(@each_on_target $factory;
+            acquire_release,
+            ttl_and_extend,
+            inspect,
+            multi_key_all_or_nothing,
+            script_flush,
+            concurrent_calls,
+            dropped_after_first_poll,
+            through_redlock
+        );
+    };
+    (@standalone $factory:path) => {
+        $crate::server_conformance_tests!(@each_standalone $factory;
+            order_kept_under_early_decisions,
+            stopped_server_then_restarted,
+            paused_server_does_not_block,
+            release_resent_after_reset
+        );
+    };
+    (@each_on_target $factory:path; $($name:ident),+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let nodes = $crate::test_nodes(1).unwrap_or_else(|e| panic!("test server: {e}"));
+                let target = $crate::conformance::Target::Single(nodes.urls()[0].clone());
+                $crate::conformance::$name(&$factory, &target).await;
+            }
+        )+
+    };
+    (@each_standalone $factory:path; $($name:ident),+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $crate::conformance::$name(&$factory).await;
+            }
+        )+
+    };
 }
