@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redlock_core::{Node, Options, Redlock};
+use redlock_core::{LockOptions, Node, Options, Redlock};
 use redlock_redis_rs::RedisNode;
 use redlock_testkit::checker::{self, Report};
 use redlock_testkit::conformance::unique_prefix;
@@ -117,7 +117,7 @@ async fn a_majority_expiring_early_lets_a_second_holder_in_ordered_by_fencing() 
     );
     let ttl = Duration::from_secs(30);
     let first = first_client
-        .lock_fenced("job", ttl)
+        .acquire(&LockOptions::new("job", ttl).fenced(true))
         .await
         .expect("free at first");
     let err = second_client.try_lock("job", ttl).await.unwrap_err();
@@ -128,7 +128,7 @@ async fn a_majority_expiring_early_lets_a_second_holder_in_ordered_by_fencing() 
         assert_eq!(s.text(&["DEL", &key]).expect("DEL"), "1");
     }
     let second = second_client
-        .lock_fenced("job", ttl)
+        .acquire(&LockOptions::new("job", ttl).fenced(true))
         .await
         .expect("a majority lost the key: free again");
     let now = Instant::now();
