@@ -67,6 +67,7 @@ fn to_json(s: &ResourceStatus, quorum: usize) -> Value {
             json!({ "state": "contended", "until_free_ms": ms(*until_free) })
         }
         Verdict::Unknown => json!({ "state": "unknown" }),
+        other => json!({ "state": "unknown", "verdict": other.to_string() }),
     };
     let nodes: Vec<Value> = s
         .nodes
@@ -79,6 +80,7 @@ fn to_json(s: &ResourceStatus, quorum: usize) -> Value {
             Ok(Some(Holder::Other(p))) => {
                 json!({ "node": v.node, "state": "held", "holder": format!("{p}…"), "ours": false, "ttl_ms": v.ttl.map(ms) })
             }
+            Ok(Some(h)) => json!({ "node": v.node, "state": "held", "holder": h.to_string(), "ttl_ms": v.ttl.map(ms) }),
             Err(NodeOutcome::TimedOut) => json!({ "node": v.node, "state": "timed_out" }),
             Err(o) => json!({ "node": v.node, "state": "error", "error": o.to_string() }),
         })

@@ -14,6 +14,7 @@ use crate::shared::{Shared, Target};
 
 /// What a release by token did.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Released {
     /// Keys deleted, summed over all nodes.
     pub keys_deleted: u64,

@@ -99,6 +99,7 @@ pub enum InvalidArgument {
 
 /// Which operation a [`Failure`] is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Operation {
     /// Taking a lock.
     Acquire,
@@ -126,6 +127,7 @@ impl fmt::Display for Operation {
 
 /// What one node did in an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NodeOutcome {
     /// The node set every key to our token.
     Acquired,
@@ -174,6 +176,7 @@ impl fmt::Display for NodeOutcome {
 
 /// One node's line in a [`Failure`] summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NodeReport {
     /// The node's [`id`](crate::Node::id).
     pub node: String,
@@ -186,6 +189,7 @@ pub struct NodeReport {
 /// one. Its size depends on the number of nodes, never on the number of
 /// retries.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Failure {
     /// The operation that failed.
     pub operation: Operation,

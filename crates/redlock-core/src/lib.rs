@@ -40,15 +40,21 @@
 //! - [`Redlock`] from nodes and [`Options`] (node-redlock's drift factor, retry
 //!   count, delay and jitter, plus a deadline, a per-node timeout, a key
 //!   prefix and a per-node error hook).
-//! - [`Redlock::lock`], [`Redlock::try_lock`], [`Redlock::extend`],
-//!   [`Redlock::unlock`], [`Redlock::quit`]; the [`Lock`] value carries its
-//!   token and validity.
+//! - One lock call, one options value: [`Redlock::acquire`] takes a
+//!   [`LockOptions`] (resources, TTL, retry policy, fencing, and for scoped
+//!   locks the extension settings); [`Redlock::scoped`] holds the lock while
+//!   a future runs. node-redlock's names are conveniences over them:
+//!   [`Redlock::lock`], [`Redlock::try_lock`] (one attempt),
+//!   [`Redlock::using`]; then [`Redlock::extend`], [`Redlock::unlock`],
+//!   [`Redlock::quit`]. The [`Lock`] value carries its token (never shown
+//!   by `Debug`) and validity; [`Lock::hold`] keeps one extended.
 //! - [`LockError`] tells contention, infrastructure failure, lost validity,
 //!   bad input and deadlines apart, each with a bounded [`Failure`] summary.
 //! - [`Runtime`]: clock, sleep and spawn; `TokioRuntime` with the `tokio`
 //!   feature, [`ManualClock`] for tests.
-//! - Beyond node-redlock: [`Redlock::using`] holds a lock while a future runs,
-//!   extends it automatically and pushes its loss ([`Lease::lost`]);
+//! - Beyond node-redlock: [`Redlock::scoped`] / [`Redlock::using`] hold a
+//!   lock while a future runs, extend it automatically and push its loss
+//!   ([`Lease::lost`]);
 //!   [`Redlock::status`] says who holds a resource by quorum;
 //!   [`LockOptions::fenced`] adds a [fencing token](fence).
 //! - Waiting wakes on release: a node that can announce releases
@@ -99,6 +105,7 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod acquire;
 mod address;

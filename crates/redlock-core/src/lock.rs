@@ -37,7 +37,8 @@ impl fmt::Debug for Lock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lock")
             .field("resources", &self.target.names)
-            .field("token", &self.token)
+            // The token is a release capability: never printed.
+            .field("token", &"<redacted>")
             .field("ttl", &self.ttl)
             .field("remaining", &self.remaining())
             .field("attempts", &self.attempts)
@@ -121,6 +122,24 @@ impl Lock {
     /// The fencing token, for locks taken with
     /// [`LockOptions::fenced`](crate::LockOptions::fenced): strictly greater than any earlier holder's
     /// (see [`fence`](crate::fence) for the guarantee).
+    ///
+    /// ```
+    /// # async fn demo(redlock: redlock_core::Redlock) -> Result<(), redlock_core::LockError> {
+    /// use std::time::Duration;
+    /// use redlock_core::LockOptions;
+    ///
+    /// let lock = redlock
+    ///     .acquire(&LockOptions::new("ledger", Duration::from_secs(5)).fenced(true))
+    ///     .await?;
+    /// if let Some(fence) = lock.fence() {
+    ///     // Send `fence` with every write; the storage rejects any number
+    ///     // below the highest it has seen.
+    /// #   let _ = fence;
+    /// }
+    /// lock.unlock().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn fence(&self) -> Option<u64> {
         self.fence
     }
@@ -132,6 +151,17 @@ impl Lock {
     }
 
     /// Releases the lock on every node. See [`Redlock::unlock`](crate::Redlock::unlock).
+    ///
+    /// ```
+    /// # async fn demo(redlock: redlock_core::Redlock) -> Result<(), redlock_core::LockError> {
+    /// use std::time::Duration;
+    ///
+    /// let lock = redlock.lock("job", Duration::from_secs(10)).await?;
+    /// // ... work ...
+    /// lock.unlock().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn unlock(self) -> Result<(), LockError> {
         self.release().await
     }

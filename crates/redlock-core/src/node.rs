@@ -26,7 +26,9 @@ pub enum Extend {
 }
 
 /// The state of one key on one node, as returned by [`Node::inspect`].
+/// Built with [`KeyState::new`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KeyState {
     /// The key that was asked about (prefix included).
     pub key: String,
@@ -39,6 +41,7 @@ pub struct KeyState {
 
 /// An error from one node. It never contains a password.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum NodeError {
     /// The node could not be reached or the connection broke.
     #[error("connection to node failed: {0}")]
@@ -71,6 +74,28 @@ pub enum NodeError {
     /// password. The request counts as sent.
     #[error("authentication or permission refused by the server (check the user, password and ACL rules): {0}")]
     Auth(String),
+}
+
+impl KeyState {
+    /// The state of `key`: its `holder` token (`None`: the key does not
+    /// exist) and remaining `ttl` (`None`: no key, or no expiry).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use redlock_core::KeyState;
+    ///
+    /// let held = KeyState::new("job", Some("token".into()), Some(Duration::from_secs(3)));
+    /// assert_eq!(held.holder.as_deref(), Some("token"));
+    /// let free = KeyState::new("job", None, None);
+    /// assert_eq!(free.key, "job");
+    /// ```
+    pub fn new(key: impl Into<String>, holder: Option<String>, ttl: Option<Duration>) -> Self {
+        KeyState {
+            key: key.into(),
+            holder,
+            ttl,
+        }
+    }
 }
 
 impl NodeError {

@@ -112,6 +112,7 @@ impl RetryPolicy {
 /// A per-node failure that [`Options::on_node_error`] hears about
 /// (node-redlock's `clientError` event).
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct NodeErrorEvent<'a> {
     /// The node's id (address without password).
     pub node: &'a str,
@@ -153,6 +154,7 @@ pub type NodeErrorHook = Arc<dyn Fn(&NodeErrorEvent<'_>) + Send + Sync>;
 /// # let _ = options;
 /// ```
 #[derive(Clone)]
+#[must_use = "options do nothing until given to Redlock::new"]
 pub struct Options {
     pub(crate) drift_factor: f64,
     pub(crate) retry: RetryPolicy,

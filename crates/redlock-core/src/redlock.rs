@@ -39,6 +39,24 @@ impl Redlock {
     /// judged from [`Node::id`]) or on invalid options; warns through
     /// `tracing` when the number of nodes is even (an even count tolerates no
     /// more failures than the odd count below it).
+    ///
+    /// The nodes come from an adapter crate (`redlock-redis-rs`,
+    /// `redlock-fred`); this works with any of them:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use redlock_core::{InvalidArgument, Node, Options, Redlock};
+    ///
+    /// fn five_nodes<N: Node + 'static>(nodes: Vec<N>) -> Result<Redlock, InvalidArgument> {
+    ///     Redlock::new(
+    ///         nodes,
+    ///         Options::new()
+    ///             .retry_count(3)
+    ///             .retry_delay(Duration::from_millis(100))
+    ///             .key_prefix("locks:"),
+    ///     )
+    /// }
+    /// ```
     pub fn new<N, I>(nodes: I, options: Options) -> Result<Self, InvalidArgument>
     where
         N: Node + 'static,
@@ -243,6 +261,16 @@ impl Redlock {
     /// Releases the lock on every node. Releasing a lock that already expired
     /// is not an error. Fails only when no quorum of nodes answered (the keys
     /// then expire with their TTL).
+    ///
+    /// ```
+    /// # async fn demo(redlock: redlock_core::Redlock) -> Result<(), redlock_core::LockError> {
+    /// use std::time::Duration;
+    ///
+    /// let lock = redlock.lock("job", Duration::from_secs(10)).await?;
+    /// redlock.unlock(&lock).await?; // or `lock.unlock().await?`
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn unlock(&self, lock: &Lock) -> Result<(), LockError> {
         lock.release().await
     }
@@ -255,6 +283,21 @@ impl Redlock {
     /// *shorter* time may still have shortened the keys on the nodes that
     /// processed it, so the validity becomes the earlier of the old one and
     /// the one this extension would have given.
+    ///
+    /// ```
+    /// # async fn demo(redlock: redlock_core::Redlock) -> Result<(), redlock_core::LockError> {
+    /// use std::time::Duration;
+    ///
+    /// let mut lock = redlock.lock("job", Duration::from_secs(10)).await?;
+    /// // ... the work takes longer than planned:
+    /// match redlock.extend(&mut lock, Duration::from_secs(10)).await {
+    ///     Ok(()) => { /* ten more seconds from now */ }
+    ///     Err(e) => eprintln!("not extended, still valid for {:?}: {e}", lock.remaining()),
+    /// }
+    /// lock.unlock().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn extend(&self, lock: &mut Lock, ttl: Duration) -> Result<(), LockError> {
         extend(lock, ttl).await
     }
@@ -263,6 +306,20 @@ impl Redlock {
     /// are redacted, and every holder counts as another owner, a lock of
     /// this same `Redlock` included: use [`Lock::status`] or
     /// [`Redlock::status_with_token`] to see a lock of ours as such.
+    ///
+    /// ```
+    /// # async fn demo(redlock: redlock_core::Redlock) -> Result<(), redlock_core::LockError> {
+    /// use redlock_core::Verdict;
+    ///
+    /// for resource in redlock.status(["export", "import"]).await? {
+    ///     match resource.verdict {
+    ///         Verdict::Free => println!("{} is free", resource.resource),
+    ///         other => println!("{}: {other}", resource.resource),
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn status(
         &self,
         resources: impl IntoResources,
@@ -332,6 +389,14 @@ impl Redlock {
     /// requests already sent (releases in flight) finish first, each node
     /// within the per-node timeout. Returns the first error after all nodes
     /// were asked.
+    ///
+    /// ```
+    /// # async fn demo(redlock: redlock_core::Redlock) {
+    /// if let Err(e) = redlock.quit().await {
+    ///     eprintln!("closing the nodes: {e}");
+    /// }
+    /// # }
+    /// ```
     pub async fn quit(&self) -> Result<(), NodeError> {
         let shared = &self.shared;
         let timeout = shared.release_timeout(Duration::from_secs(10));
@@ -359,6 +424,17 @@ impl Lock {
     }
 
     /// Extends the lock to expire `ttl` from now. See [`Redlock::extend`].
+    ///
+    /// ```
+    /// # async fn demo(mut lock: redlock_core::Lock) -> Result<(), redlock_core::LockError> {
+    /// use std::time::Duration;
+    ///
+    /// if lock.remaining() < Duration::from_secs(2) {
+    ///     lock.extend(Duration::from_secs(10)).await?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn extend(&mut self, ttl: Duration) -> Result<(), LockError> {
         extend(self, ttl).await
     }

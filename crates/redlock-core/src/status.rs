@@ -14,6 +14,7 @@ use futures_util::future::{self, Either};
 /// A holder as shown by [`Redlock::status`](crate::Redlock::status): our own token in full, anyone
 /// else's redacted to its first characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Holder {
     /// The key holds the token of the lock we asked about.
     Us(String),
@@ -32,6 +33,7 @@ impl fmt::Display for Holder {
 
 /// One node's view of one resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NodeView {
     /// The node's id.
     pub node: String,
@@ -44,6 +46,7 @@ pub struct NodeView {
 
 /// What a quorum of nodes says about a resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Verdict {
     /// Free on a quorum of nodes: a lock attempt would not meet a holder
     /// there.
@@ -90,6 +93,7 @@ impl fmt::Display for Verdict {
 
 /// The status of one resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ResourceStatus {
     /// The resource name (without prefix).
     pub resource: String,

@@ -110,11 +110,7 @@ pub(crate) fn inspect(keys: &[String], v: Value) -> Result<Vec<KeyState>, NodeEr
                 Ok(ms) if holder.is_some() => Some(Duration::from_millis(ms)),
                 _ => None,
             };
-            Ok(KeyState {
-                key: key.clone(),
-                holder,
-                ttl,
-            })
+            Ok(KeyState::new(key.clone(), holder, ttl))
         })
         .collect()
 }

@@ -420,11 +420,11 @@ pub(crate) fn parse_inspect(keys: &[String], v: &Value) -> Result<Vec<KeyState>,
                 .and_then(as_int)
                 .ok_or_else(|| unexpected(item))?;
             let holder = pair.get(1).and_then(as_string);
-            Ok(KeyState {
-                key: key.clone(),
-                holder: if pttl == -2 { None } else { holder },
-                ttl: u64::try_from(pttl).ok().map(Duration::from_millis),
-            })
+            Ok(KeyState::new(
+                key.clone(),
+                if pttl == -2 { None } else { holder },
+                u64::try_from(pttl).ok().map(Duration::from_millis),
+            ))
         })
         .collect()
 }

@@ -386,11 +386,7 @@ impl State {
                             ),
                             None => (None, None),
                         };
-                        KeyState {
-                            key: k.clone(),
-                            holder,
-                            ttl,
-                        }
+                        KeyState::new(k.clone(), holder, ttl)
                     })
                     .collect();
                 log.keys = keys;
