@@ -14,7 +14,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! node::run_all(&*SimNode::new("sim").as_dyn()).await;
+//! node::run_all(&SimNode::new("sim").as_dyn()).await;
 //! # }
 //! ```
 
