@@ -9,7 +9,7 @@
 //! cargo run --release -p redlock-redis-rs --example checker -- pause-minority 2000 8 10 # node timeout 10 ms
 //! ```
 //!
-//! Scenarios: see `redlock_testkit::checker::SCENARIOS`, plus `processes`,
+//! Scenarios: see `redlock_testkit::checker::Scenario`, plus `processes`,
 //! `processes-pause-minority` and `processes-kill-minority`: the contenders
 //! are separate processes (this program again, started with the contender's
 //! spec in `REDLOCK_CHECKER_CONTENDER`) sharing a register on a sixth
@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use redlock_core::Node;
 use redlock_redis_rs::RedisNode;
-use redlock_testkit::checker::{self, processes, Config, SCENARIOS};
+use redlock_testkit::checker::{self, processes, Config, Scenario, SCENARIOS};
 
 async fn node(url: String) -> Result<Arc<dyn Node>, String> {
     RedisNode::connect(&url)
@@ -167,7 +167,10 @@ async fn main() -> ExitCode {
                 let fault = fault.strip_prefix('-').unwrap_or("no-fault");
                 processes::run(fault, base, contender_command, node).await
             }
-            None => checker::scenario_with(name, base, node).await,
+            None => match name.parse::<Scenario>() {
+                Ok(scenario) => checker::run_scenario(scenario, base, node).await,
+                Err(e) => Err(e),
+            },
         };
         match result {
             Ok(report) => {
@@ -181,11 +184,14 @@ async fn main() -> ExitCode {
                         nf - before.2
                     );
                 }
-                let bad = if checker::is_safe_scenario(name) || name.starts_with("processes") {
-                    report.violations() > 0 || report.stale_writes_accepted > 0
-                } else {
-                    report.stale_writes_accepted > 0 && name != "expire-majority-unfenced"
-                };
+                let scenario = name.parse::<Scenario>().ok();
+                let bad =
+                    if scenario.is_some_and(Scenario::is_safe) || name.starts_with("processes") {
+                        report.violations() > 0 || report.stale_writes_accepted > 0
+                    } else {
+                        report.stale_writes_accepted > 0
+                            && scenario != Some(Scenario::ExpireMajorityUnfenced)
+                    };
                 if bad || report.timed_out {
                     println!("  ^ FAILED");
                     failed = true;

@@ -570,12 +570,11 @@ mod tests {
 
     const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 
-    async fn wait_for(mut cond: impl FnMut() -> bool) {
-        let end = Instant::now() + Duration::from_secs(10);
-        while !cond() {
-            assert!(Instant::now() < end, "condition not reached within 10 s");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+    async fn wait_for(cond: impl Fn() -> bool) {
+        crate::wait::until("the condition", Duration::from_secs(10), || async {
+            cond()
+        })
+        .await;
     }
 
     /// Sends `n` ECHO commands as separate writes; returns the replies the

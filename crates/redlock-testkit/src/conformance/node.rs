@@ -14,7 +14,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! node::run_all(&*SimNode::new("sim").as_dyn()).await;
+//! node::run_all(&SimNode::new("sim").as_dyn()).await;
 //! # }
 //! ```
 
@@ -228,7 +228,7 @@ pub async fn expiry(node: &dyn Node) {
     assert_eq!(node.release(&k, "next").await, Ok(1));
 }
 
-/// Many concurrent calls on one node from many tasks: one winner per key,
+/// Many concurrent calls on one node (sixteen callers at once): one winner per key,
 /// nothing left after the releases.
 pub async fn concurrent_calls(node: &dyn Node) {
     let p = unique_prefix("concurrent");
