@@ -249,7 +249,7 @@ pub const MAX_REDIRECTS: usize = 3;
 /// assert!(!is_redirect("ERR unknown command"));
 /// ```
 pub fn is_redirect(error: &str) -> bool {
-    let code = error.trim_start().split_whitespace().next().unwrap_or("");
+    let code = error.split_whitespace().next().unwrap_or("");
     matches!(code, "MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN")
 }
 
