@@ -234,7 +234,7 @@ impl FredNodeBuilder {
     /// reconnect policy.
     pub async fn connect(self, url: &str) -> Result<FredNode, ConnectError> {
         Backlog::new(self.max_outstanding)?;
-        let mut secrets = Secrets::new();
+        let mut secrets = Secrets::default();
         secrets.add_from_url(url);
         let config = Config::from_url(url)
             .map_err(|e| ConnectError::InvalidUrl(secrets.redact(&e.to_string())))?;
@@ -298,7 +298,7 @@ impl FredNodeBuilder {
     pub async fn client(self, client: Client) -> Result<FredNode, ConnectError> {
         Backlog::new(self.max_outstanding)?;
         self.ensure_connected(&client).await?;
-        let settings = self.settings(Secrets::new(), vec![None])?;
+        let settings = self.settings(Secrets::default(), vec![None])?;
         FredNode::new(vec![client], settings).await
     }
 
@@ -315,13 +315,13 @@ impl FredNodeBuilder {
             self.ensure_connected(client).await?;
         }
         let tasks = clients.iter().map(|_| None).collect();
-        let settings = self.settings(Secrets::new(), tasks)?;
+        let settings = self.settings(Secrets::default(), tasks)?;
         FredNode::new(clients, settings).await
     }
 
     async fn ensure_connected(&self, client: &Client) -> Result<(), ConnectError> {
         let config = client.client_config();
-        let mut secrets = Secrets::new();
+        let mut secrets = Secrets::default();
         if let Some(p) = &config.password {
             secrets.add(p);
         }

@@ -22,7 +22,8 @@
 //! it did not run. Sending it again to the new owner is no hidden retry of
 //! something that ran, but for an acquire it may still land after the
 //! release that was meant to follow it, if the caller stopped waiting and
-//! released meanwhile: a stale key. [`Redirects`] decides: a release, an
+//! released meanwhile: a stale key. The same holds for an acquire refused
+//! with `NOSCRIPT` and sent again in full. [`Resends`] decides: a release, an
 //! extend (it only touches a key that still holds the token) and a read are
 //! always sent again; an acquire only when no release went out on the node
 //! since it was first sent. Otherwise the acquire fails, unsent.
@@ -31,7 +32,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::future::join_all;
-use redlock_core::slot::group_by_slot;
+use redlock_core::slot::{group_by_slot, hash_slot};
 use redlock_core::{Acquire, Extend, KeyState, NodeError};
 
 /// Sends one request whose keys all share a hash slot. What each method
@@ -39,6 +40,13 @@ use redlock_core::{Acquire, Extend, KeyState, NodeError};
 /// for those keys.
 #[async_trait::async_trait]
 pub trait SlotSender: Sync {
+    /// Whether keys are split by slot: `true` on Redis Cluster. Otherwise
+    /// every call is one request, on the slot of its first key (which may
+    /// still pick a client of a pool).
+    fn clustered(&self) -> bool {
+        true
+    }
+
     /// The acquire script (or `SET NX PX`) on the keys of one slot.
     async fn acquire(
         &self,
@@ -63,6 +71,16 @@ pub trait SlotSender: Sync {
     async fn fence(&self, slot: u16, keys: Vec<String>, floor: u64) -> Result<u64, NodeError>;
 }
 
+/// The keys of one call by slot: one group when the sender does not split.
+fn groups<S: SlotSender + ?Sized>(sender: &S, keys: &[String]) -> Vec<(u16, Vec<String>)> {
+    if sender.clustered() && keys.len() > 1 {
+        group_by_slot(keys)
+    } else {
+        let slot = keys.first().map_or(0, |k| hash_slot(k.as_bytes()));
+        vec![(slot, keys.to_vec())]
+    }
+}
+
 /// All or nothing: when any slot conflicts or fails, what the others may
 /// have taken is released before the answer. A conflict wins over an error.
 pub async fn acquire<S: SlotSender + ?Sized>(
@@ -71,7 +89,7 @@ pub async fn acquire<S: SlotSender + ?Sized>(
     token: &str,
     ttl_ms: u64,
 ) -> Result<Acquire, NodeError> {
-    let mut groups = group_by_slot(keys);
+    let mut groups = groups(sender, keys);
     if groups.len() <= 1 {
         let (slot, keys) = groups.pop().unwrap_or((0, Vec::new()));
         return sender.acquire(slot, keys, token, ttl_ms).await;
@@ -117,7 +135,7 @@ pub async fn release<S: SlotSender + ?Sized>(
     keys: &[String],
     token: &str,
 ) -> Result<u64, NodeError> {
-    let mut groups = group_by_slot(keys);
+    let mut groups = groups(sender, keys);
     if groups.len() <= 1 {
         let (slot, keys) = groups.pop().unwrap_or((0, Vec::new()));
         return sender.release(slot, keys, token).await;
@@ -149,7 +167,7 @@ pub async fn extend<S: SlotSender + ?Sized>(
     token: &str,
     ttl_ms: u64,
 ) -> Result<Extend, NodeError> {
-    let mut groups = group_by_slot(keys);
+    let mut groups = groups(sender, keys);
     if groups.len() <= 1 {
         let (slot, keys) = groups.pop().unwrap_or((0, Vec::new()));
         return sender.extend(slot, keys, token, ttl_ms).await;
@@ -185,7 +203,7 @@ pub async fn inspect<S: SlotSender + ?Sized>(
     sender: &S,
     keys: &[String],
 ) -> Result<Vec<KeyState>, NodeError> {
-    let mut groups = group_by_slot(keys);
+    let mut groups = groups(sender, keys);
     if groups.len() <= 1 {
         let (slot, keys) = groups.pop().unwrap_or((0, Vec::new()));
         return sender.inspect(slot, keys).await;
@@ -217,7 +235,7 @@ pub async fn fence<S: SlotSender + ?Sized>(
     keys: &[String],
     floor: u64,
 ) -> Result<u64, NodeError> {
-    let mut groups = group_by_slot(keys);
+    let mut groups = groups(sender, keys);
     if groups.len() <= 1 {
         let (slot, keys) = groups.pop().unwrap_or((0, Vec::new()));
         return sender.fence(slot, keys, floor).await;
@@ -253,10 +271,11 @@ pub fn is_redirect(error: &str) -> bool {
     matches!(code, "MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN")
 }
 
-/// Tells whether a refused acquire may be sent again (see the [module
-/// docs](self)): counts the releases sent on one node.
+/// Tells whether an acquire refused unrun (a redirection, `NOSCRIPT`) may be
+/// sent again (see the [module docs](self)): counts the releases sent on
+/// one node.
 #[derive(Debug, Default)]
-pub struct Redirects {
+pub struct Resends {
     releases: AtomicU64,
 }
 
@@ -264,7 +283,7 @@ pub struct Redirects {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sent(u64);
 
-impl Redirects {
+impl Resends {
     /// Call before sending a release.
     pub fn releasing(&self) {
         self.releases.fetch_add(1, Ordering::SeqCst);
@@ -287,8 +306,6 @@ impl Redirects {
 mod tests {
     use std::collections::HashSet;
     use std::sync::Mutex;
-
-    use redlock_core::slot::hash_slot;
 
     use super::*;
 
@@ -402,6 +419,59 @@ mod tests {
         k
     }
 
+    /// A single server: never split.
+    struct Single(Fake);
+
+    #[async_trait::async_trait]
+    impl SlotSender for Single {
+        fn clustered(&self) -> bool {
+            false
+        }
+        async fn acquire(
+            &self,
+            slot: u16,
+            keys: Vec<String>,
+            token: &str,
+            ttl: u64,
+        ) -> Result<Acquire, NodeError> {
+            self.0.requests.lock().unwrap().push((slot, "acquire"));
+            assert_eq!(keys.len(), 3);
+            let _ = (token, ttl);
+            Ok(Acquire::Acquired)
+        }
+        async fn release(&self, _: u16, _: Vec<String>, _: &str) -> Result<u64, NodeError> {
+            unreachable!("not called")
+        }
+        async fn extend(
+            &self,
+            _: u16,
+            _: Vec<String>,
+            _: &str,
+            _: u64,
+        ) -> Result<Extend, NodeError> {
+            unreachable!("not called")
+        }
+        async fn inspect(&self, _: u16, _: Vec<String>) -> Result<Vec<KeyState>, NodeError> {
+            unreachable!("not called")
+        }
+        async fn fence(&self, _: u16, _: Vec<String>, _: u64) -> Result<u64, NodeError> {
+            unreachable!("not called")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_single_server_gets_one_request_on_the_first_keys_slot() {
+        let single = Single(Fake::default());
+        assert_eq!(
+            acquire(&single, &spread(), "t", 100).await,
+            Ok(Acquire::Acquired)
+        );
+        assert_eq!(
+            *single.0.requests.lock().unwrap(),
+            [(hash_slot(b"a"), "acquire")]
+        );
+    }
+
     #[tokio::test]
     async fn one_slot_is_one_request() {
         let fake = Fake::default();
@@ -496,7 +566,7 @@ mod tests {
 
     #[test]
     fn an_acquire_is_not_resent_after_a_release() {
-        let r = Redirects::default();
+        let r = Resends::default();
         let sent = r.sending();
         assert!(r.may_resend_acquire(sent));
         r.releasing();
