@@ -107,10 +107,10 @@ mod single;
 mod tls;
 mod watch;
 
-pub use address::redact_url;
 pub use error::Error;
 pub use node::{Builder, RedisNode};
 pub use redlock_core::{self, Lock, LockError, Options, Redlock};
+pub use redlock_kit::redact_url;
 
 #[cfg(feature = "sentinel")]
 pub use redis::sentinel::SentinelNodeConnectionInfo;

@@ -10,14 +10,17 @@ use redlock_core::backlog::{self, Backlog};
 use redlock_core::node::ttl_millis;
 use redlock_core::{Acquire, Extend, KeyState, Node, NodeError, Scripts};
 
-use crate::address::{display_id, redact_url, Redactor};
+use crate::address::{display_id, redact_url, Secrets};
 use crate::queue::{Executor, Queue};
 use crate::scripts::{Call, Kind, LoadedScripts};
 use crate::single::{
     Connector, SingleExecutor, DEFAULT_CONNECTION_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
 };
-use crate::watch::ReleaseHub;
+use crate::watch::Opener;
 use crate::Error;
+use redlock_kit::reply::{self, Reply};
+use redlock_kit::watch::ReleaseHub;
+use redlock_kit::Subscriptions;
 
 /// One Redlock node: an independent Redis server, a whole Redis Cluster
 /// (feature `cluster`) or the master of a Sentinel deployment (feature
@@ -190,9 +193,9 @@ impl Builder {
     pub fn open_client(self, client: Client) -> Result<RedisNode, Error> {
         let info = client.get_connection_info().clone();
         let id = display_id(&info);
-        let redact = Redactor::new(&info);
+        let redact = crate::address::secrets_of(&info);
         let hub = if self.wake_on_release {
-            ReleaseHub::spawn(client.clone(), redact.clone(), id.clone())
+            ReleaseHub::spawn(Opener(client.clone()), redact.clone(), id.clone())
         } else {
             None
         };
@@ -219,7 +222,7 @@ impl Builder {
         self.spawn_single(
             Connector::Fixed(connection),
             redact_url(name),
-            Redactor::default(),
+            Secrets::default(),
         )
     }
 
@@ -230,7 +233,7 @@ impl Builder {
         self.spawn_single(
             Connector::Manager(manager),
             redact_url(name),
-            Redactor::default(),
+            Secrets::default(),
         )
     }
 
@@ -238,7 +241,7 @@ impl Builder {
         self,
         connector: Connector,
         id: String,
-        redact: Redactor,
+        redact: Secrets,
     ) -> Result<RedisNode, Error> {
         let backlog = self.backlog(&id)?;
         let executor = SingleExecutor::new(
@@ -295,20 +298,15 @@ impl Builder {
 }
 
 fn invalid(url: &str, e: &redis::RedisError) -> Error {
-    let mut r = Redactor::default();
+    let mut r = Secrets::default();
     // The password as written in the URL (percent-encoded or not).
-    if let Some(rest) = url.split_once("://").map(|x| x.1) {
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        if let Some((userinfo, _)) = authority.rsplit_once('@') {
-            r.add(userinfo.split_once(':').map(|x| x.1));
-        }
-    }
+    r.add_from_url(url);
     Error::InvalidConfig(format!(
         "{}: {}; expected {} ({})",
         redact_url(url),
         crate::address::url_problem(url),
         crate::address::EXPECTED_FORM,
-        r.scrub(&e.to_string())
+        r.redact(&e.to_string())
     ))
 }
 
@@ -342,6 +340,29 @@ impl RedisNode {
         self.inner.queue.outstanding()
     }
 
+    /// The pub/sub status of wake-on-release: which release channels the
+    /// server confirmed, how many connections were opened and lost. `None`
+    /// when the node does not watch (a cluster, a sentinel, a connection
+    /// passed in, or [`Builder::wake_on_release`] off).
+    ///
+    /// ```no_run
+    /// use redlock_core::Node;
+    ///
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let node = redlock_redis_rs::RedisNode::connect("redis://127.0.0.1:6379").await?;
+    /// let keys = vec!["job".to_owned()];
+    /// let woken = node.watch_release(&keys);
+    /// if let Some(mut subscriptions) = node.release_subscriptions() {
+    ///     let channel = redlock_core::scripts::release_channel("job");
+    ///     subscriptions.until(|s| s.subscribed.contains(&channel)).await;
+    ///     // From here on a release of "job" on this server wakes `woken`.
+    /// }
+    /// # drop(woken); Ok(()) }
+    /// ```
+    pub fn release_subscriptions(&self) -> Option<Subscriptions> {
+        self.inner.watch.as_ref().map(ReleaseHub::subscriptions)
+    }
+
     /// Sends PING through the node's queue.
     pub async fn ping(&self) -> Result<(), Error> {
         self.inner
@@ -361,7 +382,7 @@ impl RedisNode {
         keys: &[String],
         token: Option<&str>,
         number: Option<u64>,
-    ) -> Result<Value, NodeError> {
+    ) -> Result<Reply, NodeError> {
         self.inner
             .queue
             .call(Call {
@@ -371,62 +392,23 @@ impl RedisNode {
                 number,
             })
             .await
+            .map(from_redis)
     }
 }
 
-fn as_int(v: &Value) -> Option<i64> {
+/// `v` as a [`Reply`] for [`redlock_kit::reply`]: `OK` and tokens are text,
+/// a Lua `false` (RESP3) is nil.
+pub(crate) fn from_redis(v: Value) -> Reply {
     match v {
-        Value::Int(i) => Some(*i),
-        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        Value::SimpleString(s) => s.parse().ok(),
-        Value::Okay => Some(1),
-        Value::Nil => Some(0),
-        Value::Boolean(b) => Some(i64::from(*b)),
-        _ => None,
+        Value::Nil | Value::Boolean(false) => Reply::Nil,
+        Value::Int(i) => Reply::Int(i),
+        Value::Boolean(true) => Reply::Int(1),
+        Value::Okay => Reply::Text("OK".to_owned()),
+        Value::SimpleString(s) => Reply::Text(s),
+        Value::BulkString(b) => Reply::Text(String::from_utf8_lossy(&b).into_owned()),
+        Value::Array(items) => Reply::Array(items.into_iter().map(from_redis).collect()),
+        other => Reply::Other(format!("{other:?}")),
     }
-}
-
-fn unexpected(v: &Value) -> NodeError {
-    let mut text = format!("{v:?}");
-    text.truncate(200);
-    NodeError::Protocol(text)
-}
-
-fn as_string(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::Int(i) => Some(i.to_string()),
-        _ => None,
-    }
-}
-
-/// Parses the inspect script's reply: per key `{pttl, value or nil}`.
-pub(crate) fn parse_inspect(keys: &[String], v: &Value) -> Result<Vec<KeyState>, NodeError> {
-    let Value::Array(items) = v else {
-        return Err(unexpected(v));
-    };
-    if items.len() != keys.len() {
-        return Err(unexpected(v));
-    }
-    keys.iter()
-        .zip(items)
-        .map(|(key, item)| {
-            let Value::Array(pair) = item else {
-                return Err(unexpected(item));
-            };
-            let pttl = pair
-                .first()
-                .and_then(as_int)
-                .ok_or_else(|| unexpected(item))?;
-            let holder = pair.get(1).and_then(as_string);
-            Ok(KeyState {
-                key: key.clone(),
-                holder: if pttl == -2 { None } else { holder },
-                ttl: u64::try_from(pttl).ok().map(Duration::from_millis),
-            })
-        })
-        .collect()
 }
 
 #[async_trait::async_trait]
@@ -444,18 +426,12 @@ impl Node for RedisNode {
         let v = self
             .call(Kind::Acquire, keys, Some(token), Some(ttl_millis(ttl)))
             .await?;
-        match as_int(&v) {
-            Some(1) => Ok(Acquire::Acquired),
-            Some(0) => Ok(Acquire::Held),
-            _ => Err(unexpected(&v)),
-        }
+        reply::acquire(&v)
     }
 
     async fn release(&self, keys: &[String], token: &str) -> Result<u64, NodeError> {
         let v = self.call(Kind::Release, keys, Some(token), None).await?;
-        as_int(&v)
-            .and_then(|n| u64::try_from(n).ok())
-            .ok_or_else(|| unexpected(&v))
+        reply::release(&v)
     }
 
     async fn extend(
@@ -467,23 +443,17 @@ impl Node for RedisNode {
         let v = self
             .call(Kind::Extend, keys, Some(token), Some(ttl_millis(ttl)))
             .await?;
-        match as_int(&v) {
-            Some(1) => Ok(Extend::Extended),
-            Some(0) => Ok(Extend::NotHeld),
-            _ => Err(unexpected(&v)),
-        }
+        reply::extend(&v)
     }
 
     async fn inspect(&self, keys: &[String]) -> Result<Vec<KeyState>, NodeError> {
         let v = self.call(Kind::Inspect, keys, None, None).await?;
-        parse_inspect(keys, &v)
+        reply::inspect(keys, v)
     }
 
     async fn fence(&self, keys: &[String], floor: u64) -> Result<u64, NodeError> {
         let v = self.call(Kind::Fence, keys, None, Some(floor)).await?;
-        as_int(&v)
-            .and_then(|n| u64::try_from(n).ok())
-            .ok_or_else(|| unexpected(&v))
+        reply::fence(&v)
     }
 
     /// A watch on the node's shared pub/sub connection (standalone nodes
