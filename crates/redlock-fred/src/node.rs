@@ -480,6 +480,9 @@ impl FredNode {
     }
 }
 
+/// What a node answers.
+type Answer<T> = Result<T, NodeError>;
+
 /// One request per slot (see [`redlock_kit::slots`]).
 #[redlock_core::async_trait]
 impl SlotSender for FredNode {
@@ -553,12 +556,7 @@ impl Node for FredNode {
     /// request per slot (all sent at once); if any slot conflicts or fails,
     /// every slot that may have taken its keys is released again before the
     /// answer is returned ([`redlock_kit::slots::acquire`]).
-    async fn acquire(
-        &self,
-        keys: &[String],
-        token: &str,
-        ttl: Duration,
-    ) -> Result<Acquire, NodeError> {
+    async fn acquire(&self, keys: &[String], token: &str, ttl: Duration) -> Answer<Acquire> {
         slots::acquire(self, keys, token, ttl_millis(ttl)).await
     }
 
@@ -577,12 +575,7 @@ impl Node for FredNode {
     /// All or nothing. On a cluster with keys in several slots, every slot
     /// is first checked (read only) for our token; when one key is gone or
     /// taken nothing is changed ([`redlock_kit::slots::extend`]).
-    async fn extend(
-        &self,
-        keys: &[String],
-        token: &str,
-        ttl: Duration,
-    ) -> Result<Extend, NodeError> {
+    async fn extend(&self, keys: &[String], token: &str, ttl: Duration) -> Answer<Extend> {
         slots::extend(self, keys, token, ttl_millis(ttl)).await
     }
 

@@ -413,10 +413,6 @@ pub(crate) fn from_redis(v: Value) -> Reply {
 
 #[async_trait::async_trait]
 impl Node for RedisNode {
-    fn id(&self) -> &str {
-        &self.inner.id
-    }
-
     async fn acquire(
         &self,
         keys: &[String],
@@ -476,5 +472,10 @@ impl Node for RedisNode {
         }
         self.inner.queue.drain().await;
         Ok(())
+    }
+
+    /// The address without the password.
+    fn id(&self) -> &str {
+        &self.inner.id
     }
 }
