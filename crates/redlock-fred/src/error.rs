@@ -1,4 +1,4 @@
-//! Errors: [`ConnectError`] for building a node, and the mapping of fred's
+//! Errors: [`Error`] for building a node, and the mapping of fred's
 //! errors to [`NodeError`] with every secret removed.
 
 use fred::error::{Error as FredError, ErrorKind};
@@ -9,26 +9,35 @@ pub(crate) use redlock_kit::Secrets;
 /// password.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ConnectError {
+pub enum Error {
     /// The URL could not be parsed into a fred configuration.
     #[error("invalid redis url: {0}")]
     InvalidUrl(String),
+    /// A setting of the [`Builder`](crate::Builder) cannot work, such as a
+    /// zero timeout; the message says which and what to give instead.
+    #[error("invalid node settings: {0}")]
+    InvalidConfig(String),
     /// The client could not be built or could not connect.
-    #[error("could not connect to {node}: {source}")]
+    #[error("could not connect to {node}: {cause}")]
     Connect {
         /// The node's address (see [`FredNode::id`](crate::FredNode)).
         node: String,
         /// What went wrong.
-        source: NodeError,
+        cause: NodeError,
     },
     /// A pool without clients was given.
     #[error("the pool has no clients")]
     EmptyPool,
-    /// A setting of the [`FredNodeBuilder`](crate::FredNodeBuilder) is out of
-    /// range, such as a zero [`max_outstanding`](crate::FredNodeBuilder::max_outstanding).
+    /// A setting of the [`Builder`](crate::Builder) is out of range, such as
+    /// a zero [`max_outstanding`](crate::Builder::max_outstanding); or the
+    /// Redlock options given to [`redlock_with`](crate::redlock_with).
     #[error(transparent)]
     InvalidArgument(#[from] redlock_core::InvalidArgument),
 }
+
+/// The former name of [`Error`].
+#[doc(hidden)]
+pub type ConnectError = Error;
 
 /// Whether the error is a `NOSCRIPT` reply (the script cache was flushed).
 pub(crate) fn is_noscript(e: &FredError) -> bool {

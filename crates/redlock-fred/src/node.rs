@@ -18,8 +18,8 @@ use redlock_kit::slots::{self, is_redirect, Resends, SlotSender, MAX_REDIRECTS};
 use redlock_kit::watch::ReleaseHub;
 use redlock_kit::{FinishOnDrop, Subscriptions};
 
-use crate::builder::FredNodeBuilder;
-use crate::error::{is_noscript, node_error, ConnectError, Secrets};
+use crate::builder::Builder;
+use crate::error::{is_noscript, node_error, Error, Secrets};
 use crate::scripts::{self, LoadedScripts, Op};
 use crate::watch::Recipe;
 
@@ -59,7 +59,7 @@ pub struct FredNode {
     _owner: Option<Arc<Owner>>,
 }
 
-/// What a node is built from (see [`FredNodeBuilder`]).
+/// What a node is built from (see [`Builder`]).
 pub(crate) struct Settings {
     pub(crate) options: Options,
     pub(crate) command_timeout: Duration,
@@ -68,7 +68,7 @@ pub(crate) struct Settings {
     pub(crate) wake_on_release: bool,
     pub(crate) backlog: Backlog,
     /// The connection task of each client when the node owns it (made by
-    /// [`FredNodeBuilder::connect`]), `None` for an application's client.
+    /// [`Builder::connect`]), `None` for an application's client.
     pub(crate) tasks: Vec<Option<ConnectHandle>>,
 }
 
@@ -123,25 +123,25 @@ impl fmt::Debug for FredNode {
 
 impl FredNode {
     /// Connects to the deployment a URL names, with the defaults of
-    /// [`FredNodeBuilder`]: `redis://` (or `rediss://` with a TLS feature)
+    /// [`Builder`]: `redis://` (or `rediss://` with a TLS feature)
     /// for one server, `redis-cluster://host:port?node=host:port` for a
     /// cluster, `redis-sentinel://host:port?sentinelServiceName=name` for a
     /// master behind sentinels.
     ///
     /// ```no_run
-    /// # async fn run() -> Result<(), redlock_fred::ConnectError> {
+    /// # async fn run() -> Result<(), redlock_fred::Error> {
     /// let node = redlock_fred::FredNode::connect("redis://:secret@10.0.0.1:6379/0").await?;
     /// assert_eq!(node.id(), "redis://10.0.0.1:6379/0");
     /// # Ok(())
     /// # }
     /// # use redlock_core::Node;
     /// ```
-    pub async fn connect(url: &str) -> Result<Self, ConnectError> {
-        FredNodeBuilder::new().connect(url).await
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Builder::new().connect(url).await
     }
 
     /// Wraps a client the application built (centralized, clustered or
-    /// sentinel), with the defaults of [`FredNodeBuilder`]. The client is
+    /// sentinel), with the defaults of [`Builder`]. The client is
     /// initialised here when it has not been connected yet.
     ///
     /// Give it a [`ReconnectPolicy`](fred::types::config::ReconnectPolicy):
@@ -159,21 +159,21 @@ impl FredNode {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn from_client(client: Client) -> Result<Self, ConnectError> {
-        FredNodeBuilder::new().client(client).await
+    pub async fn from_client(client: Client) -> Result<Self, Error> {
+        Builder::new().client(client).await
     }
 
     /// Wraps a pool of clients to the same deployment. Requests for the same
     /// keys always go through the same client of the pool, so that their
     /// order on the wire is kept.
-    pub async fn from_pool(pool: Pool) -> Result<Self, ConnectError> {
-        FredNodeBuilder::new().pool(pool).await
+    pub async fn from_pool(pool: Pool) -> Result<Self, Error> {
+        Builder::new().pool(pool).await
     }
 
     /// A builder to set the command timeout, fail-fast behaviour, custom
-    /// scripts and, for [`FredNodeBuilder::connect`], the reconnect policy.
-    pub fn builder() -> FredNodeBuilder {
-        FredNodeBuilder::new()
+    /// scripts and, for [`Builder::connect`], the reconnect policy.
+    pub fn builder() -> Builder {
+        Builder::new()
     }
 
     /// The first (for a plain client, the only) fred client.
@@ -194,7 +194,7 @@ impl FredNode {
 
     /// The per-command options every lock command is sent with: one write
     /// attempt, no timeout inside fred (the node applies
-    /// [`FredNodeBuilder::command_timeout`] itself, without withdrawing the
+    /// [`Builder::command_timeout`] itself, without withdrawing the
     /// request) and the fail-fast flag.
     pub fn command_options(&self) -> &Options {
         &self.inner.options
@@ -218,15 +218,12 @@ impl FredNode {
     }
 
     /// The most requests this node may owe at once (see
-    /// [`FredNodeBuilder::max_outstanding`]).
+    /// [`Builder::max_outstanding`]).
     pub fn max_outstanding(&self) -> usize {
         self.inner.backlog.limit()
     }
 
-    pub(crate) async fn new(
-        clients: Vec<Client>,
-        settings: Settings,
-    ) -> Result<Self, ConnectError> {
+    pub(crate) async fn new(clients: Vec<Client>, settings: Settings) -> Result<Self, Error> {
         let Settings {
             options,
             command_timeout,
@@ -237,7 +234,7 @@ impl FredNode {
             mut tasks,
         } = settings;
         let Some(first) = clients.first() else {
-            return Err(ConnectError::EmptyPool);
+            return Err(Error::EmptyPool);
         };
         tasks.resize_with(clients.len(), || None);
         let config = first.client_config();
@@ -333,7 +330,7 @@ impl FredNode {
     /// server replied, or the connection carrying the request was closed.
     /// So the backlog counts what fred really holds, and a request is never
     /// silently withdrawn (fred skips writing a command whose own timeout
-    /// fired; none is set, see [`FredNodeBuilder::command_timeout`]).
+    /// fired; none is set, see [`Builder::command_timeout`]).
     async fn send(
         &self,
         permit: Permit,
@@ -458,7 +455,7 @@ impl FredNode {
     /// The pub/sub status of wake-on-release: which release channels the
     /// server confirmed, how many connections were opened and lost. `None`
     /// when the node does not watch (a cluster, a sentinel, or
-    /// [`FredNodeBuilder::wake_on_release`] off).
+    /// [`Builder::wake_on_release`] off).
     ///
     /// ```no_run
     /// use redlock_core::Node;
@@ -592,7 +589,7 @@ impl Node for FredNode {
     /// Single servers only: a future that completes once the node
     /// announces a release of any of `keys` on their release channels. The
     /// node keeps one extra pub/sub connection for this, subscribed only to
-    /// channels someone watches (see [`FredNodeBuilder::wake_on_release`]).
+    /// channels someone watches (see [`Builder::wake_on_release`]).
     /// Redis Cluster and Sentinel nodes return `None`: their waiters poll
     /// with the retry delay.
     fn watch_release(&self, keys: &[String]) -> Option<redlock_core::BoxFuture<'static, ()>> {
@@ -603,7 +600,7 @@ impl Node for FredNode {
     }
 
     /// Requests admitted and not answered yet (see
-    /// [`FredNodeBuilder::max_outstanding`]); requests whose caller stopped
+    /// [`Builder::max_outstanding`]); requests whose caller stopped
     /// waiting count until fred answers them or closes their connection.
     fn outstanding(&self) -> Option<usize> {
         Some(self.inner.backlog.outstanding())
@@ -808,12 +805,20 @@ pub(crate) fn node_id(config: &Config) -> String {
     }
 }
 
-#[cfg(any(feature = "enable-rustls", feature = "enable-rustls-ring"))]
+#[cfg(any(
+    feature = "tls",
+    feature = "enable-rustls",
+    feature = "enable-rustls-ring"
+))]
 fn config_uses_tls(config: &Config) -> bool {
     config.tls.is_some()
 }
 
-#[cfg(not(any(feature = "enable-rustls", feature = "enable-rustls-ring")))]
+#[cfg(not(any(
+    feature = "tls",
+    feature = "enable-rustls",
+    feature = "enable-rustls-ring"
+)))]
 fn config_uses_tls(_: &Config) -> bool {
     false
 }

@@ -92,6 +92,7 @@
 //! - `tls`: `rediss://` URLs over rustls.
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod address;
 #[cfg(feature = "cluster")]
@@ -111,6 +112,8 @@ pub use error::Error;
 pub use node::{Builder, RedisNode};
 pub use redlock_core::{self, Lock, LockError, Options, Redlock};
 pub use redlock_kit::redact_url;
+pub use redlock_kit::Subscriptions;
+pub use single::{DEFAULT_CONNECTION_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
 
 #[cfg(feature = "sentinel")]
 pub use redis::sentinel::SentinelNodeConnectionInfo;

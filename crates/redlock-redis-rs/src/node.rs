@@ -78,6 +78,7 @@ impl fmt::Debug for RedisNode {
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until a node is made from it"]
 pub struct Builder {
     scripts: Scripts,
     response_timeout: Option<Duration>,
@@ -120,13 +121,16 @@ impl Builder {
     /// the old one on the server (`CLIENT KILL ID`), so nothing still
     /// buffered on the old socket can run after a later release; where
     /// that is impossible (a connection passed in, or a server that refuses
-    /// `CLIENT ID` / `INFO`), the node waits for the server instead.
+    /// `CLIENT ID` / `INFO`), the node waits for the server instead. Zero
+    /// is refused when the node is built ([`Error::InvalidConfig`]).
     pub fn response_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.response_timeout = timeout.into();
         self
     }
 
-    /// How long establishing a connection may take (default 1 s).
+    /// How long establishing a connection may take (default 1 s; `None`:
+    /// no bound). Zero is refused when the node is built
+    /// ([`Error::InvalidConfig`]).
     pub fn connection_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.connection_timeout = timeout.into();
         self
@@ -256,7 +260,19 @@ impl Builder {
     }
 
     /// The node's backlog, as configured.
+    /// The node's backlog, once the settings are known to work: a zero
+    /// timeout is refused rather than silently replaced.
     pub(crate) fn backlog(&self, id: &str) -> Result<Backlog, Error> {
+        for (name, value) in [
+            ("response_timeout", self.response_timeout),
+            ("connection_timeout", self.connection_timeout),
+        ] {
+            if value.is_some_and(|t| t.is_zero()) {
+                return Err(Error::InvalidConfig(format!(
+                    "{name} is zero: give a positive duration, or None to wait without a bound"
+                )));
+            }
+        }
         Ok(Backlog::new(self.max_outstanding)?.with_gauge(id))
     }
 
@@ -477,5 +493,30 @@ impl Node for RedisNode {
     /// The address without the password.
     fn id(&self) -> &str {
         &self.inner.id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn zero_timeouts_are_refused_not_replaced() {
+        let zero = Duration::ZERO;
+        for builder in [
+            RedisNode::builder().response_timeout(zero),
+            RedisNode::builder().connection_timeout(zero),
+        ] {
+            let err = builder.open("redis://127.0.0.1:6379").expect_err("zero");
+            assert!(
+                matches!(&err, Error::InvalidConfig(m) if m.contains("is zero")),
+                "{err}"
+            );
+        }
+        let node = RedisNode::builder()
+            .response_timeout(None)
+            .connection_timeout(Duration::from_millis(5))
+            .open("redis://127.0.0.1:6379");
+        assert!(node.is_ok(), "None and positive durations work");
     }
 }

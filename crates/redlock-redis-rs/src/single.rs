@@ -788,9 +788,10 @@ fn node_err_keep(e: &redis::RedisError, redact: &Secrets) -> NodeError {
 /// gives the connection up and replaces it (fencing the old one). The core
 /// bounds each request by its own, much shorter per-node timeout; this only
 /// decides when a silent server's connection is abandoned.
-pub(crate) const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default connection timeout.
-pub(crate) const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on establishing a connection (see
+/// [`Builder::connection_timeout`](crate::Builder::connection_timeout)).
+pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {
