@@ -35,8 +35,8 @@ pub fn default_reconnect_policy() -> ReconnectPolicy {
 }
 
 /// Configures a [`FredNode`], then makes it from a URL
-/// ([`connect`](Self::connect)), a client ([`client`](Self::client)) or a
-/// pool ([`pool`](Self::pool)).
+/// ([`connect`](Self::connect)), a client ([`from_client`](Self::from_client)) or a
+/// pool ([`from_pool`](Self::from_pool)).
 ///
 /// Lock commands are always sent with one write attempt (fred never resends
 /// them behind the core's back); the builder sets their timeout, whether
@@ -148,7 +148,7 @@ impl Builder {
     }
 
     /// The reconnect policy of clients made by [`connect`](Self::connect).
-    /// Clients given to [`client`](Self::client) and [`pool`](Self::pool)
+    /// Clients given to [`from_client`](Self::from_client) and [`from_pool`](Self::from_pool)
     /// keep their own.
     pub fn reconnect_policy(mut self, policy: ReconnectPolicy) -> Self {
         self.reconnect = policy;
@@ -156,7 +156,7 @@ impl Builder {
     }
 
     /// Time to open a connection for [`connect`](Self::connect), and how
-    /// long [`client`](Self::client) waits for a client that is still
+    /// long [`from_client`](Self::from_client) waits for a client that is still
     /// connecting (default [`DEFAULT_CONNECTION_TIMEOUT`]). Zero makes
     /// building the node fail with [`Error::InvalidConfig`].
     pub fn connection_timeout(mut self, timeout: Duration) -> Self {
@@ -315,7 +315,7 @@ impl Builder {
     /// `unresponsive` timeout (fred's default): a connection replaced while
     /// requests were still buffered on the old socket could let a release
     /// overtake the acquire before it.
-    pub async fn client(self, client: Client) -> Result<FredNode, Error> {
+    pub async fn from_client(self, client: Client) -> Result<FredNode, Error> {
         self.check()?;
         self.ensure_connected(&client).await?;
         let settings = self.settings(Secrets::default(), vec![None])?;
@@ -323,9 +323,9 @@ impl Builder {
     }
 
     /// Wraps a pool the application built, initialising it like
-    /// [`client`](Self::client) (and, like it, leaving it connected when
+    /// [`from_client`](Self::from_client) (and, like it, leaving it connected when
     /// the node is dropped).
-    pub async fn pool(self, pool: Pool) -> Result<FredNode, Error> {
+    pub async fn from_pool(self, pool: Pool) -> Result<FredNode, Error> {
         self.check()?;
         let clients = pool.clients().to_vec();
         if clients.is_empty() {
@@ -337,6 +337,18 @@ impl Builder {
         let tasks = clients.iter().map(|_| None).collect();
         let settings = self.settings(Secrets::default(), tasks)?;
         FredNode::new(clients, settings).await
+    }
+
+    /// The former name of [`from_client`](Self::from_client).
+    #[doc(hidden)]
+    pub async fn client(self, client: Client) -> Result<FredNode, Error> {
+        self.from_client(client).await
+    }
+
+    /// The former name of [`from_pool`](Self::from_pool).
+    #[doc(hidden)]
+    pub async fn pool(self, pool: Pool) -> Result<FredNode, Error> {
+        self.from_pool(pool).await
     }
 
     async fn ensure_connected(&self, client: &Client) -> Result<(), Error> {

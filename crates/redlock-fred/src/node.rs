@@ -160,18 +160,42 @@ impl FredNode {
     /// # }
     /// ```
     pub async fn from_client(client: Client) -> Result<Self, Error> {
-        Builder::new().client(client).await
+        Builder::new().from_client(client).await
     }
 
     /// Wraps a pool of clients to the same deployment. Requests for the same
     /// keys always go through the same client of the pool, so that their
     /// order on the wire is kept.
+    ///
+    /// ```no_run
+    /// use fred::prelude::*;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = Config::from_url("redis://127.0.0.1:6379")?;
+    /// let pool = Builder::from_config(config)
+    ///     .set_policy(redlock_fred::default_reconnect_policy())
+    ///     .build_pool(4)?;
+    /// let node = redlock_fred::FredNode::from_pool(pool).await?;
+    /// # let _ = node; Ok(())
+    /// # }
+    /// ```
     pub async fn from_pool(pool: Pool) -> Result<Self, Error> {
-        Builder::new().pool(pool).await
+        Builder::new().from_pool(pool).await
     }
 
     /// A builder to set the command timeout, fail-fast behaviour, custom
     /// scripts and, for [`Builder::connect`], the reconnect policy.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), redlock_fred::Error> {
+    /// let node = redlock_fred::FredNode::builder()
+    ///     .max_outstanding(4096)
+    ///     .wake_on_release(false)
+    ///     .connect("redis://127.0.0.1:6379")
+    ///     .await?;
+    /// # let _ = node; Ok(())
+    /// # }
+    /// ```
     pub fn builder() -> Builder {
         Builder::new()
     }

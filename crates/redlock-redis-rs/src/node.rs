@@ -158,11 +158,17 @@ impl Builder {
     /// the node keeps one extra pub/sub connection, subscribed only to the
     /// release channels of resources someone is waiting for. Only nodes
     /// that own a [`Client`] ([`open`](Self::open), [`connect`](Self::connect),
-    /// [`open_client`](Self::open_client)) announce; others poll with the
+    /// [`from_client`](Self::from_client)) announce; others poll with the
     /// retry delay. See [`Node::watch_release`].
     pub fn wake_on_release(mut self, enabled: bool) -> Self {
         self.wake_on_release = enabled;
         self
+    }
+
+    /// The former name of [`from_client`](Self::from_client).
+    #[doc(hidden)]
+    pub fn open_client(self, client: Client) -> Result<RedisNode, Error> {
+        self.from_client(client)
     }
 
     /// The `redis` crate's connection settings: no response timeout of its
@@ -182,7 +188,7 @@ impl Builder {
     pub fn open(self, url: &str) -> Result<RedisNode, Error> {
         let info = url.into_connection_info().map_err(|e| invalid(url, &e))?;
         let client = Client::open(info).map_err(|e| invalid(url, &e))?;
-        self.open_client(client)
+        self.from_client(client)
     }
 
     /// Like [`open`](Self::open), then waits until the server answers PING.
@@ -194,7 +200,7 @@ impl Builder {
 
     /// A node over a [`redis::Client`] the caller already has; it connects
     /// (and reconnects) through it.
-    pub fn open_client(self, client: Client) -> Result<RedisNode, Error> {
+    pub fn from_client(self, client: Client) -> Result<RedisNode, Error> {
         let info = client.get_connection_info().clone();
         let id = display_id(&info);
         let redact = crate::address::secrets_of(&info);
@@ -328,24 +334,60 @@ fn invalid(url: &str, e: &redis::RedisError) -> Error {
 
 impl RedisNode {
     /// Settings for a node.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), redlock_redis_rs::Error> {
+    /// let node = redlock_redis_rs::RedisNode::builder()
+    ///     .max_outstanding(4096)
+    ///     .wake_on_release(false)
+    ///     .connect("redis://127.0.0.1:6379")
+    ///     .await?;
+    /// # let _ = node; Ok(()) }
+    /// ```
     pub fn builder() -> Builder {
         Builder::default()
     }
 
     /// A node for `url` with default settings, connecting in the background.
     /// See [`Builder::open`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use redlock_redis_rs::{Options, Redlock, RedisNode};
+    ///
+    /// let nodes = ["redis://10.0.0.1:6379", "redis://10.0.0.2:6379", "redis://10.0.0.3:6379"]
+    ///     .into_iter()
+    ///     .map(RedisNode::open)
+    ///     .collect::<Result<Vec<_>, _>>()?;
+    /// let redlock = Redlock::new(nodes, Options::default())?;
+    /// # let _ = redlock; Ok(()) }
+    /// ```
     pub fn open(url: &str) -> Result<RedisNode, Error> {
         Builder::default().open(url)
     }
 
     /// A node for `url`, once the server answered. See [`Builder::connect`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), redlock_redis_rs::Error> {
+    /// let node = redlock_redis_rs::RedisNode::connect("redis://:secret@127.0.0.1:6379/0").await?;
+    /// assert_eq!(redlock_core::Node::id(&node), "redis://127.0.0.1:6379");
+    /// # Ok(()) }
+    /// ```
     pub async fn connect(url: &str) -> Result<RedisNode, Error> {
         Builder::default().connect(url).await
     }
 
-    /// A node over a [`Client`]. See [`Builder::open_client`].
+    /// A node over a [`Client`]. See [`Builder::from_client`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
+    /// let node = redlock_redis_rs::RedisNode::from_client(client)?;
+    /// # let _ = node; Ok(()) }
+    /// ```
     pub fn from_client(client: Client) -> Result<RedisNode, Error> {
-        Builder::default().open_client(client)
+        Builder::default().from_client(client)
     }
 
     /// Requests this node owes: admitted and not answered yet (queued, in

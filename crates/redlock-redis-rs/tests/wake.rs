@@ -38,11 +38,14 @@ fn numsub(server: &RedisServer, channel: &str) -> i64 {
     }
 }
 
-/// Waits until every server has exactly `n` subscribers on `channel`.
+/// Waits until every server has exactly `n` subscribers on `channel`;
+/// fails the test (rather than hang it) when that takes 20 s.
 async fn until_subscribed(servers: &[RedisServer], channel: &str, n: i64) {
-    while !servers.iter().all(|s| numsub(s, channel) == n) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let subscribed = || async { servers.iter().all(|s| numsub(s, channel) == n) };
+    assert!(
+        eventually(Duration::from_secs(20), subscribed).await,
+        "{channel} never had {n} subscribers on every server"
+    );
 }
 
 /// Retry delay of an hour, bounded by a deadline that fails the test (not
