@@ -23,9 +23,11 @@
 //!   landing after the release would leave a stale key). Releases are the
 //!   exception: they get one more attempt, so fred writes a release again
 //!   after a reconnect (also when the core stopped waiting for it), and a
-//!   connection reset does not leave the key behind until its TTL. A cluster `MOVED`
-//!   reply therefore fails that one request; fred refreshes its slot map and
-//!   the core's next attempt goes to the new owner.
+//!   connection reset does not leave the key behind until its TTL. A
+//!   request the server refused without running it (`NOSCRIPT`, or in a
+//!   cluster `MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`) is sent again, an
+//!   acquire only while no release went out on the node since
+//!   ([`redlock_kit::slots::Resends`]).
 //! - **Ordered, also when dropped.** fred hands a command to its connection
 //!   task over a channel the moment the request future is first polled, and
 //!   the task writes commands in that order; so once the core has polled an
@@ -48,8 +50,7 @@
 //!   closes their connections after the answers still owed, within the
 //!   command timeout.
 //! - **Cluster keys.** A multi-resource lock whose keys live in different
-//!   hash slots is split with [`redlock_core::slot::group_by_slot`], one
-//!   request per slot, all sent at once. If any slot conflicts or fails, what
+//!   hash slots is split with [`redlock_kit::slots`], one request per slot, all sent at once. If any slot conflicts or fails, what
 //!   the others took is released before answering: all or nothing, and never
 //!   a `CROSSSLOT` error. An extend across slots first checks every slot for
 //!   the token and changes nothing when one key is no longer ours.

@@ -25,7 +25,10 @@
 //!   left behind.
 //! - **No hidden retries.** A lock command is sent at most once. Only a
 //!   command the server refused without running it (`NOSCRIPT`, and in a
-//!   cluster `MOVED`/`TRYAGAIN`/`CLUSTERDOWN`) is sent again.
+//!   cluster `MOVED`/`ASK`/`TRYAGAIN`/`CLUSTERDOWN`) is sent again, by the
+//!   rule of [`redlock_kit::slots`]: an acquire only while no release of
+//!   its keys can have gone out since (the node's queue runs one batch at a
+//!   time, so none can).
 //! - **Shared round trips.** Concurrent lock requests to one node travel in
 //!   the same pipeline, and the releases among them (with the built-in
 //!   script) as one script call.
