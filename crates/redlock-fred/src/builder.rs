@@ -1,4 +1,4 @@
-//! [`FredNodeBuilder`]: how lock commands are sent, and how a node is made
+//! [`Builder`]: how lock commands are sent, and how a node is made
 //! from a URL, a client or a pool.
 
 use std::fmt;
@@ -7,11 +7,11 @@ use std::time::Duration;
 use fred::clients::{Client, Pool};
 use fred::interfaces::ClientLike;
 use fred::types::config::{Config, Options, ReconnectPolicy};
-use fred::types::{Builder, ClientState, ConnectHandle};
+use fred::types::{Builder as ClientBuilder, ClientState, ConnectHandle};
 use redlock_core::backlog::{self, Backlog};
 use redlock_core::Scripts;
 
-use crate::error::{node_error, ConnectError, Secrets};
+use crate::error::{node_error, Error, Secrets};
 use crate::node::Settings;
 use crate::FredNode;
 
@@ -23,7 +23,7 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default time to open a connection (and to wait for a given client).
 pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The reconnect policy [`FredNodeBuilder::connect`] uses unless told
+/// The reconnect policy [`Builder::connect`] uses unless told
 /// otherwise: retry forever, exponential backoff from 10 ms to 2 s, with
 /// up to 10 ms of jitter. A connection reset is repaired within about
 /// 10–20 ms (requests to the node wait for it meanwhile), and a restarted
@@ -35,8 +35,8 @@ pub fn default_reconnect_policy() -> ReconnectPolicy {
 }
 
 /// Configures a [`FredNode`], then makes it from a URL
-/// ([`connect`](Self::connect)), a client ([`client`](Self::client)) or a
-/// pool ([`pool`](Self::pool)).
+/// ([`connect`](Self::connect)), a client ([`from_client`](Self::from_client)) or a
+/// pool ([`from_pool`](Self::from_pool)).
 ///
 /// Lock commands are always sent with one write attempt (fred never resends
 /// them behind the core's back); the builder sets their timeout, whether
@@ -48,7 +48,7 @@ pub fn default_reconnect_policy() -> ReconnectPolicy {
 /// use redlock_core::Scripts;
 /// use redlock_fred::FredNode;
 ///
-/// # async fn run() -> Result<(), redlock_fred::ConnectError> {
+/// # async fn run() -> Result<(), redlock_fred::Error> {
 /// let node = FredNode::builder()
 ///     .command_timeout(Duration::from_secs(1))
 ///     .pool_size(4)
@@ -60,7 +60,8 @@ pub fn default_reconnect_policy() -> ReconnectPolicy {
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct FredNodeBuilder {
+#[must_use = "a builder does nothing until a node is made from it"]
+pub struct Builder {
     scripts: Scripts,
     command_timeout: Duration,
     fail_fast: bool,
@@ -71,9 +72,9 @@ pub struct FredNodeBuilder {
     max_outstanding: usize,
 }
 
-impl fmt::Debug for FredNodeBuilder {
+impl fmt::Debug for Builder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FredNodeBuilder")
+        f.debug_struct("Builder")
             .field("command_timeout", &self.command_timeout)
             .field("fail_fast", &self.fail_fast)
             .field("reconnect", &self.reconnect)
@@ -85,18 +86,22 @@ impl fmt::Debug for FredNodeBuilder {
     }
 }
 
-impl Default for FredNodeBuilder {
+/// The former name of [`Builder`].
+#[doc(hidden)]
+pub type FredNodeBuilder = Builder;
+
+impl Default for Builder {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl FredNodeBuilder {
+impl Builder {
     /// The defaults: built-in scripts, [`DEFAULT_COMMAND_TIMEOUT`], fail
     /// fast, [`default_reconnect_policy`], [`DEFAULT_CONNECTION_TIMEOUT`],
     /// one client, at most [`backlog::DEFAULT_LIMIT`] outstanding requests.
     pub fn new() -> Self {
-        FredNodeBuilder {
+        Builder {
             scripts: Scripts::default(),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             fail_fast: true,
@@ -118,8 +123,9 @@ impl FredNodeBuilder {
     /// How long a caller waits for the answer to one lock command, so that
     /// a call never waits forever even when used without the core; also
     /// how long [`quit`](redlock_core::Node::quit) waits for the answers
-    /// still owed before it closes the connections anyway. A zero duration
-    /// is replaced by the default.
+    /// still owed before it closes the connections anyway (default
+    /// [`DEFAULT_COMMAND_TIMEOUT`]). Zero makes building the node fail
+    /// with [`Error::InvalidConfig`].
     ///
     /// A request whose caller stopped waiting is not withdrawn: once handed
     /// to fred it stays in the node's order (a release sent later must
@@ -128,11 +134,7 @@ impl FredNodeBuilder {
     /// it or its connection is closed. fred's own per-command timeout is
     /// therefore not used.
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
-        self.command_timeout = if timeout.is_zero() {
-            DEFAULT_COMMAND_TIMEOUT
-        } else {
-            timeout
-        };
+        self.command_timeout = timeout;
         self
     }
 
@@ -146,7 +148,7 @@ impl FredNodeBuilder {
     }
 
     /// The reconnect policy of clients made by [`connect`](Self::connect).
-    /// Clients given to [`client`](Self::client) and [`pool`](Self::pool)
+    /// Clients given to [`from_client`](Self::from_client) and [`from_pool`](Self::from_pool)
     /// keep their own.
     pub fn reconnect_policy(mut self, policy: ReconnectPolicy) -> Self {
         self.reconnect = policy;
@@ -154,14 +156,11 @@ impl FredNodeBuilder {
     }
 
     /// Time to open a connection for [`connect`](Self::connect), and how
-    /// long [`client`](Self::client) waits for a client that is still
-    /// connecting. A zero duration is replaced by the default.
+    /// long [`from_client`](Self::from_client) waits for a client that is still
+    /// connecting (default [`DEFAULT_CONNECTION_TIMEOUT`]). Zero makes
+    /// building the node fail with [`Error::InvalidConfig`].
     pub fn connection_timeout(mut self, timeout: Duration) -> Self {
-        self.connection_timeout = if timeout.is_zero() {
-            DEFAULT_CONNECTION_TIMEOUT
-        } else {
-            timeout
-        };
+        self.connection_timeout = timeout;
         self
     }
 
@@ -193,7 +192,7 @@ impl FredNodeBuilder {
     /// the node is stopped. Releases are always sent. The default is
     /// [`backlog::DEFAULT_LIMIT`]; zero or more than
     /// [`backlog::MAX_LIMIT`] makes building the node fail with
-    /// [`ConnectError::InvalidArgument`].
+    /// [`Error::InvalidArgument`].
     pub fn max_outstanding(mut self, limit: usize) -> Self {
         self.max_outstanding = limit;
         self
@@ -212,11 +211,32 @@ impl FredNodeBuilder {
         }
     }
 
+    /// Refuses settings that cannot work, before anything is connected.
+    fn check(&self) -> Result<(), Error> {
+        for (name, value) in [
+            ("command_timeout", self.command_timeout),
+            ("connection_timeout", self.connection_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(Error::InvalidConfig(format!(
+                    "{name} is zero: give a positive duration (the default is {:?})",
+                    if name == "command_timeout" {
+                        DEFAULT_COMMAND_TIMEOUT
+                    } else {
+                        DEFAULT_CONNECTION_TIMEOUT
+                    }
+                )));
+            }
+        }
+        Backlog::new(self.max_outstanding)?;
+        Ok(())
+    }
+
     fn settings(
         &self,
         secrets: Secrets,
         tasks: Vec<Option<ConnectHandle>>,
-    ) -> Result<Settings, ConnectError> {
+    ) -> Result<Settings, Error> {
         Ok(Settings {
             options: self.command_options(),
             command_timeout: self.command_timeout,
@@ -232,21 +252,21 @@ impl FredNodeBuilder {
     /// the schemes) and preloads the scripts. Fails when the first
     /// connection cannot be made; later outages are reconnected by the
     /// reconnect policy.
-    pub async fn connect(self, url: &str) -> Result<FredNode, ConnectError> {
-        Backlog::new(self.max_outstanding)?;
-        let mut secrets = Secrets::new();
+    pub async fn connect(self, url: &str) -> Result<FredNode, Error> {
+        self.check()?;
+        let mut secrets = Secrets::default();
         secrets.add_from_url(url);
-        let config = Config::from_url(url)
-            .map_err(|e| ConnectError::InvalidUrl(secrets.redact(&e.to_string())))?;
+        let config =
+            Config::from_url(url).map_err(|e| Error::InvalidUrl(secrets.redact(&e.to_string())))?;
         if let Some(p) = &config.password {
             secrets.add(p);
         }
         let id = crate::node::node_id(&config);
-        let connect_error = |e: fred::error::Error, secrets: &Secrets| ConnectError::Connect {
+        let connect_error = |e: fred::error::Error, secrets: &Secrets| Error::Connect {
             node: id.clone(),
-            source: node_error(&e, secrets),
+            cause: node_error(&e, secrets),
         };
-        let mut builder = Builder::from_config(config);
+        let mut builder = ClientBuilder::from_config(config);
         builder.set_policy(self.reconnect.clone());
         let connection_timeout = self.connection_timeout;
         builder.with_connection_config(|c| {
@@ -295,33 +315,45 @@ impl FredNodeBuilder {
     /// `unresponsive` timeout (fred's default): a connection replaced while
     /// requests were still buffered on the old socket could let a release
     /// overtake the acquire before it.
-    pub async fn client(self, client: Client) -> Result<FredNode, ConnectError> {
-        Backlog::new(self.max_outstanding)?;
+    pub async fn from_client(self, client: Client) -> Result<FredNode, Error> {
+        self.check()?;
         self.ensure_connected(&client).await?;
-        let settings = self.settings(Secrets::new(), vec![None])?;
+        let settings = self.settings(Secrets::default(), vec![None])?;
         FredNode::new(vec![client], settings).await
     }
 
     /// Wraps a pool the application built, initialising it like
-    /// [`client`](Self::client) (and, like it, leaving it connected when
+    /// [`from_client`](Self::from_client) (and, like it, leaving it connected when
     /// the node is dropped).
-    pub async fn pool(self, pool: Pool) -> Result<FredNode, ConnectError> {
-        Backlog::new(self.max_outstanding)?;
+    pub async fn from_pool(self, pool: Pool) -> Result<FredNode, Error> {
+        self.check()?;
         let clients = pool.clients().to_vec();
         if clients.is_empty() {
-            return Err(ConnectError::EmptyPool);
+            return Err(Error::EmptyPool);
         }
         for client in &clients {
             self.ensure_connected(client).await?;
         }
         let tasks = clients.iter().map(|_| None).collect();
-        let settings = self.settings(Secrets::new(), tasks)?;
+        let settings = self.settings(Secrets::default(), tasks)?;
         FredNode::new(clients, settings).await
     }
 
-    async fn ensure_connected(&self, client: &Client) -> Result<(), ConnectError> {
+    /// The former name of [`from_client`](Self::from_client).
+    #[doc(hidden)]
+    pub async fn client(self, client: Client) -> Result<FredNode, Error> {
+        self.from_client(client).await
+    }
+
+    /// The former name of [`from_pool`](Self::from_pool).
+    #[doc(hidden)]
+    pub async fn pool(self, pool: Pool) -> Result<FredNode, Error> {
+        self.from_pool(pool).await
+    }
+
+    async fn ensure_connected(&self, client: &Client) -> Result<(), Error> {
         let config = client.client_config();
-        let mut secrets = Secrets::new();
+        let mut secrets = Secrets::default();
         if let Some(p) = &config.password {
             secrets.add(p);
         }
@@ -339,9 +371,9 @@ impl FredNodeBuilder {
             );
         }
         if client.state() == ClientState::Disconnected {
-            client.init().await.map_err(|e| ConnectError::Connect {
+            client.init().await.map_err(|e| Error::Connect {
                 node: id,
-                source: node_error(&e, &secrets),
+                cause: node_error(&e, &secrets),
             })?;
             return Ok(());
         }
@@ -358,5 +390,30 @@ impl FredNodeBuilder {
             ),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_timeouts_are_refused_not_replaced() {
+        let zero = Duration::ZERO;
+        for (builder, name) in [
+            (Builder::new().command_timeout(zero), "command_timeout"),
+            (
+                Builder::new().connection_timeout(zero),
+                "connection_timeout",
+            ),
+        ] {
+            let err = builder.check().expect_err("zero");
+            assert!(
+                matches!(&err, Error::InvalidConfig(m) if m.starts_with(name)),
+                "{err}"
+            );
+        }
+        assert!(Builder::new().max_outstanding(0).check().is_err());
+        assert_eq!(Builder::new().check(), Ok(()));
     }
 }

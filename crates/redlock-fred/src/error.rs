@@ -1,112 +1,43 @@
-//! Errors: [`ConnectError`] for building a node, and the mapping of fred's
+//! Errors: [`Error`] for building a node, and the mapping of fred's
 //! errors to [`NodeError`] with every secret removed.
 
 use fred::error::{Error as FredError, ErrorKind};
 use redlock_core::NodeError;
+pub(crate) use redlock_kit::Secrets;
 
 /// Why a [`FredNode`](crate::FredNode) could not be built. Never contains a
 /// password.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ConnectError {
+pub enum Error {
     /// The URL could not be parsed into a fred configuration.
     #[error("invalid redis url: {0}")]
     InvalidUrl(String),
+    /// A setting of the [`Builder`](crate::Builder) cannot work, such as a
+    /// zero timeout; the message says which and what to give instead.
+    #[error("invalid node settings: {0}")]
+    InvalidConfig(String),
     /// The client could not be built or could not connect.
-    #[error("could not connect to {node}: {source}")]
+    #[error("could not connect to {node}: {cause}")]
     Connect {
         /// The node's address (see [`FredNode::id`](crate::FredNode)).
         node: String,
         /// What went wrong.
-        source: NodeError,
+        cause: NodeError,
     },
     /// A pool without clients was given.
     #[error("the pool has no clients")]
     EmptyPool,
-    /// A setting of the [`FredNodeBuilder`](crate::FredNodeBuilder) is out of
-    /// range, such as a zero [`max_outstanding`](crate::FredNodeBuilder::max_outstanding).
+    /// A setting of the [`Builder`](crate::Builder) is out of range, such as
+    /// a zero [`max_outstanding`](crate::Builder::max_outstanding); or the
+    /// Redlock options given to [`redlock_with`](crate::redlock_with).
     #[error(transparent)]
     InvalidArgument(#[from] redlock_core::InvalidArgument),
 }
 
-/// The secrets that must never appear in an id, a log line or an error.
-#[derive(Clone, Default)]
-pub(crate) struct Secrets(Vec<String>);
-
-impl Secrets {
-    pub(crate) fn new() -> Self {
-        Secrets(Vec::new())
-    }
-
-    /// Adds a secret (ignored when empty) and its percent-decoded form.
-    pub(crate) fn add(&mut self, secret: &str) {
-        if secret.is_empty() {
-            return;
-        }
-        let decoded = percent_decode(secret);
-        for s in [secret.to_owned(), decoded] {
-            if !s.is_empty() && !self.0.contains(&s) {
-                self.0.push(s);
-            }
-        }
-        // Longest first so that a secret containing another is fully replaced.
-        self.0.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    }
-
-    /// Adds the user-info part of a URL (`user:password@`), if any.
-    pub(crate) fn add_from_url(&mut self, url: &str) {
-        let Some((_, rest)) = url.split_once("://") else {
-            return;
-        };
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
-        if let Some((userinfo, _)) = authority.rsplit_once('@') {
-            match userinfo.split_once(':') {
-                Some((_, password)) => self.add(password),
-                None => self.add(userinfo),
-            }
-        }
-        // Query parameters such as `sentinelPassword=...`.
-        if let Some((_, query)) = rest.split_once('?') {
-            for pair in query.split('&') {
-                if let Some((k, v)) = pair.split_once('=') {
-                    if k.to_ascii_lowercase().contains("password") {
-                        self.add(v);
-                    }
-                }
-            }
-        }
-    }
-
-    /// `text` with every secret replaced by `***`.
-    pub(crate) fn redact(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for s in &self.0 {
-            if out.contains(s.as_str()) {
-                out = out.replace(s.as_str(), "***");
-            }
-        }
-        out
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+/// The former name of [`Error`].
+#[doc(hidden)]
+pub type ConnectError = Error;
 
 /// Whether the error is a `NOSCRIPT` reply (the script cache was flushed).
 pub(crate) fn is_noscript(e: &FredError) -> bool {
@@ -187,22 +118,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redacts_url_passwords() {
-        let mut s = Secrets::new();
-        s.add_from_url("redis://user:s%40cret@host:6379/0?sentinelPassword=other");
-        assert_eq!(s.redact("bad s@cret and s%40cret"), "bad *** and ***");
-        assert_eq!(s.redact("x other y"), "x *** y");
-        let mut s = Secrets::new();
-        s.add_from_url("redis://onlypass@host");
-        assert_eq!(s.redact("onlypass"), "***");
-        let mut s = Secrets::new();
-        s.add_from_url("redis://host:6379");
-        assert_eq!(s.redact("host:6379"), "host:6379");
-    }
-
-    #[test]
     fn classifies_errors() {
-        let s = Secrets::new();
+        let s = Secrets::default();
         let e = FredError::new(ErrorKind::Unknown, "NOSCRIPT No matching script.");
         assert!(is_noscript(&e));
         assert!(matches!(node_error(&e, &s), NodeError::Server(_)));
@@ -229,7 +146,7 @@ mod tests {
 
     #[test]
     fn tells_unsent_commands_apart() {
-        let s = Secrets::new();
+        let s = Secrets::default();
         for e in [
             FredError::new(ErrorKind::Canceled, FAIL_FAST_DETAILS),
             FredError::new(ErrorKind::Unknown, NO_ROUTER_DETAILS[0]),

@@ -23,9 +23,11 @@
 //!   landing after the release would leave a stale key). Releases are the
 //!   exception: they get one more attempt, so fred writes a release again
 //!   after a reconnect (also when the core stopped waiting for it), and a
-//!   connection reset does not leave the key behind until its TTL. A cluster `MOVED`
-//!   reply therefore fails that one request; fred refreshes its slot map and
-//!   the core's next attempt goes to the new owner.
+//!   connection reset does not leave the key behind until its TTL. A
+//!   request the server refused without running it (`NOSCRIPT`, or in a
+//!   cluster `MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`) is sent again, an
+//!   acquire only while no release went out on the node since
+//!   ([`redlock_kit::slots::Resends`]).
 //! - **Ordered, also when dropped.** fred hands a command to its connection
 //!   task over a channel the moment the request future is first polled, and
 //!   the task writes commands in that order; so once the core has polled an
@@ -33,11 +35,11 @@
 //!   dropped the acquire's future. In a pool, requests for the same keys
 //!   always use the same client.
 //! - **Bounded.** A node owes at most
-//!   [`FredNodeBuilder::max_outstanding`] requests (sent or queued in fred,
+//!   [`Builder::max_outstanding`] requests (sent or queued in fred,
 //!   not answered yet); beyond it acquires, extends and reads fail at once
 //!   without being sent ([`NodeError::Backlog`](redlock_core::NodeError)),
 //!   so a stopped server costs flat memory. A caller waits at most
-//!   [`FredNodeBuilder::command_timeout`] (the core's shorter per-node
+//!   [`Builder::command_timeout`] (the core's shorter per-node
 //!   timeout usually decides first); a request it stopped waiting for still
 //!   keeps its place in the node's order and in the count until fred
 //!   answers it. By default a command fails at once, unsent
@@ -48,8 +50,7 @@
 //!   closes their connections after the answers still owed, within the
 //!   command timeout.
 //! - **Cluster keys.** A multi-resource lock whose keys live in different
-//!   hash slots is split with [`redlock_core::slot::group_by_slot`], one
-//!   request per slot, all sent at once. If any slot conflicts or fails, what
+//!   hash slots is split with [`redlock_kit::slots`], one request per slot, all sent at once. If any slot conflicts or fails, what
 //!   the others took is released before answering: all or nothing, and never
 //!   a `CROSSSLOT` error. An extend across slots first checks every slot for
 //!   the token and changes nothing when one key is no longer ours.
@@ -61,17 +62,27 @@
 //!   pub/sub connection, subscribed to the release channels of resources
 //!   someone waits for; a waiting `lock` retries as soon as a quorum of nodes
 //!   announced the release, and still after its retry delay if a message is
-//!   lost ([`FredNodeBuilder::wake_on_release`]). Cluster and Sentinel nodes
+//!   lost ([`Builder::wake_on_release`]). Cluster and Sentinel nodes
 //!   do not announce; their waiters poll.
 //!
 //! ## The API
 //!
+//! - [`redlock`] / [`redlock_with`]: URLs in, a [`Redlock`] out (the same
+//!   names as in `redlock-redis-rs`).
 //! - [`FredNode::connect`] from a URL; [`FredNode::from_client`] and
 //!   [`FredNode::from_pool`] for clients the application built (any
 //!   `ServerConfig`: centralized, clustered, sentinel).
-//! - [`FredNodeBuilder`] for the command timeout, fail-fast, reconnect
+//! - [`Builder`] for the command timeout, fail-fast, reconnect
 //!   policy, pool size and custom [`Scripts`](redlock_core::Scripts).
-//! - [`ConnectError`] when a node cannot be made.
+//! - [`Error`] when a node cannot be made.
+//!
+//! ## Features
+//!
+//! - `tls`: `rediss://` URLs over rustls with the ring provider (as in
+//!   `redlock-redis-rs`); `enable-rustls` selects the aws-lc-rs provider.
+//! - `cluster`, `sentinel`: accepted for the same feature names as
+//!   `redlock-redis-rs`; fred supports both deployments always.
+//! - `metrics`: each node's outstanding requests as a gauge.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -92,6 +103,7 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod builder;
 mod error;
@@ -100,15 +112,55 @@ mod reply;
 mod scripts;
 mod watch;
 
+#[doc(hidden)]
+pub use builder::FredNodeBuilder;
 pub use builder::{
-    default_reconnect_policy, FredNodeBuilder, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECTION_TIMEOUT,
+    default_reconnect_policy, Builder, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECTION_TIMEOUT,
 };
+#[doc(hidden)]
 pub use error::ConnectError;
+pub use error::Error;
 pub use node::FredNode;
+pub use redlock_core::{self, Lock, LockError, Options, Redlock};
+pub use redlock_kit::{redact_url, Subscriptions};
 
 /// The `fred` crate this adapter is built on, for building clients of the
 /// same version.
 pub use fred;
+
+/// A [`Redlock`] over one independent Redis server per URL, with default
+/// options, once every node is connected (see [`FredNode::connect`]).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let redlock = redlock_fred::redlock(&["redis://a:6379", "redis://b:6379", "redis://c:6379"]).await?;
+/// let lock = redlock.lock("account:322456", std::time::Duration::from_secs(5)).await?;
+/// lock.unlock().await?;
+/// # Ok(()) }
+/// ```
+pub async fn redlock<S: AsRef<str>>(urls: &[S]) -> Result<Redlock, Error> {
+    redlock_with(urls, Options::default()).await
+}
+
+/// Like [`redlock`], with [`Options`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use redlock_fred::Options;
+/// let redlock = redlock_fred::redlock_with(
+///     &["redis://a:6379", "redis://b:6379", "redis://c:6379"],
+///     Options::new().retry_count(3).key_prefix("locks:"),
+/// )
+/// .await?;
+/// # let _ = redlock; Ok(()) }
+/// ```
+pub async fn redlock_with<S: AsRef<str>>(urls: &[S], options: Options) -> Result<Redlock, Error> {
+    let mut nodes = Vec::with_capacity(urls.len());
+    for url in urls {
+        nodes.push(FredNode::connect(url.as_ref()).await?);
+    }
+    Ok(Redlock::new(nodes, options)?)
+}
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]

@@ -1,8 +1,7 @@
 //! [`FredNode`]: the [`Node`] implementation over fred clients.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,14 +12,16 @@ use fred::types::{ClusterHash, ConnectHandle, CustomCommand, Value};
 use futures_util::future::join_all;
 use redlock_core::backlog::{Backlog, Permit};
 use redlock_core::node::ttl_millis;
-use redlock_core::slot::{group_by_slot, hash_slot};
 use redlock_core::{async_trait, Acquire, Extend, KeyState, Node, NodeError};
+use redlock_kit::reply::{self, Reply};
+use redlock_kit::slots::{self, is_redirect, Resends, SlotSender, MAX_REDIRECTS};
+use redlock_kit::watch::ReleaseHub;
+use redlock_kit::{FinishOnDrop, Subscriptions};
 
-use crate::builder::FredNodeBuilder;
-use crate::error::{is_noscript, node_error, ConnectError, Secrets};
-use crate::reply;
+use crate::builder::Builder;
+use crate::error::{is_noscript, node_error, Error, Secrets};
 use crate::scripts::{self, LoadedScripts, Op};
-use crate::watch::{Recipe, ReleaseHub};
+use crate::watch::Recipe;
 
 /// One Redlock node over a fred client or pool: an independent Redis server,
 /// or one whole Redis Cluster or Sentinel deployment.
@@ -58,7 +59,7 @@ pub struct FredNode {
     _owner: Option<Arc<Owner>>,
 }
 
-/// What a node is built from (see [`FredNodeBuilder`]).
+/// What a node is built from (see [`Builder`]).
 pub(crate) struct Settings {
     pub(crate) options: Options,
     pub(crate) command_timeout: Duration,
@@ -67,7 +68,7 @@ pub(crate) struct Settings {
     pub(crate) wake_on_release: bool,
     pub(crate) backlog: Backlog,
     /// The connection task of each client when the node owns it (made by
-    /// [`FredNodeBuilder::connect`]), `None` for an application's client.
+    /// [`Builder::connect`]), `None` for an application's client.
     pub(crate) tasks: Vec<Option<ConnectHandle>>,
 }
 
@@ -89,8 +90,8 @@ struct Inner {
     release_options: Options,
     scripts: LoadedScripts,
     secrets: Secrets,
-    /// Bumped before every release is sent; see [`FredNode::run`].
-    release_epoch: AtomicU64,
+    /// When a refused acquire may be sent again; see [`FredNode::run`].
+    resends: Resends,
     closed: AtomicBool,
     /// Wake-on-release for a single server; `None` otherwise or when turned
     /// off.
@@ -122,25 +123,25 @@ impl fmt::Debug for FredNode {
 
 impl FredNode {
     /// Connects to the deployment a URL names, with the defaults of
-    /// [`FredNodeBuilder`]: `redis://` (or `rediss://` with a TLS feature)
+    /// [`Builder`]: `redis://` (or `rediss://` with a TLS feature)
     /// for one server, `redis-cluster://host:port?node=host:port` for a
     /// cluster, `redis-sentinel://host:port?sentinelServiceName=name` for a
     /// master behind sentinels.
     ///
     /// ```no_run
-    /// # async fn run() -> Result<(), redlock_fred::ConnectError> {
+    /// # async fn run() -> Result<(), redlock_fred::Error> {
     /// let node = redlock_fred::FredNode::connect("redis://:secret@10.0.0.1:6379/0").await?;
     /// assert_eq!(node.id(), "redis://10.0.0.1:6379/0");
     /// # Ok(())
     /// # }
     /// # use redlock_core::Node;
     /// ```
-    pub async fn connect(url: &str) -> Result<Self, ConnectError> {
-        FredNodeBuilder::new().connect(url).await
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Builder::new().connect(url).await
     }
 
     /// Wraps a client the application built (centralized, clustered or
-    /// sentinel), with the defaults of [`FredNodeBuilder`]. The client is
+    /// sentinel), with the defaults of [`Builder`]. The client is
     /// initialised here when it has not been connected yet.
     ///
     /// Give it a [`ReconnectPolicy`](fred::types::config::ReconnectPolicy):
@@ -158,21 +159,45 @@ impl FredNode {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn from_client(client: Client) -> Result<Self, ConnectError> {
-        FredNodeBuilder::new().client(client).await
+    pub async fn from_client(client: Client) -> Result<Self, Error> {
+        Builder::new().from_client(client).await
     }
 
     /// Wraps a pool of clients to the same deployment. Requests for the same
     /// keys always go through the same client of the pool, so that their
     /// order on the wire is kept.
-    pub async fn from_pool(pool: Pool) -> Result<Self, ConnectError> {
-        FredNodeBuilder::new().pool(pool).await
+    ///
+    /// ```no_run
+    /// use fred::prelude::*;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = Config::from_url("redis://127.0.0.1:6379")?;
+    /// let pool = Builder::from_config(config)
+    ///     .set_policy(redlock_fred::default_reconnect_policy())
+    ///     .build_pool(4)?;
+    /// let node = redlock_fred::FredNode::from_pool(pool).await?;
+    /// # let _ = node; Ok(())
+    /// # }
+    /// ```
+    pub async fn from_pool(pool: Pool) -> Result<Self, Error> {
+        Builder::new().from_pool(pool).await
     }
 
     /// A builder to set the command timeout, fail-fast behaviour, custom
-    /// scripts and, for [`FredNodeBuilder::connect`], the reconnect policy.
-    pub fn builder() -> FredNodeBuilder {
-        FredNodeBuilder::new()
+    /// scripts and, for [`Builder::connect`], the reconnect policy.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), redlock_fred::Error> {
+    /// let node = redlock_fred::FredNode::builder()
+    ///     .max_outstanding(4096)
+    ///     .wake_on_release(false)
+    ///     .connect("redis://127.0.0.1:6379")
+    ///     .await?;
+    /// # let _ = node; Ok(())
+    /// # }
+    /// ```
+    pub fn builder() -> Builder {
+        Builder::new()
     }
 
     /// The first (for a plain client, the only) fred client.
@@ -193,7 +218,7 @@ impl FredNode {
 
     /// The per-command options every lock command is sent with: one write
     /// attempt, no timeout inside fred (the node applies
-    /// [`FredNodeBuilder::command_timeout`] itself, without withdrawing the
+    /// [`Builder::command_timeout`] itself, without withdrawing the
     /// request) and the fail-fast flag.
     pub fn command_options(&self) -> &Options {
         &self.inner.options
@@ -217,15 +242,12 @@ impl FredNode {
     }
 
     /// The most requests this node may owe at once (see
-    /// [`FredNodeBuilder::max_outstanding`]).
+    /// [`Builder::max_outstanding`]).
     pub fn max_outstanding(&self) -> usize {
         self.inner.backlog.limit()
     }
 
-    pub(crate) async fn new(
-        clients: Vec<Client>,
-        settings: Settings,
-    ) -> Result<Self, ConnectError> {
+    pub(crate) async fn new(clients: Vec<Client>, settings: Settings) -> Result<Self, Error> {
         let Settings {
             options,
             command_timeout,
@@ -236,7 +258,7 @@ impl FredNode {
             mut tasks,
         } = settings;
         let Some(first) = clients.first() else {
-            return Err(ConnectError::EmptyPool);
+            return Err(Error::EmptyPool);
         };
         tasks.resize_with(clients.len(), || None);
         let config = first.client_config();
@@ -271,7 +293,7 @@ impl FredNode {
             options,
             scripts: LoadedScripts::new(&scripts),
             secrets,
-            release_epoch: AtomicU64::new(0),
+            resends: Resends::default(),
             closed: AtomicBool::new(false),
             watch,
         });
@@ -304,17 +326,6 @@ impl FredNode {
         &clients[usize::from(slot) % clients.len()]
     }
 
-    /// The keys of one call split into single-slot groups on a cluster; one
-    /// group otherwise. Each group carries the slot that picks its client.
-    fn groups(&self, keys: &[String]) -> Vec<(u16, Vec<String>)> {
-        if self.is_clustered() && keys.len() > 1 {
-            group_by_slot(keys)
-        } else {
-            let slot = keys.first().map_or(0, |k| hash_slot(k.as_bytes()));
-            vec![(slot, keys.to_vec())]
-        }
-    }
-
     /// A handle for the node's own background work: it shares the clients
     /// but does not keep the node open (only the application's handles do).
     fn detached(&self) -> FredNode {
@@ -324,19 +335,12 @@ impl FredNode {
         }
     }
 
-    /// Admits `n` requests that take something (acquire, extend, reads):
-    /// all of them, or none and [`NodeError::Backlog`] when the node already
-    /// owes its limit. Nothing is sent in that case, so no release is owed.
-    fn admit(&self, n: usize) -> Result<Vec<Permit>, NodeError> {
+    /// Admits a request that takes something (acquire, extend, reads), or
+    /// refuses it with [`NodeError::Backlog`] when the node already owes its
+    /// limit. Nothing is sent then, so no release is owed.
+    fn admit(&self) -> Result<Permit, NodeError> {
         let backlog = &self.inner.backlog;
-        let mut permits = Vec::with_capacity(n);
-        for _ in 0..n {
-            match backlog.try_admit() {
-                Some(p) => permits.push(p),
-                None => return Err(backlog.full_error()),
-            }
-        }
-        Ok(permits)
+        backlog.try_admit().ok_or_else(|| backlog.full_error())
     }
 
     /// Sends one request under `permit` and waits for its answer up to the
@@ -346,11 +350,11 @@ impl FredNode {
     /// before it), which fixes its place in this client's order. If the
     /// caller stops waiting (dropped, as the core does once a quorum
     /// answered, or timed out here), the rest goes on in a task of its own
-    /// that keeps the permit until fred answers: the server replied, or
-    /// the connection carrying the request was closed. So the backlog
-    /// counts what fred really holds, and a request is never silently
-    /// withdrawn (fred skips writing a command whose own timeout fired;
-    /// none is set, see [`FredNodeBuilder::command_timeout`]).
+    /// ([`FinishOnDrop`]) that keeps the permit until fred answers: the
+    /// server replied, or the connection carrying the request was closed.
+    /// So the backlog counts what fred really holds, and a request is never
+    /// silently withdrawn (fred skips writing a command whose own timeout
+    /// fired; none is set, see [`Builder::command_timeout`]).
     async fn send(
         &self,
         permit: Permit,
@@ -358,16 +362,16 @@ impl FredNode {
         op: Op,
         keys: Vec<String>,
         args: Vec<String>,
-    ) -> Result<Value, NodeError> {
+    ) -> Result<Reply, NodeError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(NodeError::Closed);
         }
         let node = self.detached();
-        let request = FinishOnDrop(Some(Box::pin(async move {
+        let request = FinishOnDrop::new(async move {
             let answer = node.run(slot, op, &keys, &args).await;
             drop(permit);
-            answer
-        })));
+            answer.map(crate::reply::from_fred)
+        });
         let timeout = self.inner.command_timeout;
         match tokio::time::timeout(timeout, request).await {
             Ok(answer) => answer,
@@ -379,15 +383,16 @@ impl FredNode {
 
     /// Runs the script of `op` with EVALSHA, falling back to EVAL on
     /// `NOSCRIPT`; a one-key acquire with the built-in script is a plain
-    /// `SET NX PX` instead (see [`set_nx`](Self::set_nx)).
+    /// `SET NX PX` instead ([`redlock_kit::reply::plain_set`]).
     ///
     /// Ordering: fred hands the command to its router over a channel when
     /// the returned future is first polled (no await comes before that), so
     /// the request is committed to this client's order even if the future is
-    /// dropped right after. The EVAL fallback is a second request, though;
-    /// for an acquire it is only sent when no release went out on this node
-    /// in between, so a fallback acquire can never land after a release that
-    /// was meant to follow it.
+    /// dropped right after. A resend (the full script after `NOSCRIPT`, the
+    /// same request after a cluster redirection) is a second request,
+    /// though; for an acquire it is only sent when no release went out on
+    /// this node in between ([`Resends`]), so an acquire can never land
+    /// after a release that was meant to follow it.
     async fn run(
         &self,
         slot: u16,
@@ -396,17 +401,14 @@ impl FredNode {
         args: &[String],
     ) -> Result<Value, NodeError> {
         let inner = &self.inner;
-        if inner.closed.load(Ordering::Acquire) {
-            return Err(NodeError::Closed);
-        }
         let script = inner.scripts.get(op);
-        if op == Op::Acquire {
-            if let ([key], [token, ttl_ms]) = (keys, args) {
-                if script.source == redlock_core::scripts::ACQUIRE {
-                    return self.set_nx(slot, key, token, ttl_ms).await;
-                }
-            }
-        }
+        let plain = match (op, args) {
+            (Op::Acquire, [token, ttl]) => ttl
+                .parse()
+                .ok()
+                .and_then(|ttl| redlock_kit::reply::plain_set(&script.source, keys, token, ttl)),
+            _ => None,
+        };
         // `custom` rather than `evalsha`: fred's `WithOptions` applies the
         // per-command options (one attempt, no fred timeout, fail fast) to
         // `ClientLike` commands, while `LuaInterface` calls on it would go to
@@ -422,124 +424,112 @@ impl FredNode {
             &inner.options
         };
         let client = self.client_for(slot).with_options(options);
-        let epoch = inner.release_epoch.load(Ordering::SeqCst);
-        let first = client
-            .custom::<Value, Value>(
-                script_command("EVALSHA", slot),
-                script_args(&script.sha, keys, args),
-            )
-            .await;
-        match first {
-            Ok(v) => Ok(v),
-            Err(e) if is_noscript(&e) => {
-                if op == Op::Acquire && inner.release_epoch.load(Ordering::SeqCst) != epoch {
+        let sent = inner.resends.sending();
+        let mut eval = false;
+        let mut redirects = 0;
+        loop {
+            let (command, argv) = match &plain {
+                Some((set, ttl)) => {
+                    let mut argv: Vec<Value> = set[1..].iter().map(|a| Value::from(*a)).collect();
+                    argv.push(Value::from(ttl.as_str()));
+                    (
+                        CustomCommand::new_static("SET", ClusterHash::Custom(slot), false),
+                        argv,
+                    )
+                }
+                None if eval => (
+                    script_command("EVAL", slot),
+                    script_args(&script.source, keys, args),
+                ),
+                None => (
+                    script_command("EVALSHA", slot),
+                    script_args(&script.sha, keys, args),
+                ),
+            };
+            let e = match client.custom::<Value, Value>(command, argv).await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            let noscript = !eval && plain.is_none() && is_noscript(&e);
+            let redirect = redirects < MAX_REDIRECTS && is_redirect(e.details());
+            if !noscript && !redirect {
+                return Err(node_error(&e, &inner.secrets));
+            }
+            if op == Op::Acquire && !inner.resends.may_resend_acquire(sent) {
+                if noscript {
                     // Cache the script again for the next attempt, but do not
                     // send this acquire a second time.
                     let _ = scripts::load(self.client_for(slot), self.is_clustered(), script).await;
-                    return Err(NodeError::Server(
-                        "NOSCRIPT: the script cache was flushed; the acquire was not resent \
-                         because a release followed it"
-                            .to_owned(),
-                    ));
                 }
-                tracing::debug!(node = %inner.id, script = script.name, "NOSCRIPT: sending the script in full");
-                client
-                    .custom::<Value, Value>(
-                        script_command("EVAL", slot),
-                        script_args(&script.source, keys, args),
-                    )
-                    .await
-                    .map_err(|e| node_error(&e, &inner.secrets))
+                return Err(NodeError::Server(format!(
+                    "{}; the acquire was not sent again because a release followed it",
+                    inner.secrets.redact(e.details())
+                )));
             }
-            Err(e) => Err(node_error(&e, &inner.secrets)),
+            if noscript {
+                tracing::debug!(node = %inner.id, script = script.name, "NOSCRIPT: sending the script in full");
+                eval = true;
+            } else {
+                tracing::debug!(node = %inner.id, error = %inner.secrets.redact(e.details()), "redirected: sending again");
+                redirects += 1;
+            }
         }
     }
 
-    /// A one-key acquire with the built-in script, as `SET key token NX PX
-    /// ttl`: the same atomic effect at a fraction of the server's cost of a
-    /// script, and no `NOSCRIPT` fallback to worry about. Committed to the
-    /// client's order on first poll, like [`run`](Self::run). Answers `OK`
-    /// or nil, as the acquire script does.
-    async fn set_nx(
-        &self,
-        slot: u16,
-        key: &str,
-        token: &str,
-        ttl_ms: &str,
-    ) -> Result<Value, NodeError> {
-        let inner = &self.inner;
-        let client = self.client_for(slot).with_options(&inner.options);
-        let args = vec![
-            Value::from(key),
-            Value::from(token),
-            Value::from("NX"),
-            Value::from("PX"),
-            Value::from(ttl_ms),
-        ];
-        client
-            .custom::<Value, Value>(
-                CustomCommand::new_static("SET", ClusterHash::Custom(slot), false),
-                args,
-            )
-            .await
-            .map_err(|e| node_error(&e, &inner.secrets))
+    /// The pub/sub status of wake-on-release: which release channels the
+    /// server confirmed, how many connections were opened and lost. `None`
+    /// when the node does not watch (a cluster, a sentinel, or
+    /// [`Builder::wake_on_release`] off).
+    ///
+    /// ```no_run
+    /// use redlock_core::Node;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let node = redlock_fred::FredNode::connect("redis://127.0.0.1:6379").await?;
+    /// let keys = vec!["job".to_owned()];
+    /// let woken = node.watch_release(&keys);
+    /// if let Some(mut subscriptions) = node.release_subscriptions() {
+    ///     let channel = redlock_core::scripts::release_channel("job");
+    ///     subscriptions.until(|s| s.subscribed.contains(&channel)).await;
+    ///     // From here on a release of "job" on this server wakes `woken`.
+    /// }
+    /// # drop(woken); Ok(())
+    /// # }
+    /// ```
+    pub fn release_subscriptions(&self) -> Option<Subscriptions> {
+        self.inner.watch.as_ref().map(ReleaseHub::subscriptions)
+    }
+}
+
+/// What a node answers.
+type Answer<T> = Result<T, NodeError>;
+
+/// One request per slot (see [`redlock_kit::slots`]).
+#[redlock_core::async_trait]
+impl SlotSender for FredNode {
+    fn clustered(&self) -> bool {
+        self.is_clustered()
     }
 
-    async fn acquire_group(
+    async fn acquire(
         &self,
-        permit: Permit,
         slot: u16,
         keys: Vec<String>,
         token: &str,
-        ttl_ms: &str,
+        ttl_ms: u64,
     ) -> Result<Acquire, NodeError> {
-        let args = vec![token.to_owned(), ttl_ms.to_owned()];
-        let v = self.send(permit, slot, Op::Acquire, keys, args).await?;
-        match v {
-            Value::Null => Ok(Acquire::Held),
-            Value::String(ref s) if &**s == "OK" => Ok(Acquire::Acquired),
-            Value::Bytes(ref b) if &b[..] == b"OK" => Ok(Acquire::Acquired),
-            other => reply::acquire(&other),
-        }
-    }
-
-    /// Releases `keys` on every slot they fall in (see [`Node::release`]).
-    async fn release_now(&self, keys: &[String], token: &str) -> Result<u64, NodeError> {
-        let mut groups = self.groups(keys);
-        if groups.len() == 1 {
-            let (slot, keys) = groups.remove(0);
-            return self.release_group(slot, keys, token).await;
-        }
-        let answers = join_all(
-            groups
-                .into_iter()
-                .map(|(slot, keys)| self.release_group(slot, keys, token)),
-        )
-        .await;
-        let mut deleted = 0u64;
-        let mut error = None;
-        for a in answers {
-            match a {
-                Ok(n) => deleted = deleted.saturating_add(n),
-                Err(e) => error = error.or(Some(e)),
-            }
-        }
-        match error {
-            Some(e) => Err(e),
-            None => Ok(deleted),
-        }
+        let args = vec![token.to_owned(), ttl_ms.to_string()];
+        let v = self
+            .send(self.admit()?, slot, Op::Acquire, keys, args)
+            .await?;
+        reply::acquire(&v)
     }
 
     /// Releases are always admitted: one may be what deletes a key already
     /// on the server, and there are never more of them than acquires
     /// admitted before.
-    async fn release_group(
-        &self,
-        slot: u16,
-        keys: Vec<String>,
-        token: &str,
-    ) -> Result<u64, NodeError> {
-        self.inner.release_epoch.fetch_add(1, Ordering::SeqCst);
+    async fn release(&self, slot: u16, keys: Vec<String>, token: &str) -> Result<u64, NodeError> {
+        self.inner.resends.releasing();
         let permit = self.inner.backlog.admit();
         let v = self
             .send(permit, slot, Op::Release, keys, vec![token.to_owned()])
@@ -547,40 +537,31 @@ impl FredNode {
         reply::release(&v)
     }
 
-    async fn extend_group(
+    async fn extend(
         &self,
-        permit: Permit,
         slot: u16,
         keys: Vec<String>,
         token: &str,
-        ttl_ms: &str,
+        ttl_ms: u64,
     ) -> Result<Extend, NodeError> {
-        let args = vec![token.to_owned(), ttl_ms.to_owned()];
-        let v = self.send(permit, slot, Op::Extend, keys, args).await?;
+        let args = vec![token.to_owned(), ttl_ms.to_string()];
+        let v = self
+            .send(self.admit()?, slot, Op::Extend, keys, args)
+            .await?;
         reply::extend(&v)
     }
 
-    async fn inspect_group(
-        &self,
-        permit: Permit,
-        slot: u16,
-        keys: Vec<String>,
-    ) -> Result<Vec<KeyState>, NodeError> {
+    async fn inspect(&self, slot: u16, keys: Vec<String>) -> Result<Vec<KeyState>, NodeError> {
         let v = self
-            .send(permit, slot, Op::Inspect, keys.clone(), Vec::new())
+            .send(self.admit()?, slot, Op::Inspect, keys.clone(), Vec::new())
             .await?;
         reply::inspect(&keys, v)
     }
 
-    async fn fence_group(
-        &self,
-        permit: Permit,
-        slot: u16,
-        keys: Vec<String>,
-        floor: u64,
-    ) -> Result<u64, NodeError> {
+    async fn fence(&self, slot: u16, keys: Vec<String>, floor: u64) -> Result<u64, NodeError> {
+        let args = vec![floor.to_string()];
         let v = self
-            .send(permit, slot, Op::Fence, keys, vec![floor.to_string()])
+            .send(self.admit()?, slot, Op::Fence, keys, args)
             .await?;
         reply::fence(&v)
     }
@@ -594,49 +575,10 @@ impl Node for FredNode {
 
     /// All or nothing. On a cluster, keys in different slots are sent as one
     /// request per slot (all sent at once); if any slot conflicts or fails,
-    /// every slot is released again (only keys holding `token` are deleted)
-    /// before the answer is returned.
-    async fn acquire(
-        &self,
-        keys: &[String],
-        token: &str,
-        ttl: Duration,
-    ) -> Result<Acquire, NodeError> {
-        let ttl_ms = ttl_millis(ttl).to_string();
-        let mut groups = self.groups(keys);
-        let permits = self.admit(groups.len())?;
-        if groups.len() == 1 {
-            let (slot, keys) = groups.remove(0);
-            let permit = permits.into_iter().next().ok_or(NodeError::Closed)?;
-            return self.acquire_group(permit, slot, keys, token, &ttl_ms).await;
-        }
-        let answers = join_all(
-            groups
-                .into_iter()
-                .zip(permits)
-                .map(|((slot, keys), permit)| {
-                    self.acquire_group(permit, slot, keys, token, &ttl_ms)
-                }),
-        )
-        .await;
-        if answers.iter().all(|a| matches!(a, Ok(Acquire::Acquired))) {
-            return Ok(Acquire::Acquired);
-        }
-        // Compensate: take back whatever the other slots took.
-        if let Err(e) = self.release(keys, token).await {
-            tracing::warn!(
-                node = %self.inner.id,
-                error = %e,
-                "could not release the slots taken by a partial cluster acquire; they expire with their ttl"
-            );
-        }
-        if answers.iter().any(|a| matches!(a, Ok(Acquire::Held))) {
-            return Ok(Acquire::Held);
-        }
-        match answers.into_iter().find_map(Result::err) {
-            Some(e) => Err(e),
-            None => Ok(Acquire::Held),
-        }
+    /// every slot that may have taken its keys is released again before the
+    /// answer is returned ([`redlock_kit::slots::acquire`]).
+    async fn acquire(&self, keys: &[String], token: &str, ttl: Duration) -> Answer<Acquire> {
+        slots::acquire(self, keys, token, ttl_millis(ttl)).await
     }
 
     /// Sent on the first poll like every request; if the caller drops the
@@ -648,120 +590,30 @@ impl Node for FredNode {
     async fn release(&self, keys: &[String], token: &str) -> Result<u64, NodeError> {
         let node = self.detached();
         let (keys, token) = (keys.to_vec(), token.to_owned());
-        FinishOnDrop(Some(Box::pin(async move {
-            node.release_now(&keys, &token).await
-        })))
-        .await
+        FinishOnDrop::new(async move { slots::release(&node, &keys, &token).await }).await
     }
 
     /// All or nothing. On a cluster with keys in several slots, every slot
     /// is first checked (read only) for our token; when one key is gone or
-    /// taken nothing is changed. Only a key that expires between that check
-    /// and the extend can leave the other slots extended (reported as
-    /// [`Extend::NotHeld`]; those keys still hold our token).
-    async fn extend(
-        &self,
-        keys: &[String],
-        token: &str,
-        ttl: Duration,
-    ) -> Result<Extend, NodeError> {
-        let ttl_ms = ttl_millis(ttl).to_string();
-        let mut groups = self.groups(keys);
-        if groups.len() == 1 {
-            let (slot, keys) = groups.remove(0);
-            let permit = self.admit(1)?.into_iter().next().ok_or(NodeError::Closed)?;
-            return self.extend_group(permit, slot, keys, token, &ttl_ms).await;
-        }
-        let permits = self.admit(groups.len())?;
-        let checks = join_all(
-            groups
-                .iter()
-                .zip(permits)
-                .map(|((slot, keys), permit)| self.inspect_group(permit, *slot, keys.clone())),
-        )
-        .await;
-        for check in checks {
-            if !check?.iter().all(|s| s.holder.as_deref() == Some(token)) {
-                return Ok(Extend::NotHeld);
-            }
-        }
-        let permits = self.admit(groups.len())?;
-        let answers = join_all(
-            groups
-                .into_iter()
-                .zip(permits)
-                .map(|((slot, keys), permit)| {
-                    self.extend_group(permit, slot, keys, token, &ttl_ms)
-                }),
-        )
-        .await;
-        if answers.iter().any(|a| matches!(a, Ok(Extend::NotHeld))) {
-            return Ok(Extend::NotHeld);
-        }
-        match answers.into_iter().find_map(Result::err) {
-            Some(e) => Err(e),
-            None => Ok(Extend::Extended),
-        }
+    /// taken nothing is changed ([`redlock_kit::slots::extend`]).
+    async fn extend(&self, keys: &[String], token: &str, ttl: Duration) -> Answer<Extend> {
+        slots::extend(self, keys, token, ttl_millis(ttl)).await
     }
 
     async fn inspect(&self, keys: &[String]) -> Result<Vec<KeyState>, NodeError> {
-        let mut groups = self.groups(keys);
-        let permits = self.admit(groups.len())?;
-        if groups.len() == 1 {
-            let (slot, keys) = groups.remove(0);
-            let permit = permits.into_iter().next().ok_or(NodeError::Closed)?;
-            return self.inspect_group(permit, slot, keys).await;
-        }
-        let answers = join_all(
-            groups
-                .into_iter()
-                .zip(permits)
-                .map(|((slot, keys), permit)| self.inspect_group(permit, slot, keys)),
-        )
-        .await;
-        let mut by_key: HashMap<String, KeyState> = HashMap::with_capacity(keys.len());
-        for answer in answers {
-            for state in answer? {
-                by_key.insert(state.key.clone(), state);
-            }
-        }
-        keys.iter()
-            .map(|k| {
-                by_key.get(k).cloned().ok_or_else(|| {
-                    NodeError::Protocol(format!("inspect reply is missing key {k:?}"))
-                })
-            })
-            .collect()
+        slots::inspect(self, keys).await
     }
 
     /// On a cluster with counters in several slots, each slot is read and
     /// raised on its own; the answer is the largest value any slot had.
     async fn fence(&self, keys: &[String], floor: u64) -> Result<u64, NodeError> {
-        let mut groups = self.groups(keys);
-        let permits = self.admit(groups.len())?;
-        if groups.len() == 1 {
-            let (slot, keys) = groups.remove(0);
-            let permit = permits.into_iter().next().ok_or(NodeError::Closed)?;
-            return self.fence_group(permit, slot, keys, floor).await;
-        }
-        let answers = join_all(
-            groups
-                .into_iter()
-                .zip(permits)
-                .map(|((slot, keys), permit)| self.fence_group(permit, slot, keys, floor)),
-        )
-        .await;
-        let mut max = 0u64;
-        for a in answers {
-            max = max.max(a?);
-        }
-        Ok(max)
+        slots::fence(self, keys, floor).await
     }
 
     /// Single servers only: a future that completes once the node
     /// announces a release of any of `keys` on their release channels. The
     /// node keeps one extra pub/sub connection for this, subscribed only to
-    /// channels someone watches (see [`FredNodeBuilder::wake_on_release`]).
+    /// channels someone watches (see [`Builder::wake_on_release`]).
     /// Redis Cluster and Sentinel nodes return `None`: their waiters poll
     /// with the retry delay.
     fn watch_release(&self, keys: &[String]) -> Option<redlock_core::BoxFuture<'static, ()>> {
@@ -772,7 +624,7 @@ impl Node for FredNode {
     }
 
     /// Requests admitted and not answered yet (see
-    /// [`FredNodeBuilder::max_outstanding`]); requests whose caller stopped
+    /// [`Builder::max_outstanding`]); requests whose caller stopped
     /// waiting count until fred answers them or closes their connection.
     fn outstanding(&self) -> Option<usize> {
         Some(self.inner.backlog.outstanding())
@@ -977,46 +829,22 @@ pub(crate) fn node_id(config: &Config) -> String {
     }
 }
 
-#[cfg(any(feature = "enable-rustls", feature = "enable-rustls-ring"))]
+#[cfg(any(
+    feature = "tls",
+    feature = "enable-rustls",
+    feature = "enable-rustls-ring"
+))]
 fn config_uses_tls(config: &Config) -> bool {
     config.tls.is_some()
 }
 
-#[cfg(not(any(feature = "enable-rustls", feature = "enable-rustls-ring")))]
+#[cfg(not(any(
+    feature = "tls",
+    feature = "enable-rustls",
+    feature = "enable-rustls-ring"
+)))]
 fn config_uses_tls(_: &Config) -> bool {
     false
-}
-
-/// A future finished in a spawned task if it is dropped before it is done
-/// (on the runtime of the dropping thread; without one it is dropped).
-struct FinishOnDrop<T: Send + 'static>(Option<redlock_core::BoxFuture<'static, T>>);
-
-impl<T: Send + 'static> std::future::Future for FinishOnDrop<T> {
-    type Output = T;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<T> {
-        let Some(run) = self.0.as_mut() else {
-            return std::task::Poll::Pending;
-        };
-        let out = std::task::ready!(run.as_mut().poll(cx));
-        self.0 = None;
-        std::task::Poll::Ready(out)
-    }
-}
-
-impl<T: Send + 'static> Drop for FinishOnDrop<T> {
-    fn drop(&mut self) {
-        if let Some(run) = self.0.take() {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    let _ = run.await;
-                });
-            }
-        }
-    }
 }
 
 #[cfg(test)]

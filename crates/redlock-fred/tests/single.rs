@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use redlock_core::{Acquire, Extend, Node, NodeError, Scripts};
 use redlock_fred::fred::prelude::*;
-use redlock_fred::{ConnectError, FredNode};
+use redlock_fred::{Error, FredNode};
 use redlock_testkit::server::{RedisServer, ServerOptions};
 use redlock_testkit::wait::eventually;
 
@@ -91,7 +91,7 @@ async fn passwords_never_show() {
     let wrong = format!("redis://:wrong-{password}@127.0.0.1:{}", server.port());
     let err = FredNode::connect(&wrong).await.expect_err("wrong password");
     let text = format!("{err} {err:?}");
-    assert!(matches!(err, ConnectError::Connect { .. }), "{text}");
+    assert!(matches!(err, Error::Connect { .. }), "{text}");
     assert!(!text.contains(password), "{text}");
 
     // A client built by the application.
@@ -241,8 +241,8 @@ async fn unreachable_server_is_a_connect_error() {
     drop(server);
     let began = Instant::now();
     let err = FredNode::connect(&url).await.expect_err("nothing listens");
-    assert!(matches!(err, ConnectError::Connect { .. }), "{err}");
+    assert!(matches!(err, Error::Connect { .. }), "{err}");
     assert!(began.elapsed() < Duration::from_secs(10));
     let err = FredNode::connect("not a url").await.expect_err("bad url");
-    assert!(matches!(err, ConnectError::InvalidUrl(_)), "{err}");
+    assert!(matches!(err, Error::InvalidUrl(_)), "{err}");
 }

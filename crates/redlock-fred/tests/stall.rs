@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redlock_core::{Acquire, Node, NodeError};
-use redlock_fred::{ConnectError, FredNode};
+use redlock_fred::{Error, FredNode};
 use redlock_testkit::conformance::{BoxError, Target};
 use redlock_testkit::{stall, RedisServer};
 
@@ -32,7 +32,7 @@ async fn backlog_limit_is_checked() {
             .connect("redis://127.0.0.1:1")
             .await
             .expect_err("an invalid limit");
-        assert!(matches!(err, ConnectError::InvalidArgument(_)), "{err}");
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     }
 }
 

@@ -45,14 +45,19 @@ fn numsub(server: &RedisServer, channel: &str) -> i64 {
     }
 }
 
-/// Connections on `server` whose last command was a (UN)SUBSCRIBE: the
-/// nodes' pub/sub connections.
+/// Connections on `server` whose last command was a (UN)SUBSCRIBE or the
+/// PING that confirms one: the nodes' pub/sub connections (the lock
+/// connections' last commands are scripts).
 fn pubsub_connections(server: &RedisServer) -> usize {
     server
         .text(&["CLIENT", "LIST"])
         .map(|list| {
             list.lines()
-                .filter(|l| l.contains(" cmd=subscribe ") || l.contains(" cmd=unsubscribe "))
+                .filter(|l| {
+                    [" cmd=subscribe ", " cmd=unsubscribe ", " cmd=ping "]
+                        .iter()
+                        .any(|cmd| l.contains(cmd))
+                })
                 .count()
         })
         .unwrap_or(usize::MAX)
@@ -361,19 +366,38 @@ async fn a_paused_server_stalls_the_subscription_only_until_it_is_back() {
     let before = vec!["before-pause".to_string()];
     let during = vec!["during-pause".to_string()];
 
+    let mut subscriptions = node.release_subscriptions().expect("single servers watch");
     let old = node.watch_release(&before).expect("armed");
     until_subscribed(&servers, "redlock:release:before-pause", 1).await;
+    let losses = subscriptions.now().losses;
     server.pause().expect("pause");
     // Changes the connection cannot carry while the server sleeps: the
     // UNSUBSCRIBE and SUBSCRIBE time out and the connection is given up.
     drop(old);
     let new = node.watch_release(&during).expect("armed");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status = tokio::time::timeout(PATIENCE, subscriptions.until(|s| s.losses > losses))
+        .await
+        .expect("the stalled subscription was given up");
+    assert!(
+        status.losses > losses && !status.ended,
+        "the connection was given up while the server was paused: {status:?}"
+    );
     server.resume().expect("resume");
 
-    // Back: what is watched now is subscribed, nothing else, and a release
-    // wakes the watch.
-    until_subscribed(&servers, "redlock:release:during-pause", 1).await;
+    // Back: a new connection confirmed what is watched now (the given-up
+    // connection may still run its buffered SUBSCRIBE before it closes, so
+    // the server's count alone proves nothing), nothing else is subscribed,
+    // and a release wakes the watch.
+    let during_channel = "redlock:release:during-pause".to_owned();
+    let connects = status.connects;
+    let confirmed = tokio::time::timeout(
+        PATIENCE,
+        subscriptions.until(|s| s.connects > connects && s.subscribed.contains(&during_channel)),
+    )
+    .await
+    .expect("subscribed again on a new connection");
+    assert!(!confirmed.ended, "{confirmed:?}");
+    until_subscribed(&servers, &during_channel, 1).await;
     until_subscribed(&servers, "redlock:release:before-pause", 0).await;
     let ttl = Duration::from_secs(10);
     assert_eq!(

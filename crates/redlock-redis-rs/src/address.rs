@@ -1,7 +1,8 @@
-//! Names for logs: addresses without passwords, and scrubbing of secrets
-//! from error text.
+//! Names for logs: addresses without passwords, and what is wrong with a
+//! URL (secret scrubbing itself is [`redlock_kit::Secrets`]).
 
 use redis::{ConnectionAddr, ConnectionInfo};
+pub(crate) use redlock_kit::{redact_url, Secrets};
 
 /// `redis://user@host:port/db` for a connection, never with the password.
 pub(crate) fn display_id(info: &ConnectionInfo) -> String {
@@ -22,46 +23,6 @@ pub(crate) fn display_id(info: &ConnectionInfo) -> String {
         String::new()
     };
     format!("{scheme}://{user}{}{db}", info.addr())
-}
-
-/// Removes the password from a `scheme://user:password@host` text, for logs
-/// and error messages. Text that is not a URL loses everything before an `@`;
-/// other text is returned as is.
-///
-/// ```
-/// use redlock_redis_rs::redact_url;
-/// assert_eq!(redact_url("redis://app:s3cret@10.0.0.1:6379/0"), "redis://app@10.0.0.1:6379/0");
-/// assert_eq!(redact_url("s3cret@10.0.0.1"), "***@10.0.0.1");
-/// ```
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        // Not a URL: whatever stands before an `@` may be a password.
-        return match url.rfind('@') {
-            Some(at) => format!("***@{}", &url[at + 1..]),
-            None => url.to_string(),
-        };
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let user = if user.is_empty() {
-                String::new()
-            } else {
-                format!("{user}@")
-            };
-            format!(
-                "{}://{user}{}{}",
-                &url[..scheme_end],
-                &authority[at + 1..],
-                &rest[authority_end..]
-            )
-        }
-        None => url.to_string(),
-    }
 }
 
 /// The form a node URL must have, for error messages.
@@ -122,56 +83,16 @@ pub(crate) fn url_problem(url: &str) -> String {
     "the URL is malformed".into()
 }
 
-/// Replaces known secrets in error text.
-#[derive(Clone, Default)]
-pub(crate) struct Redactor {
-    secrets: Vec<String>,
-}
-
-impl std::fmt::Debug for Redactor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Redactor(..)")
-    }
-}
-
-impl Redactor {
-    pub(crate) fn new(info: &ConnectionInfo) -> Self {
-        let mut r = Redactor::default();
-        r.add(info.redis_settings().password());
-        r
-    }
-
-    pub(crate) fn add(&mut self, secret: Option<&str>) {
-        if let Some(s) = secret {
-            if !s.is_empty() && !self.secrets.iter().any(|x| x == s) {
-                self.secrets.push(s.to_string());
-            }
-        }
-    }
-
-    pub(crate) fn scrub(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for s in &self.secrets {
-            out = out.replace(s.as_str(), "***");
-        }
-        out
-    }
+/// The secrets of a connection (its password), for [`Secrets::redact`].
+pub(crate) fn secrets_of(info: &ConnectionInfo) -> Secrets {
+    let mut secrets = Secrets::default();
+    secrets.add_opt(info.redis_settings().password());
+    secrets
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_lose_their_password() {
-        assert_eq!(
-            redact_url("redis://alice:s3cret@host:6379/2"),
-            "redis://alice@host:6379/2"
-        );
-        assert_eq!(redact_url("redis://:s3cret@host:6379"), "redis://host:6379");
-        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
-        assert_eq!(redact_url("rediss://u:p@h"), "rediss://u@h");
-    }
 
     #[test]
     fn url_problems_say_what_to_fix() {
@@ -192,7 +113,7 @@ mod tests {
             .unwrap();
         let id = display_id(&info);
         assert_eq!(id, "redis://alice@127.0.0.1:6380/3");
-        let r = Redactor::new(&info);
-        assert_eq!(r.scrub("bad s3cret here"), "bad *** here");
+        let r = secrets_of(&info);
+        assert_eq!(r.redact("bad s3cret here"), "bad *** here");
     }
 }

@@ -1,32 +1,29 @@
 //! A whole Redis Cluster as one Redlock node (feature `cluster`).
 //!
-//! The keys of one call are grouped by hash slot with
-//! [`redlock_core::slot::group_by_slot`]; each group is one single-slot
-//! script call, so `CROSSSLOT` never reaches the user. An acquire that
-//! conflicts on one slot releases what the other slots took.
+//! The keys of one call are split by hash slot with [`redlock_kit::slots`];
+//! each group is one single-slot script call, so `CROSSSLOT` never reaches
+//! the user. An acquire that conflicts on one slot releases what the other
+//! slots took.
 
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{RedisError, Value};
-use redlock_core::slot::group_by_slot;
-use redlock_core::NodeError;
+use redis::Value;
+use redlock_core::{Acquire, Extend, KeyState, NodeError};
+use redlock_kit::reply::{self, Reply};
+use redlock_kit::slots::{self, is_redirect, Resends, SlotSender, MAX_REDIRECTS};
 
-use crate::address::{redact_url, Redactor};
+use crate::address::{redact_url, Secrets};
 use crate::error::{is_noscript, node_error};
-use crate::node::{Builder, RedisNode};
+use crate::node::{from_redis, Builder, RedisNode};
 use crate::queue::Executor;
 use crate::scripts::{Call, Kind, LoadedScripts};
 use crate::Error;
-
-/// How often a call refused with MOVED / TRYAGAIN / CLUSTERDOWN (so not
-/// executed) is sent again after the client refreshed its slot map.
-const REDIRECTS: usize = 3;
 
 struct ClusterExecutor {
     client: redis::cluster::ClusterClient,
     conn: Option<ClusterConnection>,
     scripts: LoadedScripts,
-    redact: Redactor,
+    redact: Secrets,
     id: String,
 }
 
@@ -39,10 +36,10 @@ impl Builder {
         let first = urls
             .first()
             .ok_or_else(|| Error::InvalidConfig("no cluster seed URLs".into()))?;
-        let mut redact = Redactor::default();
+        let mut redact = Secrets::default();
         for u in &urls {
             if let Ok(info) = redis::IntoConnectionInfo::into_connection_info(*u) {
-                redact.add(info.redis_settings().password());
+                redact.add_opt(info.redis_settings().password());
             }
         }
         let (response, connection) = self.timeouts();
@@ -56,7 +53,7 @@ impl Builder {
         }
         let client = b
             .build()
-            .map_err(|e| Error::InvalidConfig(redact.scrub(&e.to_string())))?;
+            .map_err(|e| Error::InvalidConfig(redact.redact(&e.to_string())))?;
         let id = format!("cluster:{}", redact_url(first));
         let executor = ClusterExecutor {
             client,
@@ -108,172 +105,149 @@ impl ClusterExecutor {
     }
 }
 
-/// Runs one single-slot call: EVALSHA, EVAL on NOSCRIPT, again on a
-/// refusal that means "not executed, ask elsewhere".
-async fn eval_once(
-    mut conn: ClusterConnection,
-    scripts: &LoadedScripts,
-    call: &Call,
-) -> Result<Value, RedisError> {
-    let mut eval = false;
-    let mut attempts = 0;
-    loop {
-        let cmd = if eval {
-            call.eval(scripts)
-        } else {
-            call.evalsha(scripts)
-        };
-        match cmd.query_async::<Value>(&mut conn).await {
-            Ok(v) => return Ok(v),
-            Err(e) if !eval && is_noscript(&e) => eval = true,
-            Err(e)
-                if attempts < REDIRECTS
-                    && matches!(
-                        e.code(),
-                        Some("MOVED") | Some("TRYAGAIN") | Some("CLUSTERDOWN")
-                    ) =>
-            {
-                attempts += 1;
+/// One cluster connection as a per-slot sender for [`redlock_kit::slots`]
+/// (the connection routes each call by its keys).
+struct Slots<'a> {
+    conn: &'a ClusterConnection,
+    scripts: &'a LoadedScripts,
+    redact: &'a Secrets,
+    resends: Resends,
+}
+
+impl Slots<'_> {
+    /// Runs one single-slot call: EVALSHA, EVAL on NOSCRIPT, and the same
+    /// again on a redirection (not run: MOVED, ASK, TRYAGAIN, CLUSTERDOWN);
+    /// an acquire only while no release went out since
+    /// ([`Resends`]).
+    async fn eval(&self, call: Call) -> Result<Reply, NodeError> {
+        let mut conn = self.conn.clone();
+        if call.kind == Kind::Release {
+            self.resends.releasing();
+        }
+        let sent = self.resends.sending();
+        let (mut eval, mut redirects) = (false, 0);
+        loop {
+            let cmd = if eval {
+                call.eval(self.scripts)
+            } else {
+                call.evalsha(self.scripts)
+            };
+            let e = match cmd.query_async::<Value>(&mut conn).await {
+                Ok(v) => return Ok(from_redis(v)),
+                Err(e) => e,
+            };
+            let noscript = !eval && is_noscript(&e);
+            let redirect = redirects < MAX_REDIRECTS && is_redirect(&e.to_string());
+            let blocked = call.kind == Kind::Acquire && !self.resends.may_resend_acquire(sent);
+            if blocked || !(noscript || redirect) {
+                return Err(node_error(&e, self.redact));
             }
-            Err(e) => return Err(e),
+            if noscript {
+                eval = true;
+            } else {
+                redirects += 1;
+            }
+        }
+    }
+
+    fn call(kind: Kind, keys: Vec<String>, token: Option<&str>, number: Option<u64>) -> Call {
+        Call {
+            kind,
+            keys,
+            token: token.map(str::to_owned),
+            number,
         }
     }
 }
 
-async fn run_call(
-    conn: ClusterConnection,
-    scripts: &LoadedScripts,
-    redact: &Redactor,
-    call: &Call,
-) -> Result<Value, NodeError> {
-    let err = |e: RedisError| node_error(&e, redact);
-    let groups = group_by_slot(&call.keys);
-    if groups.len() <= 1 {
-        return eval_once(conn, scripts, call).await.map_err(err);
+#[async_trait::async_trait]
+impl SlotSender for Slots<'_> {
+    async fn acquire(
+        &self,
+        _: u16,
+        keys: Vec<String>,
+        token: &str,
+        ttl_ms: u64,
+    ) -> Result<Acquire, NodeError> {
+        let v = self
+            .eval(Self::call(Kind::Acquire, keys, Some(token), Some(ttl_ms)))
+            .await?;
+        reply::acquire(&v)
     }
-    let subs: Vec<Call> = groups
-        .into_iter()
-        .map(|(_, keys)| call.with_keys(keys))
-        .collect();
-    if call.kind == Kind::Extend {
-        // All or nothing across slots: first check that every key still
-        // holds the token, and change nothing when one does not. (A key that
-        // expires between the check and the extend is reported as NotHeld.)
-        let token = call.token.clone().unwrap_or_default();
-        let checks = futures_util::future::join_all(subs.iter().map(|c| {
-            let check = Call {
-                kind: Kind::Inspect,
-                keys: c.keys.clone(),
-                token: None,
-                number: None,
-            };
-            let conn = conn.clone();
-            async move { eval_once(conn, scripts, &check).await }
-        }))
-        .await;
-        for r in checks {
-            let v = r.map_err(err)?;
-            let Value::Array(items) = &v else {
-                return Ok(v);
-            };
-            let ours = items.iter().all(|item| match item {
-                Value::Array(pair) => {
-                    matches!(pair.get(1), Some(Value::BulkString(b)) if b == token.as_bytes())
-                }
-                _ => false,
-            });
-            if !ours {
-                return Ok(Value::Int(0));
-            }
-        }
+
+    async fn release(&self, _: u16, keys: Vec<String>, token: &str) -> Result<u64, NodeError> {
+        let v = self
+            .eval(Self::call(Kind::Release, keys, Some(token), None))
+            .await?;
+        reply::release(&v)
     }
-    let results =
-        futures_util::future::join_all(subs.iter().map(|c| eval_once(conn.clone(), scripts, c)))
-            .await;
-    match call.kind {
+
+    async fn extend(
+        &self,
+        _: u16,
+        keys: Vec<String>,
+        token: &str,
+        ttl_ms: u64,
+    ) -> Result<Extend, NodeError> {
+        let v = self
+            .eval(Self::call(Kind::Extend, keys, Some(token), Some(ttl_ms)))
+            .await?;
+        reply::extend(&v)
+    }
+
+    async fn inspect(&self, _: u16, keys: Vec<String>) -> Result<Vec<KeyState>, NodeError> {
+        let v = self
+            .eval(Self::call(Kind::Inspect, keys.clone(), None, None))
+            .await?;
+        reply::inspect(&keys, v)
+    }
+
+    async fn fence(&self, _: u16, keys: Vec<String>, floor: u64) -> Result<u64, NodeError> {
+        let v = self
+            .eval(Self::call(Kind::Fence, keys, None, Some(floor)))
+            .await?;
+        reply::fence(&v)
+    }
+}
+
+/// Runs one call split by slot ([`redlock_kit::slots`]), answered as the
+/// single server's script would answer (the node decodes it again).
+async fn run_call(slots: &Slots<'_>, call: &Call) -> Result<Value, NodeError> {
+    let keys = &call.keys;
+    let token = call.token.as_deref().unwrap_or_default();
+    let number = call.number.unwrap_or_default();
+    let flag = |yes: bool| Value::Int(i64::from(yes));
+    let count = |n: u64| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
+    Ok(match call.kind {
         Kind::Acquire => {
-            let all = results.iter().all(|r| matches!(r, Ok(Value::Int(1))));
-            if all {
-                return Ok(Value::Int(1));
-            }
-            // Compensate: give back what some slots took (and, to be safe
-            // after an error, what they may have taken).
-            let token = call.token.clone().unwrap_or_default();
-            let undo: Vec<Call> = subs
-                .iter()
-                .zip(&results)
-                .filter(|(_, r)| !matches!(r, Ok(Value::Int(0))))
-                .map(|(c, _)| Call {
-                    kind: Kind::Release,
-                    keys: c.keys.clone(),
-                    token: Some(token.clone()),
-                    number: None,
+            flag(slots::acquire(slots, keys, token, number).await? == Acquire::Acquired)
+        }
+        Kind::Release => count(slots::release(slots, keys, token).await?),
+        Kind::Extend => flag(slots::extend(slots, keys, token, number).await? == Extend::Extended),
+        Kind::Fence => count(slots::fence(slots, keys, number).await?),
+        Kind::Inspect => Value::Array(
+            slots::inspect(slots, keys)
+                .await?
+                .into_iter()
+                .map(|state| {
+                    let pttl = match (&state.holder, state.ttl) {
+                        (None, _) => -2,
+                        (Some(_), None) => -1,
+                        (Some(_), Some(ttl)) => i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+                    };
+                    let holder = state
+                        .holder
+                        .map_or(Value::Nil, |h| Value::BulkString(h.into_bytes()));
+                    Value::Array(vec![Value::Int(pttl), holder])
                 })
-                .collect();
-            let _ = futures_util::future::join_all(
-                undo.iter().map(|c| eval_once(conn.clone(), scripts, c)),
-            )
-            .await;
-            for r in results {
-                r.map_err(err)?;
-            }
-            Ok(Value::Int(0))
+                .collect(),
+        ),
+        Kind::Ping => {
+            let mut conn = slots.conn.clone();
+            let pong = redis::cmd("PING").query_async::<Value>(&mut conn).await;
+            pong.map_err(|e| node_error(&e, slots.redact))?
         }
-        Kind::Release => {
-            let mut n = 0;
-            for r in results {
-                match r.map_err(err)? {
-                    Value::Int(i) => n += i,
-                    other => return Ok(other),
-                }
-            }
-            Ok(Value::Int(n))
-        }
-        Kind::Extend => {
-            let mut all = true;
-            for r in results {
-                all &= matches!(r.map_err(err)?, Value::Int(1));
-            }
-            Ok(Value::Int(i64::from(all)))
-        }
-        Kind::Inspect => {
-            let mut by_key: Vec<(String, Value)> = Vec::new();
-            for (c, r) in subs.iter().zip(results) {
-                match r.map_err(err)? {
-                    Value::Array(items) => {
-                        by_key.extend(c.keys.iter().cloned().zip(items));
-                    }
-                    other => return Ok(other),
-                }
-            }
-            let mut ordered = Vec::with_capacity(call.keys.len());
-            for k in &call.keys {
-                let pos = by_key.iter().position(|(key, _)| key == k);
-                match pos {
-                    Some(p) => ordered.push(by_key.swap_remove(p).1),
-                    None => return Err(NodeError::Protocol("inspect reply misses a key".into())),
-                }
-            }
-            Ok(Value::Array(ordered))
-        }
-        Kind::Fence => {
-            let mut max = 0i64;
-            for r in results {
-                let v = r.map_err(err)?;
-                let n = match &v {
-                    Value::Int(i) => *i,
-                    Value::BulkString(b) => std::str::from_utf8(b)
-                        .ok()
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(0),
-                    _ => return Ok(v),
-                };
-                max = max.max(n);
-            }
-            Ok(Value::Int(max))
-        }
-        Kind::Ping => Ok(Value::SimpleString("PONG".into())),
-    }
+    })
 }
 
 #[async_trait::async_trait]
@@ -305,11 +279,18 @@ impl Executor for ClusterExecutor {
                 seen.extend(c.keys.iter().map(|k| k.as_str()));
                 end += 1;
             }
-            let wave = futures_util::future::join_all(
-                calls[start..end]
-                    .iter()
-                    .map(|c| run_call(conn.clone(), &self.scripts, &self.redact, c)),
-            )
+            let wave = futures_util::future::join_all(calls[start..end].iter().map(|c| {
+                // The waves keep a release from running beside an acquire of
+                // the same keys, so only a call's own releases (its
+                // compensation) count against resending its acquires.
+                let slots = Slots {
+                    conn: &conn,
+                    scripts: &self.scripts,
+                    redact: &self.redact,
+                    resends: Resends::default(),
+                };
+                async move { run_call(&slots, c).await }
+            }))
             .await;
             results.extend(wave);
             start = end;

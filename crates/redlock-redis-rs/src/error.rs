@@ -3,7 +3,7 @@
 
 use redlock_core::NodeError;
 
-use crate::address::Redactor;
+use crate::address::Secrets;
 
 /// Why a node could not be created. Never contains a password.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -29,8 +29,8 @@ pub enum Error {
 }
 
 /// Maps a `redis` error to a [`NodeError`], scrubbing secrets.
-pub(crate) fn node_error(e: &redis::RedisError, redact: &Redactor) -> NodeError {
-    let text = redact.scrub(&e.to_string());
+pub(crate) fn node_error(e: &redis::RedisError, redact: &Secrets) -> NodeError {
+    let text = redact.redact(&e.to_string());
     if is_auth(e) {
         NodeError::Auth(text)
     } else if e.is_io_error()
@@ -90,7 +90,7 @@ mod tests {
 
     #[test]
     fn auth_and_permission_errors_are_configuration_errors() {
-        let r = Redactor::default();
+        let r = Secrets::default();
         for (code, detail) in [
             (
                 "WRONGPASS",

@@ -25,7 +25,10 @@
 //!   left behind.
 //! - **No hidden retries.** A lock command is sent at most once. Only a
 //!   command the server refused without running it (`NOSCRIPT`, and in a
-//!   cluster `MOVED`/`TRYAGAIN`/`CLUSTERDOWN`) is sent again.
+//!   cluster `MOVED`/`ASK`/`TRYAGAIN`/`CLUSTERDOWN`) is sent again, by the
+//!   rule of [`redlock_kit::slots`]: an acquire only while no release of
+//!   its keys can have gone out since (the node's queue runs one batch at a
+//!   time, so none can).
 //! - **Shared round trips.** Concurrent lock requests to one node travel in
 //!   the same pipeline, and the releases among them (with the built-in
 //!   script) as one script call.
@@ -92,6 +95,7 @@
 //! - `tls`: `rediss://` URLs over rustls.
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod address;
 #[cfg(feature = "cluster")]
@@ -107,10 +111,12 @@ mod single;
 mod tls;
 mod watch;
 
-pub use address::redact_url;
 pub use error::Error;
 pub use node::{Builder, RedisNode};
 pub use redlock_core::{self, Lock, LockError, Options, Redlock};
+pub use redlock_kit::redact_url;
+pub use redlock_kit::Subscriptions;
+pub use single::{DEFAULT_CONNECTION_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
 
 #[cfg(feature = "sentinel")]
 pub use redis::sentinel::SentinelNodeConnectionInfo;

@@ -10,14 +10,17 @@ use redlock_core::backlog::{self, Backlog};
 use redlock_core::node::ttl_millis;
 use redlock_core::{Acquire, Extend, KeyState, Node, NodeError, Scripts};
 
-use crate::address::{display_id, redact_url, Redactor};
+use crate::address::{display_id, redact_url, Secrets};
 use crate::queue::{Executor, Queue};
 use crate::scripts::{Call, Kind, LoadedScripts};
 use crate::single::{
     Connector, SingleExecutor, DEFAULT_CONNECTION_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
 };
-use crate::watch::ReleaseHub;
+use crate::watch::Opener;
 use crate::Error;
+use redlock_kit::reply::{self, Reply};
+use redlock_kit::watch::ReleaseHub;
+use redlock_kit::Subscriptions;
 
 /// One Redlock node: an independent Redis server, a whole Redis Cluster
 /// (feature `cluster`) or the master of a Sentinel deployment (feature
@@ -75,6 +78,7 @@ impl fmt::Debug for RedisNode {
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until a node is made from it"]
 pub struct Builder {
     scripts: Scripts,
     response_timeout: Option<Duration>,
@@ -117,13 +121,16 @@ impl Builder {
     /// the old one on the server (`CLIENT KILL ID`), so nothing still
     /// buffered on the old socket can run after a later release; where
     /// that is impossible (a connection passed in, or a server that refuses
-    /// `CLIENT ID` / `INFO`), the node waits for the server instead.
+    /// `CLIENT ID` / `INFO`), the node waits for the server instead. Zero
+    /// is refused when the node is built ([`Error::InvalidConfig`]).
     pub fn response_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.response_timeout = timeout.into();
         self
     }
 
-    /// How long establishing a connection may take (default 1 s).
+    /// How long establishing a connection may take (default 1 s; `None`:
+    /// no bound). Zero is refused when the node is built
+    /// ([`Error::InvalidConfig`]).
     pub fn connection_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.connection_timeout = timeout.into();
         self
@@ -151,11 +158,17 @@ impl Builder {
     /// the node keeps one extra pub/sub connection, subscribed only to the
     /// release channels of resources someone is waiting for. Only nodes
     /// that own a [`Client`] ([`open`](Self::open), [`connect`](Self::connect),
-    /// [`open_client`](Self::open_client)) announce; others poll with the
+    /// [`from_client`](Self::from_client)) announce; others poll with the
     /// retry delay. See [`Node::watch_release`].
     pub fn wake_on_release(mut self, enabled: bool) -> Self {
         self.wake_on_release = enabled;
         self
+    }
+
+    /// The former name of [`from_client`](Self::from_client).
+    #[doc(hidden)]
+    pub fn open_client(self, client: Client) -> Result<RedisNode, Error> {
+        self.from_client(client)
     }
 
     /// The `redis` crate's connection settings: no response timeout of its
@@ -175,7 +188,7 @@ impl Builder {
     pub fn open(self, url: &str) -> Result<RedisNode, Error> {
         let info = url.into_connection_info().map_err(|e| invalid(url, &e))?;
         let client = Client::open(info).map_err(|e| invalid(url, &e))?;
-        self.open_client(client)
+        self.from_client(client)
     }
 
     /// Like [`open`](Self::open), then waits until the server answers PING.
@@ -187,12 +200,12 @@ impl Builder {
 
     /// A node over a [`redis::Client`] the caller already has; it connects
     /// (and reconnects) through it.
-    pub fn open_client(self, client: Client) -> Result<RedisNode, Error> {
+    pub fn from_client(self, client: Client) -> Result<RedisNode, Error> {
         let info = client.get_connection_info().clone();
         let id = display_id(&info);
-        let redact = Redactor::new(&info);
+        let redact = crate::address::secrets_of(&info);
         let hub = if self.wake_on_release {
-            ReleaseHub::spawn(client.clone(), redact.clone(), id.clone())
+            ReleaseHub::spawn(Opener(client.clone()), redact.clone(), id.clone())
         } else {
             None
         };
@@ -219,7 +232,7 @@ impl Builder {
         self.spawn_single(
             Connector::Fixed(connection),
             redact_url(name),
-            Redactor::default(),
+            Secrets::default(),
         )
     }
 
@@ -230,7 +243,7 @@ impl Builder {
         self.spawn_single(
             Connector::Manager(manager),
             redact_url(name),
-            Redactor::default(),
+            Secrets::default(),
         )
     }
 
@@ -238,7 +251,7 @@ impl Builder {
         self,
         connector: Connector,
         id: String,
-        redact: Redactor,
+        redact: Secrets,
     ) -> Result<RedisNode, Error> {
         let backlog = self.backlog(&id)?;
         let executor = SingleExecutor::new(
@@ -253,7 +266,19 @@ impl Builder {
     }
 
     /// The node's backlog, as configured.
+    /// The node's backlog, once the settings are known to work: a zero
+    /// timeout is refused rather than silently replaced.
     pub(crate) fn backlog(&self, id: &str) -> Result<Backlog, Error> {
+        for (name, value) in [
+            ("response_timeout", self.response_timeout),
+            ("connection_timeout", self.connection_timeout),
+        ] {
+            if value.is_some_and(|t| t.is_zero()) {
+                return Err(Error::InvalidConfig(format!(
+                    "{name} is zero: give a positive duration, or None to wait without a bound"
+                )));
+            }
+        }
         Ok(Backlog::new(self.max_outstanding)?.with_gauge(id))
     }
 
@@ -295,43 +320,74 @@ impl Builder {
 }
 
 fn invalid(url: &str, e: &redis::RedisError) -> Error {
-    let mut r = Redactor::default();
+    let mut r = Secrets::default();
     // The password as written in the URL (percent-encoded or not).
-    if let Some(rest) = url.split_once("://").map(|x| x.1) {
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        if let Some((userinfo, _)) = authority.rsplit_once('@') {
-            r.add(userinfo.split_once(':').map(|x| x.1));
-        }
-    }
+    r.add_from_url(url);
     Error::InvalidConfig(format!(
         "{}: {}; expected {} ({})",
         redact_url(url),
         crate::address::url_problem(url),
         crate::address::EXPECTED_FORM,
-        r.scrub(&e.to_string())
+        r.redact(&e.to_string())
     ))
 }
 
 impl RedisNode {
     /// Settings for a node.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), redlock_redis_rs::Error> {
+    /// let node = redlock_redis_rs::RedisNode::builder()
+    ///     .max_outstanding(4096)
+    ///     .wake_on_release(false)
+    ///     .connect("redis://127.0.0.1:6379")
+    ///     .await?;
+    /// # let _ = node; Ok(()) }
+    /// ```
     pub fn builder() -> Builder {
         Builder::default()
     }
 
     /// A node for `url` with default settings, connecting in the background.
     /// See [`Builder::open`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use redlock_redis_rs::{Options, Redlock, RedisNode};
+    ///
+    /// let nodes = ["redis://10.0.0.1:6379", "redis://10.0.0.2:6379", "redis://10.0.0.3:6379"]
+    ///     .into_iter()
+    ///     .map(RedisNode::open)
+    ///     .collect::<Result<Vec<_>, _>>()?;
+    /// let redlock = Redlock::new(nodes, Options::default())?;
+    /// # let _ = redlock; Ok(()) }
+    /// ```
     pub fn open(url: &str) -> Result<RedisNode, Error> {
         Builder::default().open(url)
     }
 
     /// A node for `url`, once the server answered. See [`Builder::connect`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), redlock_redis_rs::Error> {
+    /// let node = redlock_redis_rs::RedisNode::connect("redis://:secret@127.0.0.1:6379/0").await?;
+    /// assert_eq!(redlock_core::Node::id(&node), "redis://127.0.0.1:6379");
+    /// # Ok(()) }
+    /// ```
     pub async fn connect(url: &str) -> Result<RedisNode, Error> {
         Builder::default().connect(url).await
     }
 
-    /// A node over a [`Client`]. See [`Builder::open_client`].
+    /// A node over a [`Client`]. See [`Builder::from_client`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
+    /// let node = redlock_redis_rs::RedisNode::from_client(client)?;
+    /// # let _ = node; Ok(()) }
+    /// ```
     pub fn from_client(client: Client) -> Result<RedisNode, Error> {
-        Builder::default().open_client(client)
+        Builder::default().from_client(client)
     }
 
     /// Requests this node owes: admitted and not answered yet (queued, in
@@ -340,6 +396,29 @@ impl RedisNode {
     /// releases of what was admitted) however long the server is stopped.
     pub fn outstanding(&self) -> usize {
         self.inner.queue.outstanding()
+    }
+
+    /// The pub/sub status of wake-on-release: which release channels the
+    /// server confirmed, how many connections were opened and lost. `None`
+    /// when the node does not watch (a cluster, a sentinel, a connection
+    /// passed in, or [`Builder::wake_on_release`] off).
+    ///
+    /// ```no_run
+    /// use redlock_core::Node;
+    ///
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let node = redlock_redis_rs::RedisNode::connect("redis://127.0.0.1:6379").await?;
+    /// let keys = vec!["job".to_owned()];
+    /// let woken = node.watch_release(&keys);
+    /// if let Some(mut subscriptions) = node.release_subscriptions() {
+    ///     let channel = redlock_core::scripts::release_channel("job");
+    ///     subscriptions.until(|s| s.subscribed.contains(&channel)).await;
+    ///     // From here on a release of "job" on this server wakes `woken`.
+    /// }
+    /// # drop(woken); Ok(()) }
+    /// ```
+    pub fn release_subscriptions(&self) -> Option<Subscriptions> {
+        self.inner.watch.as_ref().map(ReleaseHub::subscriptions)
     }
 
     /// Sends PING through the node's queue.
@@ -361,7 +440,7 @@ impl RedisNode {
         keys: &[String],
         token: Option<&str>,
         number: Option<u64>,
-    ) -> Result<Value, NodeError> {
+    ) -> Result<Reply, NodeError> {
         self.inner
             .queue
             .call(Call {
@@ -371,70 +450,27 @@ impl RedisNode {
                 number,
             })
             .await
+            .map(from_redis)
     }
 }
 
-fn as_int(v: &Value) -> Option<i64> {
+/// `v` as a [`Reply`] for [`redlock_kit::reply`]: `OK` and tokens are text,
+/// a Lua `false` (RESP3) is nil.
+pub(crate) fn from_redis(v: Value) -> Reply {
     match v {
-        Value::Int(i) => Some(*i),
-        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        Value::SimpleString(s) => s.parse().ok(),
-        Value::Okay => Some(1),
-        Value::Nil => Some(0),
-        Value::Boolean(b) => Some(i64::from(*b)),
-        _ => None,
+        Value::Nil | Value::Boolean(false) => Reply::Nil,
+        Value::Int(i) => Reply::Int(i),
+        Value::Boolean(true) => Reply::Int(1),
+        Value::Okay => Reply::Text("OK".to_owned()),
+        Value::SimpleString(s) => Reply::Text(s),
+        Value::BulkString(b) => Reply::Text(String::from_utf8_lossy(&b).into_owned()),
+        Value::Array(items) => Reply::Array(items.into_iter().map(from_redis).collect()),
+        other => Reply::Other(format!("{other:?}")),
     }
-}
-
-fn unexpected(v: &Value) -> NodeError {
-    let mut text = format!("{v:?}");
-    text.truncate(200);
-    NodeError::Protocol(text)
-}
-
-fn as_string(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::Int(i) => Some(i.to_string()),
-        _ => None,
-    }
-}
-
-/// Parses the inspect script's reply: per key `{pttl, value or nil}`.
-pub(crate) fn parse_inspect(keys: &[String], v: &Value) -> Result<Vec<KeyState>, NodeError> {
-    let Value::Array(items) = v else {
-        return Err(unexpected(v));
-    };
-    if items.len() != keys.len() {
-        return Err(unexpected(v));
-    }
-    keys.iter()
-        .zip(items)
-        .map(|(key, item)| {
-            let Value::Array(pair) = item else {
-                return Err(unexpected(item));
-            };
-            let pttl = pair
-                .first()
-                .and_then(as_int)
-                .ok_or_else(|| unexpected(item))?;
-            let holder = pair.get(1).and_then(as_string);
-            Ok(KeyState::new(
-                key.clone(),
-                if pttl == -2 { None } else { holder },
-                u64::try_from(pttl).ok().map(Duration::from_millis),
-            ))
-        })
-        .collect()
 }
 
 #[async_trait::async_trait]
 impl Node for RedisNode {
-    fn id(&self) -> &str {
-        &self.inner.id
-    }
-
     async fn acquire(
         &self,
         keys: &[String],
@@ -444,18 +480,12 @@ impl Node for RedisNode {
         let v = self
             .call(Kind::Acquire, keys, Some(token), Some(ttl_millis(ttl)))
             .await?;
-        match as_int(&v) {
-            Some(1) => Ok(Acquire::Acquired),
-            Some(0) => Ok(Acquire::Held),
-            _ => Err(unexpected(&v)),
-        }
+        reply::acquire(&v)
     }
 
     async fn release(&self, keys: &[String], token: &str) -> Result<u64, NodeError> {
         let v = self.call(Kind::Release, keys, Some(token), None).await?;
-        as_int(&v)
-            .and_then(|n| u64::try_from(n).ok())
-            .ok_or_else(|| unexpected(&v))
+        reply::release(&v)
     }
 
     async fn extend(
@@ -467,23 +497,17 @@ impl Node for RedisNode {
         let v = self
             .call(Kind::Extend, keys, Some(token), Some(ttl_millis(ttl)))
             .await?;
-        match as_int(&v) {
-            Some(1) => Ok(Extend::Extended),
-            Some(0) => Ok(Extend::NotHeld),
-            _ => Err(unexpected(&v)),
-        }
+        reply::extend(&v)
     }
 
     async fn inspect(&self, keys: &[String]) -> Result<Vec<KeyState>, NodeError> {
         let v = self.call(Kind::Inspect, keys, None, None).await?;
-        parse_inspect(keys, &v)
+        reply::inspect(keys, v)
     }
 
     async fn fence(&self, keys: &[String], floor: u64) -> Result<u64, NodeError> {
         let v = self.call(Kind::Fence, keys, None, Some(floor)).await?;
-        as_int(&v)
-            .and_then(|n| u64::try_from(n).ok())
-            .ok_or_else(|| unexpected(&v))
+        reply::fence(&v)
     }
 
     /// A watch on the node's shared pub/sub connection (standalone nodes
@@ -506,5 +530,35 @@ impl Node for RedisNode {
         }
         self.inner.queue.drain().await;
         Ok(())
+    }
+
+    /// The address without the password.
+    fn id(&self) -> &str {
+        &self.inner.id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn zero_timeouts_are_refused_not_replaced() {
+        let zero = Duration::ZERO;
+        for builder in [
+            RedisNode::builder().response_timeout(zero),
+            RedisNode::builder().connection_timeout(zero),
+        ] {
+            let err = builder.open("redis://127.0.0.1:6379").expect_err("zero");
+            assert!(
+                matches!(&err, Error::InvalidConfig(m) if m.contains("is zero")),
+                "{err}"
+            );
+        }
+        let node = RedisNode::builder()
+            .response_timeout(None)
+            .connection_timeout(Duration::from_millis(5))
+            .open("redis://127.0.0.1:6379");
+        assert!(node.is_ok(), "None and positive durations work");
     }
 }

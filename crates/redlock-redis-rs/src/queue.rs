@@ -30,14 +30,12 @@
 //! stalled node does not even keep the pairs.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
 
 use redis::Value;
 use redlock_core::backlog::{Backlog, Permit};
 use redlock_core::{BoxFuture, NodeError};
+use redlock_kit::FinishOnDrop;
 use tokio::runtime::Handle;
 use tokio::sync::{oneshot, Notify};
 
@@ -185,41 +183,10 @@ impl Drop for Lease {
     }
 }
 
-/// A request running on the caller's task. Dropped before it finished, it
-/// is handed to the driver so that it is still sent and answered (the
-/// `redis` crate skips a request whose receiver is gone) and the executor
-/// comes back afterwards.
-struct Detached {
-    run: Option<BoxFuture<'static, Reply>>,
-    shared: Arc<Shared>,
-}
-
-impl Future for Detached {
-    type Output = Reply;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
-        let Some(run) = self.run.as_mut() else {
-            return Poll::Ready(Err(NodeError::Closed));
-        };
-        let reply = std::task::ready!(run.as_mut().poll(cx));
-        self.run = None;
-        Poll::Ready(reply)
-    }
-}
-
-impl Drop for Detached {
-    fn drop(&mut self) {
-        if let Some(run) = self.run.take() {
-            self.shared.lock().adopted = Some(run);
-            self.shared.wake.notify_one();
-        }
-    }
-}
-
 /// Where [`Queue::enqueue`] put a call.
 enum Enqueued {
     /// Sent from the caller's task.
-    Direct(Detached),
+    Direct(FinishOnDrop<Reply>),
     /// Waiting for the driver.
     Queued(oneshot::Receiver<Reply>),
     /// Answered without being sent.
@@ -330,12 +297,21 @@ impl Queue {
         Ok(Enqueued::Queued(rx))
     }
 
-    fn direct(&self, executor: Box<dyn Executor>, call: Call, permit: Permit) -> Detached {
+    /// Runs `call` on the caller's task. Dropped before it finished, it is
+    /// handed to the driver ([`FinishOnDrop::handing_to`]) so that it is
+    /// still sent and answered (the `redis` crate skips a request whose
+    /// receiver is gone) and the executor comes back afterwards.
+    fn direct(
+        &self,
+        executor: Box<dyn Executor>,
+        call: Call,
+        permit: Permit,
+    ) -> FinishOnDrop<Reply> {
         let mut lease = Lease {
             shared: self.shared.clone(),
             executor: Some(executor),
         };
-        let run: BoxFuture<'static, Reply> = Box::pin(async move {
+        let run = async move {
             let Some(executor) = lease.executor.as_mut() else {
                 return Err(NodeError::Closed);
             };
@@ -350,11 +326,12 @@ impl Queue {
             }
             drop(permit);
             reply
-        });
-        Detached {
-            run: Some(run),
-            shared: self.shared.clone(),
-        }
+        };
+        let shared = self.shared.clone();
+        FinishOnDrop::handing_to(run, move |rest| {
+            shared.lock().adopted = Some(rest);
+            shared.wake.notify_one();
+        })
     }
 
     /// Stops accepting calls; what is queued or running is still carried out.

@@ -195,15 +195,4 @@ impl Call {
         cmd.arg(key).arg(token).arg("NX").arg("PX").arg(ttl);
         Some(cmd)
     }
-
-    /// The same call over a subset of the keys.
-    #[cfg(feature = "cluster")]
-    pub(crate) fn with_keys(&self, keys: Vec<String>) -> Call {
-        Call {
-            kind: self.kind,
-            keys,
-            token: self.token.clone(),
-            number: self.number,
-        }
-    }
 }

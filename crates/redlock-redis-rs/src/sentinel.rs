@@ -5,7 +5,7 @@
 
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 
-use crate::address::{redact_url, Redactor};
+use crate::address::{redact_url, Secrets};
 use crate::node::{Builder, RedisNode};
 use crate::single::{Connector, SingleExecutor};
 use crate::Error;
@@ -26,10 +26,10 @@ impl Builder {
         let first = urls
             .first()
             .ok_or_else(|| Error::InvalidConfig("no sentinel URLs".into()))?;
-        let mut redact = Redactor::default();
+        let mut redact = Secrets::default();
         for u in &urls {
             if let Ok(info) = redis::IntoConnectionInfo::into_connection_info(*u) {
-                redact.add(info.redis_settings().password());
+                redact.add_opt(info.redis_settings().password());
             }
         }
         let client = SentinelClient::build(
@@ -38,7 +38,7 @@ impl Builder {
             master,
             SentinelServerType::Master,
         )
-        .map_err(|e| Error::InvalidConfig(redact.scrub(&e.to_string())))?;
+        .map_err(|e| Error::InvalidConfig(redact.redact(&e.to_string())))?;
         let id = format!("sentinel:{master_name}@{}", redact_url(first));
         let connector = Connector::Sentinel {
             client,

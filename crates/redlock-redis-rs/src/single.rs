@@ -35,7 +35,7 @@ use redis::{AsyncConnectionConfig, Client, RedisResult, Value};
 use redlock_core::backlog::{Backlog, Permit};
 use redlock_core::NodeError;
 
-use crate::address::Redactor;
+use crate::address::Secrets;
 use crate::error::{is_noscript, is_readonly, needs_reconnect, node_error};
 use crate::queue::Executor;
 use crate::scripts::{Call, Kind, LoadedScripts};
@@ -168,7 +168,7 @@ pub(crate) struct SingleExecutor {
     backlog: Backlog,
     response_timeout: Option<Duration>,
     scripts: LoadedScripts,
-    redact: Redactor,
+    redact: Secrets,
     id: String,
 }
 
@@ -176,7 +176,7 @@ impl SingleExecutor {
     pub(crate) fn new(
         connector: Connector,
         scripts: LoadedScripts,
-        redact: Redactor,
+        redact: Secrets,
         id: String,
         response_timeout: Option<Duration>,
         backlog: Backlog,
@@ -200,7 +200,7 @@ impl SingleExecutor {
     /// identity).
     async fn connect(&mut self) -> Result<&mut Conn, NodeError> {
         if self.conn.is_none() {
-            let not_connected = |e: &redis::RedisError, r: &Redactor| match node_error(e, r) {
+            let not_connected = |e: &redis::RedisError, r: &Secrets| match node_error(e, r) {
                 // Refused credentials are a configuration error, not an outage.
                 auth @ NodeError::Auth(_) => auth,
                 other => NodeError::NotConnected(other.to_string()),
@@ -266,7 +266,7 @@ impl SingleExecutor {
         };
         for r in replies {
             if let Err(e) = r {
-                tracing::debug!(node = %self.id, "SCRIPT LOAD failed: {}", self.redact.scrub(&e.to_string()));
+                tracing::debug!(node = %self.id, "SCRIPT LOAD failed: {}", self.redact.redact(&e.to_string()));
             }
         }
         self.identity = match (run_id, client_id) {
@@ -290,7 +290,7 @@ impl SingleExecutor {
                     // way nothing of it runs any more.
                     Ok(replies) => {
                         if let Some(Err(e)) = replies.first() {
-                            tracing::debug!(node = %self.id, "fence: {}", self.redact.scrub(&e.to_string()));
+                            tracing::debug!(node = %self.id, "fence: {}", self.redact.redact(&e.to_string()));
                         }
                     }
                     Err(failed) => return Err(self.failed_prepare(failed)),
@@ -610,7 +610,7 @@ impl Entry {
         &self,
         reply: RedisResult<Value>,
         results: &mut [Result<Value, NodeError>],
-        redact: &Redactor,
+        redact: &Secrets,
     ) {
         match self {
             Entry::One(i) => results[*i] = reply.map_err(|e| node_err_keep(&e, redact)),
@@ -774,12 +774,12 @@ impl SingleExecutor {
     }
 }
 
-fn node_err_keep(e: &redis::RedisError, redact: &Redactor) -> NodeError {
+fn node_err_keep(e: &redis::RedisError, redact: &Secrets) -> NodeError {
     if is_noscript(e) {
-        return NodeError::Server(format!("NOSCRIPT {}", redact.scrub(&e.to_string())));
+        return NodeError::Server(format!("NOSCRIPT {}", redact.redact(&e.to_string())));
     }
     if is_readonly(e) {
-        return NodeError::Server(format!("READONLY {}", redact.scrub(&e.to_string())));
+        return NodeError::Server(format!("READONLY {}", redact.redact(&e.to_string())));
     }
     node_error(e, redact)
 }
@@ -788,9 +788,10 @@ fn node_err_keep(e: &redis::RedisError, redact: &Redactor) -> NodeError {
 /// gives the connection up and replaces it (fencing the old one). The core
 /// bounds each request by its own, much shorter per-node timeout; this only
 /// decides when a silent server's connection is abandoned.
-pub(crate) const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default connection timeout.
-pub(crate) const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on establishing a connection (see
+/// [`Builder::connection_timeout`](crate::Builder::connection_timeout)).
+pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {
