@@ -549,7 +549,7 @@ where
     });
     let mut tasks = Vec::with_capacity(config.contenders);
     for i in 0..config.contenders.max(1) {
-        tasks.push(tokio::spawn(contender(
+        let task = contender(
             redlocks
                 .get(i % redlocks.len())
                 .cloned()
@@ -558,7 +558,8 @@ where
             register.clone(),
             shared.clone(),
             began,
-        )));
+        );
+        tasks.push(tokio::spawn(crate::timeline::CONTENDER.scope(i, task)));
     }
     let mut task_error = None;
     for t in tasks {
@@ -784,6 +785,7 @@ impl Drop for Recorder<'_> {
         if self.hold.end == self.hold.obtained {
             self.finish();
         }
+        crate::timeline::hold(self.hold.obtained, self.hold.end);
         self.shared
             .holds
             .lock()
@@ -1026,6 +1028,7 @@ pub async fn pause_loop(
         if !stop.sleep(running).await {
             break;
         }
+        let paused_at = Instant::now();
         for s in &servers {
             if let Err(e) = s.pause() {
                 tracing::warn!("pause failed: {e}");
@@ -1037,6 +1040,7 @@ pub async fn pause_loop(
                 tracing::warn!("resume failed: {e}");
             }
         }
+        crate::timeline::fault(format!("SIGSTOP {} nodes", servers.len()), paused_at);
         if !go_on {
             break;
         }
@@ -1056,6 +1060,7 @@ pub async fn kill_restart_loop(
         if !stop.sleep(up).await {
             break;
         }
+        let killed_at = Instant::now();
         for s in &servers {
             s.kill();
         }
@@ -1069,6 +1074,7 @@ pub async fn kill_restart_loop(
                 Some(Ok(())) => {}
             }
         }
+        crate::timeline::fault(format!("{} nodes down", servers.len()), killed_at);
         if stop.is_stopped() {
             break;
         }
@@ -1091,6 +1097,7 @@ pub async fn proxy_chaos(
     while stop.sleep(reset_every).await {
         if let Some(p) = proxies.get(i % proxies.len().max(1)) {
             p.reset();
+            crate::timeline::fault("connections reset", Instant::now());
         }
         i = i.wrapping_add(1);
     }
@@ -1105,6 +1112,7 @@ pub async fn proxy_chaos(
 /// there).
 pub async fn expire_early(nodes: Vec<Arc<dyn Node>>, key: String, every: Duration, mut stop: Stop) {
     let keys = vec![key];
+    let began = Instant::now();
     while stop.sleep(every).await {
         for node in &nodes {
             if let Ok(Ok(states)) =
@@ -1122,6 +1130,10 @@ pub async fn expire_early(nodes: Vec<Arc<dyn Node>>, key: String, every: Duratio
             }
         }
     }
+    crate::timeline::fault(
+        format!("keys deleted early on {} nodes", nodes.len()),
+        began,
+    );
 }
 
 /// Kills and at once restarts `servers` (no persistence: they come back
@@ -1129,6 +1141,7 @@ pub async fn expire_early(nodes: Vec<Arc<dyn Node>>, key: String, every: Duratio
 /// the end.
 pub async fn restart_loop(servers: Vec<Arc<RedisServer>>, every: Duration, mut stop: Stop) {
     while stop.sleep(every).await {
+        let killed_at = Instant::now();
         for s in &servers {
             s.kill();
         }
@@ -1143,6 +1156,10 @@ pub async fn restart_loop(servers: Vec<Arc<RedisServer>>, every: Duration, mut s
                 Some(Ok(())) => {}
             }
         }
+        crate::timeline::fault(
+            format!("{} nodes restarted empty", servers.len()),
+            killed_at,
+        );
     }
 }
 

@@ -23,6 +23,7 @@ pub mod leases;
 pub mod server;
 pub mod sim;
 pub mod stall;
+pub mod timeline;
 pub mod tls;
 
 pub use server::{test_nodes, RedisCluster, RedisServer, Sentinel, ServerError, TestNodes};
