@@ -8,12 +8,14 @@
 //!     [--workloads uncontended,serial,contended,paused,stalled]
 //!     [--stall-secs 60] [--resume-after-exit]
 //!     [--urls redis://a,redis://b,...]   (no `paused` / `stalled` then)
+//!     [--charts DIR]   (SVG charts of the medians into DIR)
 //! ```
 //!
 //! `stalled` (one node stopped for `--stall-secs` under the serial and the
 //! 64-task loop, each client in a child process) is not in the default
 //! list: it takes about `--stall-secs` + 10 s per client and loop per run.
 
+mod charts;
 mod clients;
 mod servers;
 mod stalled;
@@ -103,6 +105,8 @@ struct RunResult {
     pairs_per_s: f64,
     lock_p50_us: f64,
     lock_p99_us: f64,
+    /// Lock latency (µs) at each of [`charts::QUANTILES`].
+    lock_quantiles: Vec<f64>,
     unlock_p50_us: f64,
     unlock_p99_us: f64,
     cpu_us_per_pair: f64,
@@ -128,6 +132,7 @@ struct Args {
     workloads: Vec<Workload>,
     stall_secs: f64,
     resume_after_exit: bool,
+    charts: Option<std::path::PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -150,6 +155,7 @@ fn parse_args() -> Result<Args, String> {
         ],
         stall_secs: 60.0,
         resume_after_exit: false,
+        charts: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -161,6 +167,7 @@ fn parse_args() -> Result<Args, String> {
                 args.stall_secs = value()?.parse().map_err(|e| format!("--stall-secs: {e}"))?
             }
             "--resume-after-exit" => args.resume_after_exit = true,
+            "--charts" => args.charts = Some(value()?.into()),
             "--urls" => args.urls = Some(value()?.split(',').map(str::to_owned).collect()),
             "--clients" => {
                 args.clients = value()?
@@ -177,11 +184,12 @@ fn parse_args() -> Result<Args, String> {
             "-h" | "--help" => {
                 println!(
                     "redlock-bench [--runs N] [--secs S] [--clients redis-rs,fred,raw,raw-fred,rslock] \
-                     [--workloads uncontended,serial,contended,paused,stalled] [--stall-secs S] [--resume-after-exit] [--urls u1,u2,...]\n\n\
+                     [--workloads uncontended,serial,contended,paused,stalled] [--stall-secs S] [--resume-after-exit] [--urls u1,u2,...] [--charts DIR]\n\n\
                      Default workloads: uncontended,serial,contended,paused. `stalled` stops one node of five \
                      for --stall-secs (default 60) under a serial and a 64-task loop, --secs healthy before it, \
                      each client and loop in a child process; about --stall-secs + 10 s per client, loop and run. \
-                     --resume-after-exit: continue the node only after the client quit and exited."
+                     --resume-after-exit: continue the node only after the client quit and exited. \
+                     --charts DIR: also write throughput.svg and latency.svg (medians) into DIR."
                 );
                 std::process::exit(0);
             }
@@ -398,6 +406,10 @@ async fn run_one(env: &Env, cfg: Config, secs: f64) -> Result<RunResult, String>
         pairs_per_s: pairs as f64 / elapsed.as_secs_f64(),
         lock_p50_us: percentile(&lock, 0.5),
         lock_p99_us: percentile(&lock, 0.99),
+        lock_quantiles: charts::QUANTILES
+            .iter()
+            .map(|&q| percentile(&lock, q))
+            .collect(),
         unlock_p50_us: percentile(&unlock, 0.5),
         unlock_p99_us: percentile(&unlock, 0.99),
         cpu_us_per_pair: if pairs > 0 {
@@ -671,6 +683,16 @@ async fn main() {
         );
     }
     print_targets(&configs, &results);
+    if let Some(dir) = &args.charts {
+        match write_charts(dir, &args, &configs, &results) {
+            Ok(written) => {
+                for path in written {
+                    println!("\nwrote {}", path.display());
+                }
+            }
+            Err(e) => eprintln!("redlock-bench: charts: {e}"),
+        }
+    }
     if !stall_cases.is_empty() {
         stalled::report(&stall_cases, &stall_results, plan, args.runs);
     }
@@ -780,4 +802,102 @@ fn print_targets(configs: &[Config], results: &[Vec<RunResult>]) {
     }
     let leaked: u64 = results.iter().flatten().map(|r| r.keys_left).sum();
     println!("- keys left over all runs and clients: {leaked} (target 0)");
+}
+
+/// The case drawn for a client in a workload: under contention, our
+/// adapters as configured by default (one `Redlock`, wake on release) and
+/// the others polling; elsewhere the only case.
+fn charted(workload: Workload, kind: Kind) -> Waiting {
+    match workload {
+        Workload::Contended if matches!(kind, Kind::RedisRs | Kind::Fred) => Waiting::Wake,
+        Workload::Contended => Waiting::Poll,
+        _ => Waiting::Default,
+    }
+}
+
+/// Writes `throughput.svg` and `latency.svg` (medians over the runs) into
+/// `dir`, created if missing; returns the paths written.
+fn write_charts(
+    dir: &std::path::Path,
+    args: &Args,
+    configs: &[Config],
+    results: &[Vec<RunResult>],
+) -> Result<Vec<std::path::PathBuf>, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let workloads: Vec<Workload> = args
+        .workloads
+        .iter()
+        .copied()
+        .filter(|&w| w != Workload::Stalled)
+        .filter(|&w| configs.iter().any(|c| c.workload == w))
+        .collect();
+    let client = |k: Kind| charts::Client {
+        label: k.name().to_owned(),
+        colour: k as usize,
+    };
+    let runs = |w: Workload, k: Kind| find(configs, results, w, k, charted(w, k));
+    let subtitle = format!(
+        "5 nodes, medians of {} runs of {:.0} s",
+        args.runs, args.secs
+    );
+    let notes: Vec<String> = if workloads.contains(&Workload::Contended) {
+        [
+            "contended: redlock-redis-rs and",
+            "redlock-fred wake on release (one",
+            "Redlock, 16 tasks); the others poll",
+            "every 10 ± 10 ms",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    } else {
+        Vec::new()
+    };
+    let throughput = charts::Throughput {
+        title: format!("Throughput ({subtitle})"),
+        workloads: workloads.iter().map(|w| w.name().to_owned()).collect(),
+        clients: args.clients.iter().map(|&k| client(k)).collect(),
+        pairs_per_s: args
+            .clients
+            .iter()
+            .map(|&k| {
+                workloads
+                    .iter()
+                    .map(|&w| runs(w, k).map(|rs| med(rs, |r| r.pairs_per_s)))
+                    .collect()
+            })
+            .collect(),
+        notes: notes.clone(),
+    };
+    let panels: Vec<charts::LatencyPanel> = workloads
+        .iter()
+        .map(|&w| charts::LatencyPanel {
+            title: format!(
+                "{} ({} task{})",
+                w.name(),
+                w.tasks(),
+                if w.tasks() == 1 { "" } else { "s" }
+            ),
+            curves: args
+                .clients
+                .iter()
+                .filter_map(|&k| {
+                    let rs = runs(w, k)?;
+                    let curve = (0..charts::QUANTILES.len())
+                        .map(|i| med(rs, |r| r.lock_quantiles.get(i).copied().unwrap_or(f64::NAN)))
+                        .collect();
+                    Some((client(k), curve))
+                })
+                .collect(),
+        })
+        .collect();
+    let throughput_path = dir.join("throughput.svg");
+    let latency_path = dir.join("latency.svg");
+    charts::throughput_svg(&throughput_path, &throughput)?;
+    charts::latency_svg(
+        &latency_path,
+        &format!("Lock call latency by percentile ({subtitle})"),
+        &panels,
+        &notes,
+    )?;
+    Ok(vec![throughput_path, latency_path])
 }

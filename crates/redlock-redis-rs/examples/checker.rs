@@ -15,7 +15,8 @@
 //! spec in `REDLOCK_CHECKER_CONTENDER`) sharing a register on a sixth
 //! redis-server (see `redlock_testkit::checker::processes`). Exits non-zero
 //! when a run Redlock protects against shows a violation, or when fencing
-//! let a stale write through.
+//! let a stale write through. With `REDLOCK_CHECKER_TIMELINE=DIR`, each
+//! in-process scenario's timeline is drawn to `DIR/timeline-<scenario>.svg`.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -155,8 +156,12 @@ async fn main() -> ExitCode {
     };
     let attempts = Arc::new(Attempts::default());
     let _ = tracing::subscriber::set_global_default(AttemptCounter(attempts.clone()));
+    let timelines = std::env::var_os("REDLOCK_CHECKER_TIMELINE").map(std::path::PathBuf::from);
     let mut failed = false;
     for name in names {
+        let recording = timelines
+            .as_ref()
+            .map(|_| redlock_testkit::timeline::Recording::start());
         let before = attempts.snapshot();
         let mut base = Config::new(name).acquisitions(count).contenders(contenders);
         if let Some(t) = node_timeout {
@@ -175,6 +180,19 @@ async fn main() -> ExitCode {
         match result {
             Ok(report) => {
                 println!("{report}");
+                if let (Some(dir), Some(recording)) = (&timelines, recording) {
+                    let path = dir.join(format!("timeline-{name}.svg"));
+                    let title = format!(
+                        "{name}: {} holds by {} contenders, {} violations",
+                        report.acquisitions,
+                        report.contenders,
+                        report.violations()
+                    );
+                    match recording.finish().write_svg(&path, &title) {
+                        Ok(()) => println!("  timeline: {}", path.display()),
+                        Err(e) => eprintln!("  timeline: {e}"),
+                    }
+                }
                 let (f, sp, nf) = attempts.snapshot();
                 if !name.starts_with("processes") {
                     println!(

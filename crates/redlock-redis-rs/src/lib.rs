@@ -93,7 +93,7 @@
 //! - `sentinel`: `RedisNode::connect_sentinel` (and `Builder::connect_sentinel`), following the master across
 //!   failovers.
 //! - `tls`: `rediss://` URLs over rustls.
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 

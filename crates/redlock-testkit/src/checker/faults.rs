@@ -1,7 +1,7 @@
 //! Faults. Each runs until its [`Stop`] fires and leaves the nodes healthy.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redlock_core::Node;
 
@@ -28,6 +28,7 @@ pub async fn pause_loop(
         if !stop.sleep(running).await {
             break;
         }
+        let paused_at = Instant::now();
         for s in &servers {
             if let Err(e) = s.pause() {
                 tracing::warn!("pause failed: {e}");
@@ -39,6 +40,7 @@ pub async fn pause_loop(
                 tracing::warn!("resume failed: {e}");
             }
         }
+        crate::timeline::fault(format!("SIGSTOP {} nodes", servers.len()), paused_at);
         if !go_on {
             break;
         }
@@ -58,6 +60,7 @@ pub async fn kill_restart_loop(
         if !stop.sleep(up).await {
             break;
         }
+        let killed_at = Instant::now();
         for s in &servers {
             s.kill();
         }
@@ -71,6 +74,7 @@ pub async fn kill_restart_loop(
                 Some(Ok(())) => {}
             }
         }
+        crate::timeline::fault(format!("{} nodes down", servers.len()), killed_at);
         if stop.is_stopped() {
             break;
         }
@@ -93,6 +97,7 @@ pub async fn proxy_chaos(
     while stop.sleep(reset_every).await {
         if let Some(p) = proxies.get(i % proxies.len().max(1)) {
             p.reset();
+            crate::timeline::fault("connections reset", Instant::now());
         }
         i = i.wrapping_add(1);
     }
@@ -107,6 +112,7 @@ pub async fn proxy_chaos(
 /// there).
 pub async fn expire_early(nodes: Vec<Arc<dyn Node>>, key: String, every: Duration, mut stop: Stop) {
     let keys = vec![key];
+    let began = Instant::now();
     while stop.sleep(every).await {
         for node in &nodes {
             if let Ok(Ok(states)) =
@@ -124,6 +130,10 @@ pub async fn expire_early(nodes: Vec<Arc<dyn Node>>, key: String, every: Duratio
             }
         }
     }
+    crate::timeline::fault(
+        format!("keys deleted early on {} nodes", nodes.len()),
+        began,
+    );
 }
 
 /// Kills and at once restarts `servers` (no persistence: they come back
@@ -131,6 +141,7 @@ pub async fn expire_early(nodes: Vec<Arc<dyn Node>>, key: String, every: Duratio
 /// the end.
 pub async fn restart_loop(servers: Vec<Arc<RedisServer>>, every: Duration, mut stop: Stop) {
     while stop.sleep(every).await {
+        let killed_at = Instant::now();
         for s in &servers {
             s.kill();
         }
@@ -145,5 +156,9 @@ pub async fn restart_loop(servers: Vec<Arc<RedisServer>>, every: Duration, mut s
                 Some(Ok(())) => {}
             }
         }
+        crate::timeline::fault(
+            format!("{} nodes restarted empty", servers.len()),
+            killed_at,
+        );
     }
 }

@@ -139,7 +139,7 @@ where
     });
     let mut tasks = Vec::with_capacity(config.contenders);
     for i in 0..config.contenders.max(1) {
-        tasks.push(tokio::spawn(contender(
+        let task = contender(
             redlocks
                 .get(i % redlocks.len())
                 .cloned()
@@ -148,7 +148,8 @@ where
             register.clone(),
             shared.clone(),
             began,
-        )));
+        );
+        tasks.push(tokio::spawn(crate::timeline::CONTENDER.scope(i, task)));
     }
     let mut task_error = None;
     for t in tasks {
@@ -372,6 +373,7 @@ impl Drop for Recorder<'_> {
         if self.hold.end == self.hold.obtained {
             self.finish();
         }
+        crate::timeline::hold(self.hold.obtained, self.hold.end);
         self.shared
             .holds
             .lock()
