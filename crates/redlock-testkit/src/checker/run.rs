@@ -286,8 +286,7 @@ async fn contender(
             break;
         }
         let work = |lease: Lease| hold_once(lease, &redlock, &config, &register, &shared);
-        match redlock.scoped(&scope, work).await
-        {
+        match redlock.scoped(&scope, work).await {
             Ok(()) => {}
             Err(LockError::Lost(_)) => {
                 // The work was cancelled by the loss before it wrote.
