@@ -15,10 +15,12 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `redis-server` (or `$REDIS_SERVER`) without persistence and
+    /// Starts `redis-server` (or `$REDLOCK_SERVER_BIN`) without persistence and
     /// waits until it accepts connections.
     pub fn start() -> Result<Server, String> {
-        let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let binary = std::env::var("REDLOCK_SERVER_BIN")
+            .or_else(|_| std::env::var("REDIS_SERVER"))
+            .unwrap_or_else(|_| "redis-server".into());
         let mut last = String::new();
         for _ in 0..5 {
             let port = TcpListener::bind("127.0.0.1:0")
