@@ -105,12 +105,11 @@ pub trait Locker: Send + Sync {
 
 /// 0..=20 ms between tries: 10 ± 10 ms.
 fn polling() -> RetryPolicy {
-    RetryPolicy {
-        retries: Retries::Forever,
-        delay: Duration::ZERO,
-        jitter: Duration::from_millis(20),
-        deadline: None,
-    }
+    RetryPolicy::default()
+        .retries(Retries::Forever)
+        .delay(Duration::ZERO)
+        .jitter(Duration::from_millis(20))
+        .deadline(None)
 }
 
 pub async fn build(

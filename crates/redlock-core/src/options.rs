@@ -39,15 +39,32 @@ impl Retries {
 /// use std::time::Duration;
 /// use redlock_core::{Retries, RetryPolicy};
 ///
-/// let wait_a_minute = RetryPolicy {
-///     retries: Retries::Forever,
-///     deadline: Some(Duration::from_secs(60)),
-///     ..RetryPolicy::default()
-/// };
+/// let wait_a_minute = RetryPolicy::default()
+///     .retries(Retries::Forever)
+///     .deadline(Duration::from_secs(60));
+/// assert_eq!(wait_a_minute.deadline, Some(Duration::from_secs(60)));
 /// assert_eq!(RetryPolicy::once().retries, Retries::Limited(0));
-/// # let _ = wait_a_minute;
+/// ```
+///
+/// The fields are public to read; a policy is built from
+/// [`RetryPolicy::default`] or [`RetryPolicy::once`] and the setters below,
+/// so that fields added later do not break callers:
+///
+/// ```compile_fail
+/// use std::time::Duration;
+/// use redlock_core::{Retries, RetryPolicy};
+///
+/// // A struct literal does not compile outside the crate.
+/// let _ = RetryPolicy {
+///     retries: Retries::Forever,
+///     delay: Duration::ZERO,
+///     jitter: Duration::ZERO,
+///     deadline: None,
+/// };
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+#[must_use]
 pub struct RetryPolicy {
     /// How many retries after the first attempt (default 10).
     pub retries: Retries,
@@ -77,6 +94,31 @@ impl RetryPolicy {
             retries: Retries::Limited(0),
             ..RetryPolicy::default()
         }
+    }
+
+    /// Sets how many retries follow the first attempt.
+    pub fn retries(mut self, retries: Retries) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// Sets the base delay between attempts.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Sets the most that is added at random to each delay.
+    pub fn jitter(mut self, jitter: Duration) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Sets (or, with `None`, clears) the time after which no new attempt
+    /// starts, counted from the start of the call.
+    pub fn deadline(mut self, deadline: impl Into<Option<Duration>>) -> Self {
+        self.deadline = deadline.into();
+        self
     }
 
     /// Whether another attempt may follow attempt number `attempts` (1-based).

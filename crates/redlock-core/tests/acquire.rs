@@ -358,12 +358,11 @@ async fn unlimited_retries_stop_at_the_deadline() {
 
 #[tokio::test(start_paused = true)]
 async fn unlimited_retries_with_jitter_only_are_accepted() {
-    let policy = RetryPolicy {
-        retries: Retries::Forever,
-        delay: Duration::ZERO,
-        jitter: ms(10),
-        deadline: Some(ms(200)),
-    };
+    let policy = RetryPolicy::default()
+        .retries(Retries::Forever)
+        .delay(Duration::ZERO)
+        .jitter(ms(10))
+        .deadline(Some(ms(200)));
     let (redlock, nodes) = setup(3, exact());
     for node in &nodes {
         node.put_key("r", OTHER, None);
@@ -684,12 +683,11 @@ async fn every_bad_lock_argument_has_its_error_and_sends_nothing() {
             max: MAX_TTL
         }
     );
-    let busy = RetryPolicy {
-        retries: Retries::Forever,
-        delay: Duration::ZERO,
-        jitter: Duration::ZERO,
-        deadline: None,
-    };
+    let busy = RetryPolicy::default()
+        .retries(Retries::Forever)
+        .delay(Duration::ZERO)
+        .jitter(Duration::ZERO)
+        .deadline(None);
     assert_eq!(
         invalid(
             redlock
@@ -825,12 +823,11 @@ async fn a_timed_out_node_is_not_waited_for_until_it_answers_again() {
     nodes[4].set_delay(ms(5));
     nodes[3].set_hung(false);
     nodes[4].set_hung(false);
-    let policy = RetryPolicy {
-        retries: Retries::Limited(20),
-        delay: ms(10),
-        jitter: Duration::ZERO,
-        deadline: None,
-    };
+    let policy = RetryPolicy::default()
+        .retries(Retries::Limited(20))
+        .delay(ms(10))
+        .jitter(Duration::ZERO)
+        .deadline(None);
     // node 1 held too: a quorum needs 2, 3 and 4.
     let t1 = Instant::now();
     let lock = match redlock

@@ -23,10 +23,7 @@ async fn acquire_takes_resources_ttl_and_retry_from_the_options() {
         Err(LockError::Conflict(f)) => assert_eq!(f.attempts, 1),
         other => panic!("expected a conflict after one attempt: {other:?}"),
     }
-    let policy = RetryPolicy {
-        jitter: ms(0),
-        ..RetryPolicy::once()
-    };
+    let policy = RetryPolicy::once().jitter(ms(0));
     let options = LockOptions::new("b", ms(1_000)).retry(policy);
     assert_eq!(options.retry_policy(), Some(&policy));
     assert!(redlock.acquire(&options).await.unwrap_err().is_conflict());

@@ -232,12 +232,11 @@ async fn play(s: Scenario) -> Outcome {
 async fn contend(who: usize, c: Contender, redlock: Redlock, held: Arc<Mutex<Vec<Held>>>) {
     let clock = TokioRuntime;
     tokio::time::sleep(ms(c.start_ms)).await;
-    let policy = RetryPolicy {
-        retries: Retries::Limited(c.retries),
-        delay: ms(c.retry_delay_ms),
-        jitter: Duration::ZERO,
-        deadline: None,
-    };
+    let policy = RetryPolicy::default()
+        .retries(Retries::Limited(c.retries))
+        .delay(ms(c.retry_delay_ms))
+        .jitter(Duration::ZERO)
+        .deadline(None);
     for _ in 0..c.rounds {
         let options = LockOptions::new("resource", ms(c.ttl_ms)).retry(policy);
         let call = redlock.acquire(&options);

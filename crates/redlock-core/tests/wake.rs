@@ -155,12 +155,11 @@ async fn a_watch_lets_the_last_wait_run_to_the_deadline() {
     announce(&nodes, Announce::On);
     let t0 = now();
     let held = redlock.lock("job", TTL).await.expect("free");
-    let policy = RetryPolicy {
-        retries: Retries::Forever,
-        delay: Duration::from_secs(3600),
-        jitter: Duration::ZERO,
-        deadline: Some(Duration::from_secs(10)),
-    };
+    let policy = RetryPolicy::default()
+        .retries(Retries::Forever)
+        .delay(Duration::from_secs(3600))
+        .jitter(Duration::ZERO)
+        .deadline(Some(Duration::from_secs(10)));
     let waiter = {
         // Another client (process) over the same nodes: only the nodes'
         // announcements can wake it.

@@ -87,12 +87,11 @@ async fn until_subscribed(servers: &[RedisServer], channel: &str, n: i64) {
 /// Waits forever, `delay` between attempts, bounded by a deadline that
 /// fails the test (not hangs it).
 fn retry_every(delay: Duration) -> RetryPolicy {
-    RetryPolicy {
-        retries: Retries::Forever,
-        delay,
-        jitter: Duration::ZERO,
-        deadline: Some(Duration::from_secs(60)),
-    }
+    RetryPolicy::default()
+        .retries(Retries::Forever)
+        .delay(delay)
+        .jitter(Duration::ZERO)
+        .deadline(Some(Duration::from_secs(60)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,10 +342,7 @@ async fn nodes_without_wake_on_release_poll() {
     }
     let redlock = Redlock::new(nodes, Options::new()).expect("valid");
     let held = redlock.lock("poll-job", TTL).await.expect("free");
-    let policy = RetryPolicy {
-        retries: Retries::Limited(0),
-        ..RetryPolicy::default()
-    };
+    let policy = RetryPolicy::default().retries(Retries::Limited(0));
     let err = redlock
         .acquire(&LockOptions::new("poll-job", TTL).retry(policy))
         .await

@@ -52,12 +52,11 @@ async fn until_subscribed(servers: &[RedisServer], channel: &str, n: i64) {
 /// Retry delay of an hour, bounded by a deadline that fails the test (not
 /// hangs it) if no wake-up comes.
 fn hour_delay() -> RetryPolicy {
-    RetryPolicy {
-        retries: Retries::Forever,
-        delay: Duration::from_secs(3600),
-        jitter: Duration::ZERO,
-        deadline: Some(Duration::from_secs(60)),
-    }
+    RetryPolicy::default()
+        .retries(Retries::Forever)
+        .delay(Duration::from_secs(3600))
+        .jitter(Duration::ZERO)
+        .deadline(Some(Duration::from_secs(60)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,12 +103,11 @@ async fn killed_subscriptions_fall_back_to_the_delay_and_come_back() {
     let servers = servers(3);
     let redlock = redlock(&servers).await;
     let channel = "redlock:release:kill-job";
-    let polling = RetryPolicy {
-        retries: Retries::Forever,
-        delay: Duration::from_millis(200),
-        jitter: Duration::ZERO,
-        deadline: Some(Duration::from_secs(60)),
-    };
+    let polling = RetryPolicy::default()
+        .retries(Retries::Forever)
+        .delay(Duration::from_millis(200))
+        .jitter(Duration::ZERO)
+        .deadline(Some(Duration::from_secs(60)));
 
     let held = redlock.lock("kill-job", TTL).await.expect("free");
     let waiter = {
@@ -165,10 +163,7 @@ async fn nodes_without_wake_on_release_poll() {
     }
     let redlock = Redlock::new(nodes, Options::new()).expect("valid");
     let held = redlock.lock("poll-job", TTL).await.expect("free");
-    let policy = RetryPolicy {
-        retries: Retries::Limited(0),
-        ..RetryPolicy::default()
-    };
+    let policy = RetryPolicy::default().retries(Retries::Limited(0));
     let err = redlock
         .acquire(&LockOptions::new("poll-job", TTL).retry(policy))
         .await
@@ -189,12 +184,11 @@ async fn separate_clients_woken_together_do_not_keep_splitting_the_votes() {
     const CLIENTS: usize = 8;
     const EACH: u32 = 25;
     let servers = servers(5);
-    let policy = RetryPolicy {
-        retries: Retries::Forever,
-        delay: Duration::ZERO,
-        jitter: Duration::from_millis(20),
-        deadline: Some(Duration::from_secs(60)),
-    };
+    let policy = RetryPolicy::default()
+        .retries(Retries::Forever)
+        .delay(Duration::ZERO)
+        .jitter(Duration::from_millis(20))
+        .deadline(Some(Duration::from_secs(60)));
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
         let redlock = redlock(&servers).await;

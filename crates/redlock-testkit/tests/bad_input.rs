@@ -182,12 +182,13 @@ fn busy_unlimited_retries_are_rejected() {
         let (_sims, nodes) = sim_nodes(1);
         let err = Redlock::from_nodes(
             nodes,
-            Options::new().retry_policy(RetryPolicy {
-                retries: Retries::Forever,
-                delay: Duration::ZERO,
-                jitter: Duration::ZERO,
-                deadline: None,
-            }),
+            Options::new().retry_policy(
+                RetryPolicy::default()
+                    .retries(Retries::Forever)
+                    .delay(Duration::ZERO)
+                    .jitter(Duration::ZERO)
+                    .deadline(None),
+            ),
         )
         .expect_err("spinning retries");
         assert_eq!(err, InvalidArgument::BusyRetry);

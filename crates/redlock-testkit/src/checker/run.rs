@@ -212,12 +212,13 @@ where
 pub(crate) fn options(config: &Config) -> Options {
     let mut options = Options::new()
         .key_prefix(config.key_prefix.clone())
-        .retry_policy(RetryPolicy {
-            retries: Retries::Forever,
-            delay: config.retry_delay,
-            jitter: config.retry_delay,
-            deadline: Some(Duration::from_secs(5).max(config.ttl * 4)),
-        });
+        .retry_policy(
+            RetryPolicy::default()
+                .retries(Retries::Forever)
+                .delay(config.retry_delay)
+                .jitter(config.retry_delay)
+                .deadline(Some(Duration::from_secs(5).max(config.ttl * 4))),
+        );
     if let Some(t) = config.node_timeout {
         options = options.node_timeout(t);
     }
