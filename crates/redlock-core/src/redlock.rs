@@ -115,7 +115,7 @@ impl Redlock {
     /// use redlock_core::{LockOptions, RetryPolicy};
     ///
     /// let options = LockOptions::new(["account:1", "account:2"], Duration::from_secs(10))
-    ///     .retry(RetryPolicy { deadline: Some(Duration::from_secs(5)), ..RetryPolicy::default() })
+    ///     .retry(RetryPolicy::default().deadline(Duration::from_secs(5)))
     ///     .fenced(true);
     /// let lock = redlock.acquire(&options).await?;
     /// let fence = lock.fence(); // hand it to the storage layer with every write
