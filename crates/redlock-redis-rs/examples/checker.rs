@@ -16,7 +16,7 @@
 //! redis-server (see `redlock_testkit::checker::processes`). Exits non-zero
 //! when a run Redlock protects against shows a violation, or when fencing
 //! let a stale write through. With `REDLOCK_CHECKER_TIMELINE=DIR`, each
-//! in-process scenario's timeline is drawn to `DIR/timeline-<scenario>.svg`.
+//! scenario's timeline (the multi-process ones too) is drawn to `DIR/timeline-<scenario>.svg`.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -69,5 +69,39 @@ async fn separate_processes_no_fault() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn separate_processes_minority_paused_in_a_loop() {
-    run("pause-minority", 4, 150).await;
+    let recording = redlock_testkit::timeline::Recording::start();
+    let report = run("pause-minority", 4, 150).await;
+    // The timeline holds every contender process's holds, beside the
+    // pauses (another test's holds may add to it: at least, not exactly).
+    let timeline = recording.finish();
+    assert!(
+        timeline.holds.len() as u64 >= report.acquisitions,
+        "{} holds drawn for {} acquisitions",
+        timeline.holds.len(),
+        report.acquisitions
+    );
+    for contender in 0..4 {
+        assert!(
+            timeline.holds.iter().any(|h| h.contender == contender),
+            "no hold drawn for contender {contender}"
+        );
+    }
+    assert!(timeline.holds.iter().all(|h| h.from <= h.to));
+    assert!(
+        timeline
+            .faults
+            .iter()
+            .any(|f| f.label.starts_with("SIGSTOP")),
+        "{:?}",
+        timeline.faults
+    );
+    let dir = std::env::temp_dir().join(format!("redlock-timeline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let svg = dir.join("processes.svg");
+    timeline
+        .write_svg(&svg, "processes/pause-minority")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let drawn = std::fs::read_to_string(&svg).unwrap_or_else(|e| panic!("{e}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(drawn.contains("<svg"), "not an SVG");
 }

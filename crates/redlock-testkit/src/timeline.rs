@@ -125,9 +125,13 @@ fn with_log(f: impl FnOnce(&mut Log)) {
 /// Records a hold of the current task's contender (nothing outside a
 /// contender task, or when not recording).
 pub(crate) fn hold(from: Instant, to: Instant) {
-    let Ok(contender) = CONTENDER.try_with(|c| *c) else {
-        return;
-    };
+    if let Ok(contender) = CONTENDER.try_with(|c| *c) {
+        hold_of(contender, from, to);
+    }
+}
+
+/// Records a hold of `contender` (nothing when not recording).
+pub(crate) fn hold_of(contender: usize, from: Instant, to: Instant) {
     with_log(|log| {
         let (from, to) = (
             from.saturating_duration_since(log.began),

@@ -704,7 +704,14 @@ where
         timed_out: elapsed >= config.max_duration,
         ..Report::default()
     };
-    for o in outputs {
+    let (now, now_ns) = (Instant::now(), monotonic_ns());
+    let instant = |ns: u64| now.checked_sub(Duration::from_nanos(now_ns.saturating_sub(ns)));
+    for (contender, o) in outputs.into_iter().enumerate() {
+        for r in &o.records {
+            if let (Some(from), Some(to)) = (instant(r.obtained), instant(r.end)) {
+                crate::timeline::hold_of(contender, from, to);
+            }
+        }
         records.extend(o.records);
         report.lost_lock_detections += o.detections;
         for (kind, n) in o.errors {
