@@ -42,6 +42,7 @@ pub mod plan;
 pub mod queue;
 pub mod reply;
 mod secrets;
+pub mod session;
 pub mod slots;
 pub mod watch;
 
@@ -50,5 +51,6 @@ pub use finish::FinishOnDrop;
 pub use plan::{Command, Planner};
 pub use queue::{Executor, Queue};
 pub use secrets::{redact_url, Secrets};
+pub use session::{Link, Session};
 pub use slots::SlotSender;
 pub use watch::{PubSub, ReleaseHub, Subscriber, Subscriptions};

@@ -8,13 +8,14 @@ use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo};
 use redlock_core::backlog::{self, Backlog};
 use redlock_core::{Acquire, Extend, KeyState, Node, NodeError, Scripts};
+use redlock_kit::session::{
+    check_timeouts, Session, DEFAULT_CONNECTION_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
+};
 use redlock_kit::watch::ReleaseHub;
 use redlock_kit::{Executor, LoadedScripts, Queue, Subscriptions};
 
 use crate::address::{display_id, redact_url, Secrets};
-use crate::single::{
-    Connector, SingleExecutor, DEFAULT_CONNECTION_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
-};
+use crate::single::{Connector, RedisLink};
 use crate::watch::Opener;
 use crate::Error;
 
@@ -250,31 +251,21 @@ impl Builder {
         redact: Secrets,
     ) -> Result<RedisNode, Error> {
         let backlog = self.backlog(&id)?;
-        let executor = SingleExecutor::new(
-            connector,
+        let session = Session::new(
+            RedisLink::new(connector, redact),
             LoadedScripts::new(&self.scripts),
-            redact,
             id.clone(),
             self.response_timeout,
             backlog.clone(),
         );
-        self.spawn(executor, id, backlog)
+        self.spawn(session, id, backlog)
     }
 
-    /// The node's backlog, as configured.
     /// The node's backlog, once the settings are known to work: a zero
     /// timeout is refused rather than silently replaced.
     pub(crate) fn backlog(&self, id: &str) -> Result<Backlog, Error> {
-        for (name, value) in [
-            ("response_timeout", self.response_timeout),
-            ("connection_timeout", self.connection_timeout),
-        ] {
-            if value.is_some_and(|t| t.is_zero()) {
-                return Err(Error::InvalidConfig(format!(
-                    "{name} is zero: give a positive duration, or None to wait without a bound"
-                )));
-            }
-        }
+        check_timeouts(self.response_timeout, self.connection_timeout)
+            .map_err(Error::InvalidConfig)?;
         Ok(Backlog::new(self.max_outstanding)?.with_gauge(id))
     }
 

@@ -7,8 +7,9 @@ use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServer
 
 use crate::address::{redact_url, Secrets};
 use crate::node::{Builder, RedisNode};
-use crate::single::{Connector, SingleExecutor};
+use crate::single::{Connector, RedisLink};
 use crate::Error;
+use redlock_kit::session::Session;
 
 impl Builder {
     /// One node for the master that the sentinels at `sentinels` know as
@@ -45,10 +46,9 @@ impl Builder {
             config: self.sentinel_config(),
         };
         let backlog = self.backlog(&id)?;
-        let executor = SingleExecutor::new(
-            connector,
+        let executor = Session::new(
+            RedisLink::new(connector, redact),
             self.loaded_scripts(),
-            redact,
             id.clone(),
             self.response_timeout_setting(),
             backlog.clone(),
