@@ -37,6 +37,7 @@
 #![forbid(unsafe_code)]
 
 pub mod call;
+pub mod cluster;
 mod finish;
 pub mod plan;
 pub mod queue;
