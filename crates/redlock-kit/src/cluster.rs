@@ -5,7 +5,7 @@
 //! [`execute`] carries out a batch: calls on disjoint keys run at once (a
 //! *wave*), a call touching a key of the current wave starts the next one,
 //! so its order with the earlier call is kept. Each call is split by slot
-//! with [`slots`](crate::slots) (and compensated), each single-slot piece
+//! with [`slots`] (and compensated), each single-slot piece
 //! sent as the call's script: `EVALSHA`, `EVAL` after `NOSCRIPT`, and
 //! again after a redirection (`MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`:
 //! not run), an acquire only while [`Resends`] allows it.

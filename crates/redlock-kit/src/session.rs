@@ -568,3 +568,253 @@ impl<L: Link> Executor for Session<L> {
         results
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use redlock_core::Scripts;
+
+    use super::*;
+
+    /// What the fake server does, and what it was sent.
+    #[derive(Default)]
+    struct Server {
+        log: Vec<String>,
+        connects: i64,
+        /// Connections cannot be made.
+        down: bool,
+        /// Lock commands take this long to answer.
+        stall: Option<Duration>,
+        /// The next lock round trip breaks the connection.
+        break_next: bool,
+        /// Scripts are not cached: `EVALSHA` answers `NOSCRIPT`.
+        flushed: bool,
+        /// `CLIENT ID` is refused.
+        no_client_id: bool,
+    }
+
+    #[derive(Clone, Default)]
+    struct Fake(Arc<Mutex<Server>>);
+
+    impl Fake {
+        fn with<T>(&self, f: impl FnOnce(&mut Server) -> T) -> T {
+            f(&mut self.0.lock().unwrap())
+        }
+
+        /// The log, without the setup commands of each connection.
+        fn lock_commands(&self) -> Vec<String> {
+            self.with(|s| {
+                s.log
+                    .iter()
+                    .filter(|c| !matches!(c.as_str(), "CLIENT ID" | "INFO" | "SCRIPT LOAD"))
+                    .cloned()
+                    .collect()
+            })
+        }
+    }
+
+    fn describe(c: &Command<'_>) -> String {
+        match c {
+            Command::Ping => "PING".into(),
+            Command::SetNx { key, .. } => format!("SET {key}"),
+            Command::Script { call, source, .. } => format!(
+                "{} {:?} {}",
+                if *source { "EVAL" } else { "EVALSHA" },
+                call.kind,
+                call.keys.join(",")
+            ),
+            Command::ReleaseMany {
+                releases, source, ..
+            } => format!(
+                "{} RELEASE_MANY {}",
+                if *source { "EVAL" } else { "EVALSHA" },
+                releases.len()
+            ),
+            Command::ScriptLoad { .. } => "SCRIPT LOAD".into(),
+            Command::ClientId => "CLIENT ID".into(),
+            Command::InfoServer => "INFO".into(),
+            Command::ClientKill { id } => format!("CLIENT KILL {id}"),
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Link for Fake {
+        async fn connect(&mut self) -> Result<(), NodeError> {
+            self.with(|s| {
+                if s.down {
+                    return Err(NodeError::Connection("refused".into()));
+                }
+                s.connects += 1;
+                Ok(())
+            })
+        }
+
+        async fn send(
+            &mut self,
+            commands: &[&Command<'_>],
+        ) -> Result<Vec<Result<Reply, NodeError>>, Broken> {
+            let setup = commands.iter().all(|c| {
+                matches!(
+                    c,
+                    Command::ClientId
+                        | Command::InfoServer
+                        | Command::ScriptLoad { .. }
+                        | Command::ClientKill { .. }
+                )
+            });
+            let stall = self.with(|s| s.stall.filter(|_| !setup));
+            if let Some(stall) = stall {
+                tokio::time::sleep(stall).await;
+            }
+            self.with(|s| {
+                s.log.extend(commands.iter().map(|c| describe(c)));
+                if !setup && std::mem::take(&mut s.break_next) {
+                    return Err(Broken {
+                        error: NodeError::Connection("reset".into()),
+                        reconnect: true,
+                    });
+                }
+                Ok(commands
+                    .iter()
+                    .map(|c| match c {
+                        Command::ClientId if s.no_client_id => {
+                            Err(NodeError::Server("ERR unknown command".into()))
+                        }
+                        Command::ClientId => Ok(Reply::Int(s.connects)),
+                        Command::InfoServer => Ok(Reply::Text("# Server\r\nrun_id:abc\r\n".into())),
+                        Command::Script { source: false, .. }
+                        | Command::ReleaseMany { source: false, .. }
+                            if s.flushed =>
+                        {
+                            Err(NodeError::Server("NOSCRIPT No matching script".into()))
+                        }
+                        Command::ReleaseMany { releases, .. } => Ok(Reply::Array(
+                            releases.iter().map(|_| Reply::Int(1)).collect(),
+                        )),
+                        _ => Ok(Reply::Int(1)),
+                    })
+                    .collect())
+            })
+        }
+
+        fn disconnect(&mut self) {}
+    }
+
+    fn session(fake: &Fake, response_timeout: Option<Duration>) -> Session<Fake> {
+        Session::new(
+            fake.clone(),
+            LoadedScripts::new(&Scripts::default()),
+            "fake".into(),
+            response_timeout,
+            Backlog::default(),
+        )
+    }
+
+    fn call(kind: Kind, key: &str) -> Call {
+        let number = (kind != Kind::Release).then_some(1000);
+        Call::new(kind, &[key.to_owned()], Some("tok"), number)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_given_up_on_a_timeout_is_fenced_before_anything_else() {
+        let fake = Fake::default();
+        let mut s = session(&fake, Some(Duration::from_millis(50)));
+        s.warm_up().await;
+        fake.with(|s| s.stall = Some(Duration::from_secs(1)));
+        let r = s
+            .execute(&[call(Kind::Extend, "a"), call(Kind::Release, "b")])
+            .await;
+        assert!(
+            r.iter().all(|r| matches!(r, Err(NodeError::Connection(_)))),
+            "{r:?}"
+        );
+        assert!(s.owes(), "the release is owed");
+        fake.with(|s| s.stall = None);
+        let r = s.execute(&[call(Kind::Acquire, "c")]).await;
+        assert_eq!(r, [Ok(Reply::Int(1))]);
+        assert!(!s.owes());
+        assert_eq!(
+            fake.lock_commands(),
+            ["CLIENT KILL 1", "EVAL Release b", "SET c",]
+        );
+        assert_eq!(fake.with(|s| s.connects), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_cannot_be_fenced_is_waited_for() {
+        let fake = Fake::default();
+        fake.with(|s| s.no_client_id = true);
+        let mut s = session(&fake, Some(Duration::from_millis(50)));
+        s.warm_up().await;
+        fake.with(|s| s.stall = Some(Duration::from_secs(1)));
+        let r = s.execute(&[call(Kind::Acquire, "a")]).await;
+        assert_eq!(r, [Ok(Reply::Int(1))]);
+        assert_eq!(fake.with(|s| s.connects), 1);
+    }
+
+    #[tokio::test]
+    async fn a_broken_connection_owes_its_releases_and_pays_them_first() {
+        let fake = Fake::default();
+        let mut s = session(&fake, None);
+        s.warm_up().await;
+        fake.with(|s| {
+            s.break_next = true;
+            s.down = true;
+        });
+        let r = s
+            .execute(&[call(Kind::Acquire, "a"), call(Kind::Release, "b")])
+            .await;
+        assert!(r.iter().all(Result::is_err), "{r:?}");
+        assert!(s.owes());
+        // Nothing can be sent while the server is down; it stays owed.
+        let r = s.execute(&[call(Kind::Extend, "c")]).await;
+        assert!(matches!(&r[0], Err(e) if !e.was_sent()), "{r:?}");
+        assert!(s.owes());
+        fake.with(|s| s.down = false);
+        assert!(s.execute(&[]).await.is_empty());
+        assert!(!s.owes());
+        assert_eq!(
+            fake.lock_commands(),
+            [
+                "SET a",
+                "EVALSHA Release b",
+                "CLIENT KILL 1",
+                "EVAL Release b"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn noscript_is_answered_by_sending_the_source() {
+        let fake = Fake::default();
+        fake.with(|s| s.flushed = true);
+        let mut s = session(&fake, None);
+        let r = s
+            .execute(&[
+                call(Kind::Extend, "a"),
+                call(Kind::Release, "b"),
+                call(Kind::Release, "c"),
+            ])
+            .await;
+        assert_eq!(r, [Ok(Reply::Int(1)), Ok(Reply::Int(1)), Ok(Reply::Int(1))]);
+        assert_eq!(
+            fake.lock_commands(),
+            [
+                "EVALSHA Extend a",
+                "EVALSHA RELEASE_MANY 2",
+                "EVAL Extend a",
+                "EVAL RELEASE_MANY 2"
+            ]
+        );
+    }
+
+    #[test]
+    fn run_id_is_read_from_info() {
+        assert_eq!(
+            run_id("# Server\r\nredis_version:7.2\r\nrun_id:0f3a\r\n").as_deref(),
+            Some("0f3a")
+        );
+        assert_eq!(run_id("# Server\r\n"), None);
+    }
+}

@@ -64,7 +64,7 @@ impl Builder {
             id: id.clone(),
         };
         let backlog = self.backlog(&id)?;
-        self.spawn(executor, id, backlog)
+        self.spawn(executor, id, backlog, None)
     }
 
     /// Like [`open_cluster`](Self::open_cluster), then waits until the

@@ -7,7 +7,8 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo};
 use redlock_core::backlog::{self, Backlog};
-use redlock_core::{Acquire, Extend, KeyState, Node, NodeError, Scripts};
+use redlock_core::{Node, Scripts};
+use redlock_kit::node::QueueNode;
 use redlock_kit::session::{
     check_timeouts, Session, DEFAULT_CONNECTION_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
 };
@@ -43,22 +44,18 @@ use crate::Error;
 /// ```
 #[derive(Clone)]
 pub struct RedisNode {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    id: String,
-    queue: Queue,
-    watch: Option<ReleaseHub>,
+    inner: Arc<QueueNode>,
 }
 
 impl fmt::Debug for RedisNode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisNode")
-            .field("id", &self.inner.id)
+            .field("id", &self.inner.id())
             .finish_non_exhaustive()
     }
 }
+
+redlock_kit::node_via!(RedisNode, |node| &*node.inner);
 
 /// Settings for building a [`RedisNode`]; start with [`RedisNode::builder`].
 ///
@@ -210,11 +207,7 @@ impl Builder {
             client,
             config: self.config(),
         };
-        let mut node = self.spawn_single(connector, id, redact)?;
-        if let Some(inner) = Arc::get_mut(&mut node.inner) {
-            inner.watch = hub;
-        }
-        Ok(node)
+        self.spawn_single(connector, id, redact, hub)
     }
 
     /// A node over a connection the caller already has. It is used as is
@@ -226,22 +219,16 @@ impl Builder {
         connection: MultiplexedConnection,
         name: &str,
     ) -> Result<RedisNode, Error> {
-        self.spawn_single(
-            Connector::Fixed(connection),
-            redact_url(name),
-            Secrets::default(),
-        )
+        let id = redact_url(name);
+        self.spawn_single(Connector::Fixed(connection), id, Secrets::default(), None)
     }
 
     /// A node over a [`ConnectionManager`], which reconnects by itself.
     /// `name` is used as the node's [`id`](Node::id) (a password in it is
     /// removed).
     pub fn from_manager(self, manager: ConnectionManager, name: &str) -> Result<RedisNode, Error> {
-        self.spawn_single(
-            Connector::Manager(manager),
-            redact_url(name),
-            Secrets::default(),
-        )
+        let id = redact_url(name);
+        self.spawn_single(Connector::Manager(manager), id, Secrets::default(), None)
     }
 
     fn spawn_single(
@@ -249,6 +236,7 @@ impl Builder {
         connector: Connector,
         id: String,
         redact: Secrets,
+        watch: Option<ReleaseHub>,
     ) -> Result<RedisNode, Error> {
         let backlog = self.backlog(&id)?;
         let session = Session::new(
@@ -258,7 +246,7 @@ impl Builder {
             self.response_timeout,
             backlog.clone(),
         );
-        self.spawn(session, id, backlog)
+        self.spawn(session, id, backlog, watch)
     }
 
     /// The node's backlog, once the settings are known to work: a zero
@@ -279,15 +267,12 @@ impl Builder {
         executor: E,
         id: String,
         backlog: Backlog,
+        watch: Option<ReleaseHub>,
     ) -> Result<RedisNode, Error> {
         let queue =
             Queue::spawn(executor, self.max_batch, backlog).map_err(|_| Error::NoRuntime)?;
         Ok(RedisNode {
-            inner: Arc::new(Inner {
-                id,
-                queue,
-                watch: None,
-            }),
+            inner: Arc::new(QueueNode::new(id, queue, watch)),
         })
     }
 
@@ -383,7 +368,7 @@ impl RedisNode {
     /// failed). Stays at or below [`Builder::max_outstanding`] (plus the
     /// releases of what was admitted) however long the server is stopped.
     pub fn outstanding(&self) -> usize {
-        self.inner.queue.outstanding()
+        self.inner.queue().outstanding()
     }
 
     /// The pub/sub status of wake-on-release: which release channels the
@@ -406,103 +391,18 @@ impl RedisNode {
     /// # drop(woken); Ok(()) }
     /// ```
     pub fn release_subscriptions(&self) -> Option<Subscriptions> {
-        self.inner.watch.as_ref().map(ReleaseHub::subscriptions)
+        self.inner.subscriptions()
     }
 
     /// Sends PING through the node's queue.
     pub async fn ping(&self) -> Result<(), Error> {
         self.inner
-            .queue
+            .queue()
             .ping()
             .await
             .map_err(|cause| Error::Connect {
-                node: self.inner.id.clone(),
+                node: self.inner.id().to_owned(),
                 cause,
             })
-    }
-}
-
-#[async_trait::async_trait]
-impl Node for RedisNode {
-    async fn acquire(
-        &self,
-        keys: &[String],
-        token: &str,
-        ttl: Duration,
-    ) -> Result<Acquire, NodeError> {
-        self.inner.queue.acquire(keys, token, ttl).await
-    }
-
-    async fn release(&self, keys: &[String], token: &str) -> Result<u64, NodeError> {
-        self.inner.queue.release(keys, token).await
-    }
-
-    async fn extend(
-        &self,
-        keys: &[String],
-        token: &str,
-        ttl: Duration,
-    ) -> Result<Extend, NodeError> {
-        self.inner.queue.extend(keys, token, ttl).await
-    }
-
-    async fn inspect(&self, keys: &[String]) -> Result<Vec<KeyState>, NodeError> {
-        self.inner.queue.inspect(keys).await
-    }
-
-    async fn fence(&self, keys: &[String], floor: u64) -> Result<u64, NodeError> {
-        self.inner.queue.fence(keys, floor).await
-    }
-
-    /// A watch on the node's shared pub/sub connection (standalone nodes
-    /// with wake-on-release on; `None` otherwise).
-    fn watch_release(&self, keys: &[String]) -> Option<redlock_core::BoxFuture<'static, ()>> {
-        self.inner.watch.as_ref()?.watch(keys)
-    }
-
-    fn outstanding(&self) -> Option<usize> {
-        Some(RedisNode::outstanding(self))
-    }
-
-    /// Stops taking requests, waits until everything already queued (a
-    /// release still in flight, say) has been sent and answered, and
-    /// closes the node's connections. Dropping the last clone of the node
-    /// does the same in the background.
-    async fn quit(&self) -> Result<(), NodeError> {
-        if let Some(hub) = &self.inner.watch {
-            hub.close();
-        }
-        self.inner.queue.drain().await;
-        Ok(())
-    }
-
-    /// The address without the password.
-    fn id(&self) -> &str {
-        &self.inner.id
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn zero_timeouts_are_refused_not_replaced() {
-        let zero = Duration::ZERO;
-        for builder in [
-            RedisNode::builder().response_timeout(zero),
-            RedisNode::builder().connection_timeout(zero),
-        ] {
-            let err = builder.open("redis://127.0.0.1:6379").expect_err("zero");
-            assert!(
-                matches!(&err, Error::InvalidConfig(m) if m.contains("is zero")),
-                "{err}"
-            );
-        }
-        let node = RedisNode::builder()
-            .response_timeout(None)
-            .connection_timeout(Duration::from_millis(5))
-            .open("redis://127.0.0.1:6379");
-        assert!(node.is_ok(), "None and positive durations work");
     }
 }

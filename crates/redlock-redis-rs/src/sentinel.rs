@@ -53,7 +53,7 @@ impl Builder {
             self.response_timeout_setting(),
             backlog.clone(),
         );
-        self.spawn(executor, id, backlog)
+        self.spawn(executor, id, backlog, None)
     }
 
     /// Like [`open_sentinel`](Self::open_sentinel), then waits until the
