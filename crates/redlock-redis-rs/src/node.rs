@@ -138,7 +138,7 @@ impl Builder {
 
     /// The most requests this node may owe (sent or queued, not answered)
     /// before new acquires, extends and reads fail at once without being
-    /// sent, with [`NodeError::Backlog`] (default
+    /// sent, with [`NodeError::Backlog`](redlock_core::NodeError::Backlog) (default
     /// [`backlog::DEFAULT_LIMIT`], 1024). This is what keeps memory flat
     /// while a server is stopped, however long. Zero, or more than
     /// [`backlog::MAX_LIMIT`], is refused when the node is built
