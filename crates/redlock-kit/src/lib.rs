@@ -23,6 +23,9 @@
 //! - [`node`]: [`node::QueueNode`] (id, queue, release watch) implements
 //!   [`redlock_core::Node`]; [`node_via!`] forwards it from an adapter's
 //!   own node type.
+//! - [`settings`]: the settings every node builder has ([`settings::Settings`]:
+//!   same names, defaults and checks), and its builder methods written once
+//!   ([`builder_methods!`]).
 //! - [`call`]: the lock-level request ([`Call`], [`Kind`]) and the scripts
 //!   with their SHA1 digests ([`LoadedScripts`]).
 //! - [`cluster`]: a batch on a Redis Cluster over a one-method
@@ -78,6 +81,7 @@ pub mod queue;
 pub mod reply;
 mod secrets;
 pub mod session;
+pub mod settings;
 pub mod slots;
 pub mod watch;
 

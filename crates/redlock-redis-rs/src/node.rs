@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo};
-use redlock_core::backlog::{self, Backlog};
-use redlock_core::{Node, Scripts};
+use redlock_core::backlog::Backlog;
+use redlock_core::Node;
 use redlock_kit::node::QueueNode;
-use redlock_kit::session::{
-    check_timeouts, Session, DEFAULT_CONNECTION_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
-};
+use redlock_kit::session::Session;
+use redlock_kit::settings::{Invalid, Settings};
 use redlock_kit::watch::ReleaseHub;
 use redlock_kit::{Executor, LoadedScripts, Queue, Subscriptions};
 
@@ -74,12 +73,7 @@ redlock_kit::node_via!(RedisNode, |node| &*node.inner);
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until a node is made from it"]
 pub struct Builder {
-    scripts: Scripts,
-    response_timeout: Option<Duration>,
-    connection_timeout: Option<Duration>,
-    max_batch: usize,
-    max_outstanding: usize,
-    wake_on_release: bool,
+    settings: Settings,
 }
 
 impl Default for Builder {
@@ -88,76 +82,19 @@ impl Default for Builder {
         #[cfg(feature = "tls")]
         crate::tls::install_crypto_provider();
         Builder {
-            scripts: Scripts::default(),
-            response_timeout: Some(DEFAULT_RESPONSE_TIMEOUT),
-            connection_timeout: Some(DEFAULT_CONNECTION_TIMEOUT),
-            max_batch: 256,
-            max_outstanding: backlog::DEFAULT_LIMIT,
-            wake_on_release: true,
+            settings: Settings::default(),
         }
     }
 }
 
+/// `scripts`, `response_timeout` (default 10 s), `connection_timeout`
+/// (default 1 s), `max_batch`, `max_outstanding`, `wake_on_release`: the
+/// settings every Redlock adapter has, with the same defaults. Only nodes
+/// made from a URL or a [`Client`] wake waiters on release. A zero timeout
+/// is [`Error::InvalidConfig`], a backlog limit out of range
+/// [`Error::InvalidArgument`]. See [`RedisNode::outstanding`].
 impl Builder {
-    /// Substitute Lua scripts (node-redlock's `lockScript`, `unlockScript`,
-    /// `extendScript`); they must keep the calling convention of
-    /// [`redlock_core::scripts`].
-    pub fn scripts(mut self, scripts: Scripts) -> Self {
-        self.scripts = scripts;
-        self
-    }
-
-    /// How long the node waits for a reply before it gives the connection
-    /// up and replaces it (default 10 s; `None` waits for the server
-    /// however long it takes). The core bounds every request by its own,
-    /// much shorter per-node timeout; this one only decides when a silent
-    /// server's connection is abandoned. The new connection first kills
-    /// the old one on the server (`CLIENT KILL ID`), so nothing still
-    /// buffered on the old socket can run after a later release; where
-    /// that is impossible (a connection passed in, or a server that refuses
-    /// `CLIENT ID` / `INFO`), the node waits for the server instead. Zero
-    /// is refused when the node is built ([`Error::InvalidConfig`]).
-    pub fn response_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.response_timeout = timeout.into();
-        self
-    }
-
-    /// How long establishing a connection may take (default 1 s; `None`:
-    /// no bound). Zero is refused when the node is built
-    /// ([`Error::InvalidConfig`]).
-    pub fn connection_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.connection_timeout = timeout.into();
-        self
-    }
-
-    /// The most calls sent in one pipeline (default 256).
-    pub fn max_batch(mut self, max: usize) -> Self {
-        self.max_batch = max.max(1);
-        self
-    }
-
-    /// The most requests this node may owe (sent or queued, not answered)
-    /// before new acquires, extends and reads fail at once without being
-    /// sent, with [`NodeError::Backlog`](redlock_core::NodeError::Backlog) (default
-    /// [`backlog::DEFAULT_LIMIT`], 1024). This is what keeps memory flat
-    /// while a server is stopped, however long. Zero, or more than
-    /// [`backlog::MAX_LIMIT`], is refused when the node is built
-    /// ([`Error::InvalidArgument`]). See [`RedisNode::outstanding`].
-    pub fn max_outstanding(mut self, limit: usize) -> Self {
-        self.max_outstanding = limit;
-        self
-    }
-
-    /// Whether waiters are woken by release announcements (default `true`):
-    /// the node keeps one extra pub/sub connection, subscribed only to the
-    /// release channels of resources someone is waiting for. Only nodes
-    /// that own a [`Client`] ([`open`](Self::open), [`connect`](Self::connect),
-    /// [`from_client`](Self::from_client)) announce; others poll with the
-    /// retry delay. See [`Node::watch_release`].
-    pub fn wake_on_release(mut self, enabled: bool) -> Self {
-        self.wake_on_release = enabled;
-        self
-    }
+    redlock_kit::builder_methods!(settings);
 
     /// The former name of [`from_client`](Self::from_client).
     #[doc(hidden)]
@@ -172,7 +109,7 @@ impl Builder {
     fn config(&self) -> AsyncConnectionConfig {
         AsyncConnectionConfig::new()
             .set_response_timeout(None)
-            .set_connection_timeout(self.connection_timeout)
+            .set_connection_timeout(self.settings.connection_timeout)
     }
 
     /// A node for the server at `url` (`redis://[user:password@]host:port[/db]`,
@@ -198,7 +135,7 @@ impl Builder {
         let info = client.get_connection_info().clone();
         let id = display_id(&info);
         let redact = crate::address::secrets_of(&info);
-        let hub = if self.wake_on_release {
+        let hub = if self.settings.wake_on_release {
             ReleaseHub::spawn(Opener(client.clone()), redact.clone(), id.clone())
         } else {
             None
@@ -241,9 +178,9 @@ impl Builder {
         let backlog = self.backlog(&id)?;
         let session = Session::new(
             RedisLink::new(connector, redact),
-            LoadedScripts::new(&self.scripts),
+            LoadedScripts::new(&self.settings.scripts),
             id.clone(),
-            self.response_timeout,
+            self.settings.response_timeout,
             backlog.clone(),
         );
         self.spawn(session, id, backlog, watch)
@@ -252,14 +189,15 @@ impl Builder {
     /// The node's backlog, once the settings are known to work: a zero
     /// timeout is refused rather than silently replaced.
     pub(crate) fn backlog(&self, id: &str) -> Result<Backlog, Error> {
-        check_timeouts(self.response_timeout, self.connection_timeout)
-            .map_err(Error::InvalidConfig)?;
-        Ok(Backlog::new(self.max_outstanding)?.with_gauge(id))
+        self.settings.backlog(id).map_err(|e| match e {
+            Invalid::Config(text) => Error::InvalidConfig(text),
+            Invalid::Argument(e) => Error::InvalidArgument(e),
+        })
     }
 
     #[cfg(feature = "sentinel")]
     pub(crate) fn response_timeout_setting(&self) -> Option<Duration> {
-        self.response_timeout
+        self.settings.response_timeout
     }
 
     pub(crate) fn spawn<E: Executor>(
@@ -269,8 +207,8 @@ impl Builder {
         backlog: Backlog,
         watch: Option<ReleaseHub>,
     ) -> Result<RedisNode, Error> {
-        let queue =
-            Queue::spawn(executor, self.max_batch, backlog).map_err(|_| Error::NoRuntime)?;
+        let queue = Queue::spawn(executor, self.settings.max_batch, backlog)
+            .map_err(|_| Error::NoRuntime)?;
         Ok(RedisNode {
             inner: Arc::new(QueueNode::new(id, queue, watch)),
         })
@@ -278,12 +216,15 @@ impl Builder {
 
     #[cfg(any(feature = "cluster", feature = "sentinel"))]
     pub(crate) fn loaded_scripts(&self) -> LoadedScripts {
-        LoadedScripts::new(&self.scripts)
+        LoadedScripts::new(&self.settings.scripts)
     }
 
     #[cfg(feature = "cluster")]
     pub(crate) fn timeouts(&self) -> (Option<Duration>, Option<Duration>) {
-        (self.response_timeout, self.connection_timeout)
+        (
+            self.settings.response_timeout,
+            self.settings.connection_timeout,
+        )
     }
 
     #[cfg(feature = "sentinel")]
