@@ -90,6 +90,26 @@ pub(crate) fn secrets_of(info: &ConnectionInfo) -> Secrets {
     secrets
 }
 
+/// The URLs of a deployment (cluster seeds, sentinels) and the secrets in
+/// them; `InvalidConfig` with `none` when there are none.
+#[cfg(any(feature = "cluster", feature = "sentinel"))]
+pub(crate) fn seed_urls<'a, S: AsRef<str>>(
+    seeds: &'a [S],
+    none: &str,
+) -> Result<(Vec<&'a str>, Secrets), crate::Error> {
+    let urls: Vec<&str> = seeds.iter().map(|s| s.as_ref()).collect();
+    if urls.is_empty() {
+        return Err(crate::Error::InvalidConfig(none.to_owned()));
+    }
+    let mut redact = Secrets::default();
+    for u in &urls {
+        if let Ok(info) = redis::IntoConnectionInfo::into_connection_info(*u) {
+            redact.add_opt(info.redis_settings().password());
+        }
+    }
+    Ok((urls, redact))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use redlock_kit::plan::Command;
 use redlock_kit::reply::Reply;
 use redlock_kit::{Call, Executor, LoadedScripts};
 
-use crate::address::{redact_url, Secrets};
+use crate::address::{redact_url, seed_urls, Secrets};
 use crate::error::node_error;
 use crate::node::{Builder, RedisNode};
 use crate::wire;
@@ -33,16 +33,8 @@ impl Builder {
     /// nodes (seeds). Connects in the background. Requires the `cluster`
     /// feature.
     pub fn open_cluster<S: AsRef<str>>(self, seeds: &[S]) -> Result<RedisNode, Error> {
-        let urls: Vec<&str> = seeds.iter().map(|s| s.as_ref()).collect();
-        let first = urls
-            .first()
-            .ok_or_else(|| Error::InvalidConfig("no cluster seed URLs".into()))?;
-        let mut redact = Secrets::default();
-        for u in &urls {
-            if let Ok(info) = redis::IntoConnectionInfo::into_connection_info(*u) {
-                redact.add_opt(info.redis_settings().password());
-            }
-        }
+        let (urls, redact) = seed_urls(seeds, "no cluster seed URLs")?;
+        let first = urls.first().copied().unwrap_or_default();
         let (response, connection) = self.timeouts();
         // No retries inside the client: a lock command is sent once.
         let mut b = ClusterClientBuilder::new(urls.clone()).retries(0);

@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo};
@@ -76,6 +75,8 @@ pub struct Builder {
     settings: Settings,
 }
 
+// Not derived: with `tls` it installs the crypto provider.
+#[allow(clippy::derivable_impls)]
 impl Default for Builder {
     fn default() -> Self {
         // Every constructor starts here, before any TLS connection is made.
@@ -196,7 +197,7 @@ impl Builder {
     }
 
     #[cfg(feature = "sentinel")]
-    pub(crate) fn response_timeout_setting(&self) -> Option<Duration> {
+    pub(crate) fn response_timeout_setting(&self) -> Option<std::time::Duration> {
         self.settings.response_timeout
     }
 
@@ -220,7 +221,7 @@ impl Builder {
     }
 
     #[cfg(feature = "cluster")]
-    pub(crate) fn timeouts(&self) -> (Option<Duration>, Option<Duration>) {
+    pub(crate) fn timeouts(&self) -> (Option<std::time::Duration>, Option<std::time::Duration>) {
         (
             self.settings.response_timeout,
             self.settings.connection_timeout,

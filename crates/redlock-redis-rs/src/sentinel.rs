@@ -5,7 +5,7 @@
 
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 
-use crate::address::{redact_url, Secrets};
+use crate::address::{redact_url, seed_urls};
 use crate::node::{Builder, RedisNode};
 use crate::single::{Connector, RedisLink};
 use crate::Error;
@@ -23,16 +23,8 @@ impl Builder {
         master_name: &str,
         master: Option<SentinelNodeConnectionInfo>,
     ) -> Result<RedisNode, Error> {
-        let urls: Vec<&str> = sentinels.iter().map(|s| s.as_ref()).collect();
-        let first = urls
-            .first()
-            .ok_or_else(|| Error::InvalidConfig("no sentinel URLs".into()))?;
-        let mut redact = Secrets::default();
-        for u in &urls {
-            if let Ok(info) = redis::IntoConnectionInfo::into_connection_info(*u) {
-                redact.add_opt(info.redis_settings().password());
-            }
-        }
+        let (urls, redact) = seed_urls(sentinels, "no sentinel URLs")?;
+        let first = urls.first().copied().unwrap_or_default();
         let client = SentinelClient::build(
             urls.clone(),
             master_name.to_string(),
