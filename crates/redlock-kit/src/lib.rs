@@ -41,7 +41,8 @@
 //!   first poll still completes, in order.
 //! - [`reply`]: the lock scripts' replies in lock terms.
 //! - [`Secrets`] and [`redact_url`]: passwords never reach an id, a log
-//!   line, an error or `Debug` output.
+//!   line, an error or `Debug` output; [`url`]: what is wrong with a node
+//!   URL, in words a user can act on.
 //!
 //! ## An adapter in four pieces
 //!
@@ -83,6 +84,7 @@ mod secrets;
 pub mod session;
 pub mod settings;
 pub mod slots;
+pub mod url;
 pub mod watch;
 
 #[doc(hidden)]

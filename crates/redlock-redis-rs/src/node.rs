@@ -241,8 +241,8 @@ fn invalid(url: &str, e: &redis::RedisError) -> Error {
     Error::InvalidConfig(format!(
         "{}: {}; expected {} ({})",
         redact_url(url),
-        crate::address::url_problem(url),
-        crate::address::EXPECTED_FORM,
+        redlock_kit::url::url_problem(url),
+        redlock_kit::url::EXPECTED_FORM,
         r.redact(&e.to_string())
     ))
 }
