@@ -224,3 +224,109 @@ pub async fn execute<R: Router + ?Sized>(
     }
     results
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    use redlock_core::Scripts;
+
+    use super::*;
+
+    /// Answers every script with success; refuses the first one with
+    /// `NOSCRIPT` or `MOVED` when told to.
+    #[derive(Default)]
+    struct Fake {
+        log: Mutex<Vec<String>>,
+        noscript_once: AtomicBool,
+        moved_once: AtomicBool,
+    }
+
+    fn refused(code: &str, text: &str) -> Refused {
+        Refused {
+            error: NodeError::Server(text.into()),
+            code: Some(code.into()),
+            text: text.into(),
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Router for Fake {
+        async fn send(&self, command: &Command<'_>) -> Result<Reply, Refused> {
+            let Command::Script { call, source, .. } = command else {
+                return Ok(Reply::Text("PONG".into()));
+            };
+            let verb = if *source { "EVAL" } else { "EVALSHA" };
+            let line = format!("{verb} {:?} {}", call.kind, call.keys.join(","));
+            self.log.lock().unwrap().push(line);
+            if !source && self.noscript_once.swap(false, Ordering::SeqCst) {
+                return Err(refused("NOSCRIPT", "NoScript: No matching script"));
+            }
+            if self.moved_once.swap(false, Ordering::SeqCst) {
+                return Err(refused("MOVED", "MOVED 3999 127.0.0.1:7001"));
+            }
+            Ok(match call.kind {
+                Kind::Inspect => Reply::Array(
+                    call.keys
+                        .iter()
+                        .map(|_| Reply::Array(vec![Reply::Int(-2), Reply::Nil]))
+                        .collect(),
+                ),
+                Kind::Release => Reply::Int(call.keys.len() as i64),
+                _ => Reply::Int(1),
+            })
+        }
+    }
+
+    fn call(kind: Kind, keys: &[&str]) -> Call {
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        let number = (kind == Kind::Acquire).then_some(1000);
+        Call::new(kind, &keys, Some("tok"), number)
+    }
+
+    fn log(fake: &Fake) -> Vec<String> {
+        fake.log.lock().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn noscript_is_answered_with_the_source_and_order_is_kept() {
+        let fake = Fake::default();
+        fake.noscript_once.store(true, Ordering::SeqCst);
+        let scripts = LoadedScripts::new(&Scripts::default());
+        let calls = [call(Kind::Acquire, &["a"]), call(Kind::Release, &["a"])];
+        let results = execute(&fake, &scripts, &calls).await;
+        assert_eq!(results, [Ok(Reply::Int(1)), Ok(Reply::Int(1))]);
+        assert_eq!(
+            log(&fake),
+            ["EVALSHA Acquire a", "EVAL Acquire a", "EVALSHA Release a"]
+        );
+    }
+
+    #[tokio::test]
+    async fn keys_of_several_slots_go_out_one_slot_at_a_time() {
+        let fake = Fake::default();
+        let scripts = LoadedScripts::new(&Scripts::default());
+        let calls = [call(Kind::Inspect, &["{a}1", "{b}1", "{a}2"])];
+        let results = execute(&fake, &scripts, &calls).await;
+        let Ok(Reply::Array(states)) = &results[0] else {
+            panic!("an array: {results:?}");
+        };
+        assert_eq!(states.len(), 3, "one state per key, in order");
+        let mut sent = log(&fake);
+        sent.sort();
+        assert_eq!(sent, ["EVALSHA Inspect {a}1,{a}2", "EVALSHA Inspect {b}1"]);
+    }
+
+    #[tokio::test]
+    async fn a_redirected_acquire_is_sent_again_while_no_release_went_out() {
+        let fake = Fake::default();
+        fake.moved_once.store(true, Ordering::SeqCst);
+        let scripts = LoadedScripts::new(&Scripts::default());
+        let results = execute(&fake, &scripts, &[call(Kind::Acquire, &["k"])]).await;
+        assert_eq!(results, [Ok(Reply::Int(1))]);
+        assert_eq!(log(&fake), ["EVALSHA Acquire k", "EVALSHA Acquire k"]);
+        let ping = execute(&fake, &scripts, &[Call::ping()]).await;
+        assert_eq!(ping, [Ok(Reply::Text("PONG".into()))]);
+    }
+}
