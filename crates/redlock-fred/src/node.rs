@@ -59,10 +59,14 @@ pub struct FredNode {
     _owner: Option<Arc<Owner>>,
 }
 
+/// How often the background script preload checks whether a node that is
+/// not connected yet was closed.
+const PRELOAD_CHECK: Duration = Duration::from_secs(1);
+
 /// What a node is built from (see [`Builder`]).
 pub(crate) struct Settings {
     pub(crate) options: Options,
-    pub(crate) command_timeout: Duration,
+    pub(crate) response_timeout: Duration,
     pub(crate) scripts: redlock_core::Scripts,
     pub(crate) secrets: Secrets,
     pub(crate) wake_on_release: bool,
@@ -79,7 +83,7 @@ struct Inner {
     options: Options,
     /// How long a caller waits for one request, and `quit` for the answers
     /// still owed.
-    command_timeout: Duration,
+    response_timeout: Duration,
     /// The requests sent and not answered yet, bounded.
     backlog: Backlog,
     /// The connection tasks of the clients the node owns (see
@@ -112,7 +116,7 @@ impl fmt::Debug for FredNode {
             .field("id", &self.inner.id)
             .field("kind", &self.inner.kind)
             .field("clients", &self.inner.clients.len())
-            .field("command_timeout", &self.inner.command_timeout)
+            .field("response_timeout", &self.inner.response_timeout)
             .field("fail_fast", &self.inner.options.fail_fast)
             .field("backlog", &self.inner.backlog)
             .field("closed", &self.inner.closed.load(Ordering::Relaxed))
@@ -138,6 +142,20 @@ impl FredNode {
     /// ```
     pub async fn connect(url: &str) -> Result<Self, Error> {
         Builder::new().connect(url).await
+    }
+
+    /// A node for the deployment a URL names, with the defaults of
+    /// [`Builder`], without waiting for the server (see [`Builder::open`]).
+    /// Must be called within a tokio runtime.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), redlock_fred::Error> {
+    /// let node = redlock_fred::FredNode::open("redis://10.0.0.1:6379")?;
+    /// # let _ = node; Ok(())
+    /// # }
+    /// ```
+    pub fn open(url: &str) -> Result<Self, Error> {
+        Builder::new().open(url)
     }
 
     /// Wraps a client the application built (centralized, clustered or
@@ -218,7 +236,7 @@ impl FredNode {
 
     /// The per-command options every lock command is sent with: one write
     /// attempt, no timeout inside fred (the node applies
-    /// [`Builder::command_timeout`] itself, without withdrawing the
+    /// [`Builder::response_timeout`] itself, without withdrawing the
     /// request) and the fail-fast flag.
     pub fn command_options(&self) -> &Options {
         &self.inner.options
@@ -247,19 +265,18 @@ impl FredNode {
         self.inner.backlog.limit()
     }
 
-    pub(crate) async fn new(clients: Vec<Client>, settings: Settings) -> Result<Self, Error> {
+    pub(crate) fn new(clients: Vec<Client>, settings: Settings) -> Self {
         let Settings {
             options,
-            command_timeout,
+            response_timeout,
             scripts,
             mut secrets,
             wake_on_release,
             backlog,
             mut tasks,
         } = settings;
-        let Some(first) = clients.first() else {
-            return Err(Error::EmptyPool);
-        };
+        // Builders never give an empty list (`Error::EmptyPool`).
+        let first = &clients[0];
         tasks.resize_with(clients.len(), || None);
         let config = first.client_config();
         add_config_secrets(&mut secrets, &config);
@@ -281,7 +298,7 @@ impl FredNode {
             id,
             kind,
             clients,
-            command_timeout,
+            response_timeout,
             backlog,
             tasks: Mutex::new(tasks),
             // `fail_fast` would take precedence over the second attempt.
@@ -309,14 +326,55 @@ impl FredNode {
                 "fred client has no reconnect policy: after a restart this node stays unreachable"
             );
         }
-        if let Err(e) = node.load_scripts().await {
-            tracing::warn!(
-                node = %node.inner.id,
-                error = %e,
-                "could not preload the redlock scripts; they will be sent in full on first use"
-            );
+        // Preloaded once connected, in the background: a node is usable
+        // (and made) without waiting for its server.
+        let client = node.client().clone();
+        let weak = Arc::downgrade(&node.inner);
+        tokio::spawn(async move {
+            // Checks now and then whether the node is gone, so that a node
+            // that never connects leaves no task behind.
+            while tokio::time::timeout(PRELOAD_CHECK, client.wait_for_connect())
+                .await
+                .is_err()
+            {
+                if weak
+                    .upgrade()
+                    .is_none_or(|i| i.closed.load(Ordering::Acquire))
+                {
+                    return;
+                }
+            }
+            let Some(inner) = weak.upgrade() else { return };
+            let node = FredNode {
+                inner,
+                _owner: None,
+            };
+            if let Err(e) = node.load_scripts().await {
+                tracing::warn!(
+                    node = %node.inner.id,
+                    error = %e,
+                    "could not preload the redlock scripts; they will be sent in full on first use"
+                );
+            }
+        });
+        node
+    }
+
+    /// The secrets to remove from error texts.
+    pub(crate) fn secrets(&self) -> &Secrets {
+        &self.inner.secrets
+    }
+
+    /// Stops the connection tasks the node owns at once (a node that could
+    /// not connect).
+    pub(crate) fn abort(self) {
+        self.inner.closed.store(true, Ordering::Release);
+        if let Some(hub) = &self.inner.watch {
+            hub.close();
         }
-        Ok(node)
+        for task in lock_tasks(&self.inner).drain(..).flatten() {
+            task.abort();
+        }
     }
 
     /// The client that carries requests for `slot`: always the same one for
@@ -354,7 +412,7 @@ impl FredNode {
     /// server replied, or the connection carrying the request was closed.
     /// So the backlog counts what fred really holds, and a request is never
     /// silently withdrawn (fred skips writing a command whose own timeout
-    /// fired; none is set, see [`Builder::command_timeout`]).
+    /// fired; none is set, see [`Builder::response_timeout`]).
     async fn send(
         &self,
         permit: Permit,
@@ -372,7 +430,7 @@ impl FredNode {
             drop(permit);
             answer.map(crate::reply::from_fred)
         });
-        let timeout = self.inner.command_timeout;
+        let timeout = self.inner.response_timeout;
         match tokio::time::timeout(timeout, request).await {
             Ok(answer) => answer,
             Err(_) => Err(NodeError::Connection(format!(
@@ -709,7 +767,7 @@ async fn close(inner: Arc<Inner>) -> Result<(), NodeError> {
     }
     let tasks = std::mem::take(&mut *lock_tasks(&inner));
     let mut tasks = tasks.into_iter();
-    let bound = inner.command_timeout;
+    let bound = inner.response_timeout;
     let results = join_all(
         inner
             .clients

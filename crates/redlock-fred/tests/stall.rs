@@ -44,7 +44,7 @@ async fn full_backlog_refuses_without_sending() {
     let server = RedisServer::start().expect("redis-server");
     let node = FredNode::builder()
         .max_outstanding(4)
-        .command_timeout(Duration::from_millis(100))
+        .response_timeout(Duration::from_millis(100))
         .connect(&server.url())
         .await
         .expect("connects");
