@@ -254,6 +254,7 @@ impl Builder {
         Ok(Settings {
             options: self.command_options(),
             response_timeout: self.response_timeout,
+            connection_timeout: self.connection_timeout,
             scripts: self.scripts.clone(),
             secrets,
             wake_on_release: self.wake_on_release,
@@ -310,7 +311,7 @@ impl Builder {
         // connections even when a server no longer answers.
         let tasks = clients.iter().map(|c| Some(c.connect())).collect();
         let settings = self.settings(secrets, tasks)?;
-        Ok(FredNode::new(clients, settings))
+        FredNode::new(clients, settings)
     }
 
     /// Like [`open`](Self::open), then waits up to the connection timeout
@@ -339,6 +340,14 @@ impl Builder {
                 });
             }
         }
+        if let Err(cause) = node.ping().await {
+            let node_id = redlock_core::Node::id(&node).to_owned();
+            node.abort();
+            return Err(Error::Connect {
+                node: node_id,
+                cause,
+            });
+        }
         Ok(node)
     }
 
@@ -357,7 +366,7 @@ impl Builder {
         self.check()?;
         self.ensure_connected(&client).await?;
         let settings = self.settings(Secrets::default(), vec![None])?;
-        Ok(FredNode::new(vec![client], settings))
+        FredNode::new(vec![client], settings)
     }
 
     /// Wraps a pool the application built, initialising it like
@@ -374,7 +383,7 @@ impl Builder {
         }
         let tasks = clients.iter().map(|_| None).collect();
         let settings = self.settings(Secrets::default(), tasks)?;
-        Ok(FredNode::new(clients, settings))
+        FredNode::new(clients, settings)
     }
 
     /// The former name of [`from_client`](Self::from_client).

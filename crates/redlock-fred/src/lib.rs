@@ -108,9 +108,8 @@
 mod builder;
 mod error;
 mod node;
-mod reply;
-mod scripts;
 mod watch;
+mod wire;
 
 pub use builder::{
     default_reconnect_policy, Builder, DEFAULT_CONNECTION_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
