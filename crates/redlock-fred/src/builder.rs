@@ -46,6 +46,18 @@ pub fn default_reconnect_policy() -> ReconnectPolicy {
 /// they fail at once while the connection is down, and how many may be
 /// outstanding at once ([`max_outstanding`](Self::max_outstanding)).
 ///
+/// fred's settings for clients made from a URL ([`open`](Self::open),
+/// [`connect`](Self::connect)): `max_command_attempts = 1`; fred's
+/// `connection_timeout` and `internal_command_timeout` are
+/// [`connection_timeout`](Self::connection_timeout); `TCP_NODELAY`; the
+/// [`reconnect_policy`](Self::reconnect_policy), also for the first
+/// connection (the client's `fail_fast` is off, so a server that is down
+/// at start is connected later); per lock command: one attempt, fail fast,
+/// and no fred timeout (see [`response_timeout`](Self::response_timeout));
+/// releases one more attempt and no fail fast, so fred writes them again
+/// after a reconnect. fred's buffers and backpressure keep their defaults:
+/// the node's queue and backlog bound what is handed to fred.
+///
 /// ```no_run
 /// use std::time::Duration;
 /// use redlock_core::Scripts;

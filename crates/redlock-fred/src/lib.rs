@@ -28,11 +28,16 @@
 //!   cluster `MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`) is sent again, an
 //!   acquire only while no release went out on the node since
 //!   ([`redlock_kit::slots::Resends`]).
-//! - **Ordered, also when dropped.** fred hands a command to its connection
-//!   task over a channel the moment the request future is first polled, and
-//!   the task writes commands in that order; so once the core has polled an
-//!   acquire, a release sent after it cannot overtake it, even if the core
-//!   dropped the acquire's future. In a pool, requests for the same keys
+//! - **Ordered and batched.** Each client has a queue
+//!   ([`redlock_kit::Queue`]): a request to an idle client is sent from the
+//!   caller's task; requests that arrive while a batch is on the wire wait
+//!   and go out together as the next batch, one batch at a time, so a
+//!   release can never overtake the acquire before it, even if the core
+//!   dropped the acquire's future. A batch is the kit's wire plan in fred's
+//!   terms: a one-key acquire as fred's own `SET … NX PX` (which fred
+//!   writes without flushing while more commands follow) and the batch's
+//!   releases as one script call, so a batch costs one or two socket writes
+//!   rather than one per command. In a pool, requests for the same keys
 //!   always use the same client.
 //! - **Bounded.** A node owes at most
 //!   [`Builder::max_outstanding`] requests (sent or queued in fred,
@@ -44,11 +49,13 @@
 //!   keeps its place in the node's order and in the count until fred
 //!   answers it. By default a command fails at once, unsent
 //!   ([`NodeError::NotConnected`](redlock_core::NodeError)), while its
-//!   connection is down (fail fast). Clients made from a URL reconnect
-//!   forever with exponential backoff ([`default_reconnect_policy`]);
+//!   connection is down (fail fast), also before the first connection:
+//!   [`redlock`] and [`Builder::open`] do not wait for the servers. Clients
+//!   made from a URL reconnect forever with exponential backoff
+//!   ([`default_reconnect_policy`]);
 //!   [`quit`](redlock_core::Node::quit), or dropping the last handle,
 //!   closes their connections after the answers still owed, within the
-//!   command timeout.
+//!   response timeout.
 //! - **Cluster keys.** A multi-resource lock whose keys live in different
 //!   hash slots is split with [`redlock_kit::slots`], one request per slot, all sent at once. If any slot conflicts or fails, what
 //!   the others took is released before answering: all or nothing, and never
@@ -72,7 +79,7 @@
 //! - [`FredNode::connect`] from a URL; [`FredNode::from_client`] and
 //!   [`FredNode::from_pool`] for clients the application built (any
 //!   `ServerConfig`: centralized, clustered, sentinel).
-//! - [`Builder`] for the command timeout, fail-fast, reconnect
+//! - [`Builder`] for the response and connection timeouts, fail-fast, reconnect
 //!   policy, pool size and custom [`Scripts`](redlock_core::Scripts).
 //! - [`Error`] when a node cannot be made.
 //!
