@@ -266,7 +266,6 @@ impl Builder {
         Ok(Settings {
             options: self.command_options(),
             response_timeout: self.response_timeout,
-            connection_timeout: self.connection_timeout,
             scripts: self.scripts.clone(),
             secrets,
             wake_on_release: self.wake_on_release,

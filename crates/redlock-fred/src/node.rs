@@ -65,7 +65,6 @@ pub struct FredNode {
 pub(crate) struct Settings {
     pub(crate) options: Options,
     pub(crate) response_timeout: Duration,
-    pub(crate) connection_timeout: Duration,
     pub(crate) scripts: redlock_core::Scripts,
     pub(crate) secrets: Secrets,
     pub(crate) wake_on_release: bool,
@@ -258,7 +257,6 @@ impl FredNode {
         let Settings {
             options,
             response_timeout,
-            connection_timeout,
             scripts,
             mut secrets,
             wake_on_release,
@@ -295,7 +293,7 @@ impl FredNode {
                 clustered,
                 resends: Resends::default(),
                 id: id.clone(),
-                connection_timeout,
+                loaded: false,
                 held: false,
             };
             queues.push(

@@ -44,8 +44,9 @@ pub(crate) struct Wire {
     /// When a refused acquire may be sent again.
     pub(crate) resends: Resends,
     pub(crate) id: String,
-    /// How long [`warm_up`](Executor::warm_up) waits for the connection.
-    pub(crate) connection_timeout: Duration,
+    /// Whether the scripts were loaded (once, on the first connection; a
+    /// script missing later is sent in full on `NOSCRIPT`).
+    pub(crate) loaded: bool,
     /// fred may still hold requests of a batch given up when its
     /// connection was lost; it writes them first once it reconnects.
     pub(crate) held: bool,
@@ -59,6 +60,31 @@ const DOWN_CHECK: Duration = Duration::from_millis(20);
 type Sent = Result<Value, FredError>;
 
 impl Wire {
+    /// Loads every script once the client is connected (on every primary
+    /// of a cluster); a failure only costs the full script on first use.
+    async fn load(&mut self) {
+        if self.loaded || self.client.state() != ClientState::Connected {
+            return;
+        }
+        self.loaded = true;
+        for script in self.planner.scripts().all() {
+            let loaded = if self.clustered {
+                let source = script.source.clone();
+                let load = self.client.script_load_cluster::<(), _>(source);
+                load.await.map_err(|e| node_error(&e, &self.secrets))
+            } else {
+                let load = Entry {
+                    command: Command::ScriptLoad { script },
+                    answers: redlock_kit::plan::Answers::Nothing,
+                };
+                self.run(&load, 0).await.map(drop)
+            };
+            if let Err(e) = loaded {
+                tracing::warn!(node = %self.id, error = %e, "could not preload a redlock script; it is sent in full on first use");
+            }
+        }
+    }
+
     /// `command` as fred's command, routed to `slot` on a cluster and
     /// handed to fred when the returned future is first polled (no await
     /// comes before that), which fixes its place in the connection's order.
@@ -137,7 +163,6 @@ impl Wire {
     /// since it was first sent ([`Resends`]): it must never land after a
     /// release meant to follow it.
     async fn run(&self, entry: &Entry<'_>, slot: u16) -> Result<Reply, NodeError> {
-        let kinds = || entry.answers.calls().len();
         let acquire = matches!(&entry.command, Command::SetNx { .. })
             || matches!(&entry.command, Command::Script { call, .. } if call.kind == Kind::Acquire);
         if matches!(&entry.command, Command::ReleaseMany { .. })
@@ -164,7 +189,7 @@ impl Wire {
                     self.secrets.redact(e.details())
                 )));
             }
-            tracing::debug!(node = %self.id, calls = kinds(), error = %self.secrets.redact(e.details()), "refused unrun: sending again");
+            tracing::debug!(node = %self.id, error = %self.secrets.redact(e.details()), "refused unrun: sending again");
             if noscript {
                 command = command.by_source();
             } else {
@@ -176,37 +201,17 @@ impl Wire {
 
 #[redlock_core::async_trait]
 impl Executor for Wire {
-    /// Waits for the connection (up to the connection timeout) and loads
-    /// the scripts; a missing script is sent in full on first use anyway.
+    /// Loads the scripts if the client is connected already; otherwise the
+    /// first batch after it connected does (calls are never held back for
+    /// a connection: they fail fast meanwhile).
     async fn warm_up(&mut self) {
-        let connected =
-            tokio::time::timeout(self.connection_timeout, self.client.wait_for_connect());
-        if !matches!(connected.await, Ok(Ok(()))) {
-            return;
-        }
-        for script in self.planner.scripts().all() {
-            let load = Entry {
-                command: Command::ScriptLoad { script },
-                answers: redlock_kit::plan::Answers::Nothing,
-            };
-            let loaded = if self.clustered {
-                let source = script.source.clone();
-                self.client
-                    .script_load_cluster::<(), _>(source)
-                    .await
-                    .map_err(|e| node_error(&e, &self.secrets))
-            } else {
-                self.run(&load, 0).await.map(drop)
-            };
-            if let Err(e) = loaded {
-                tracing::warn!(node = %self.id, error = %e, "could not preload a redlock script; it is sent in full on first use");
-            }
-        }
+        self.load().await;
     }
 
     /// Every command of the batch is handed to fred at once, in order; the
     /// answers come back in that order on the one connection.
     async fn execute(&mut self, calls: &[Call]) -> Vec<Result<Reply, NodeError>> {
+        self.load().await;
         if self.held && self.client.state() == ClientState::Connected {
             // fred wrote what it held first when it reconnected.
             self.held = false;

@@ -260,7 +260,14 @@ async fn a_node_opened_while_its_server_is_down_works_once_it_is_up() {
         began.elapsed()
     );
     let ttl = Duration::from_secs(10);
+    let asked = Instant::now();
     let answer = node.acquire(&keys(&["lazy"]), "t0", ttl).await;
+    // Fails fast: not held back until a connection timeout.
+    assert!(
+        asked.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        asked.elapsed()
+    );
     assert!(
         matches!(&answer, Err(e @ NodeError::NotConnected(_)) if !e.was_sent()),
         "{answer:?}"
