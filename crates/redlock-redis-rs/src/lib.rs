@@ -114,8 +114,8 @@ pub use error::Error;
 pub use node::{Builder, RedisNode};
 pub use redlock_core::{self, Lock, LockError, Options, Redlock};
 pub use redlock_kit::redact_url;
+pub use redlock_kit::session::{DEFAULT_CONNECTION_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
 pub use redlock_kit::Subscriptions;
-pub use single::{DEFAULT_CONNECTION_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
 
 #[cfg(feature = "sentinel")]
 pub use redis::sentinel::SentinelNodeConnectionInfo;

@@ -2,19 +2,19 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo};
-use redlock_core::backlog::{self, Backlog};
-use redlock_core::{Acquire, Extend, KeyState, Node, NodeError, Scripts};
+use redlock_core::backlog::Backlog;
+use redlock_core::Node;
+use redlock_kit::node::QueueNode;
+use redlock_kit::session::Session;
+use redlock_kit::settings::{Invalid, Settings};
 use redlock_kit::watch::ReleaseHub;
 use redlock_kit::{Executor, LoadedScripts, Queue, Subscriptions};
 
 use crate::address::{display_id, redact_url, Secrets};
-use crate::single::{
-    Connector, SingleExecutor, DEFAULT_CONNECTION_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
-};
+use crate::single::{Connector, RedisLink};
 use crate::watch::Opener;
 use crate::Error;
 
@@ -42,22 +42,18 @@ use crate::Error;
 /// ```
 #[derive(Clone)]
 pub struct RedisNode {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    id: String,
-    queue: Queue,
-    watch: Option<ReleaseHub>,
+    inner: Arc<QueueNode>,
 }
 
 impl fmt::Debug for RedisNode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisNode")
-            .field("id", &self.inner.id)
+            .field("id", &self.inner.id())
             .finish_non_exhaustive()
     }
 }
+
+redlock_kit::node_via!(RedisNode, |node| &*node.inner);
 
 /// Settings for building a [`RedisNode`]; start with [`RedisNode::builder`].
 ///
@@ -76,90 +72,30 @@ impl fmt::Debug for RedisNode {
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until a node is made from it"]
 pub struct Builder {
-    scripts: Scripts,
-    response_timeout: Option<Duration>,
-    connection_timeout: Option<Duration>,
-    max_batch: usize,
-    max_outstanding: usize,
-    wake_on_release: bool,
+    settings: Settings,
 }
 
+// Not derived: with `tls` it installs the crypto provider.
+#[allow(clippy::derivable_impls)]
 impl Default for Builder {
     fn default() -> Self {
         // Every constructor starts here, before any TLS connection is made.
         #[cfg(feature = "tls")]
         crate::tls::install_crypto_provider();
         Builder {
-            scripts: Scripts::default(),
-            response_timeout: Some(DEFAULT_RESPONSE_TIMEOUT),
-            connection_timeout: Some(DEFAULT_CONNECTION_TIMEOUT),
-            max_batch: 256,
-            max_outstanding: backlog::DEFAULT_LIMIT,
-            wake_on_release: true,
+            settings: Settings::default(),
         }
     }
 }
 
+/// `scripts`, `response_timeout` (default 10 s), `connection_timeout`
+/// (default 1 s), `max_batch`, `max_outstanding`, `wake_on_release`: the
+/// settings every Redlock adapter has, with the same defaults. Only nodes
+/// made from a URL or a [`Client`] wake waiters on release. A zero timeout
+/// is [`Error::InvalidConfig`], a backlog limit out of range
+/// [`Error::InvalidArgument`]. See [`RedisNode::outstanding`].
 impl Builder {
-    /// Substitute Lua scripts (node-redlock's `lockScript`, `unlockScript`,
-    /// `extendScript`); they must keep the calling convention of
-    /// [`redlock_core::scripts`].
-    pub fn scripts(mut self, scripts: Scripts) -> Self {
-        self.scripts = scripts;
-        self
-    }
-
-    /// How long the node waits for a reply before it gives the connection
-    /// up and replaces it (default 10 s; `None` waits for the server
-    /// however long it takes). The core bounds every request by its own,
-    /// much shorter per-node timeout; this one only decides when a silent
-    /// server's connection is abandoned. The new connection first kills
-    /// the old one on the server (`CLIENT KILL ID`), so nothing still
-    /// buffered on the old socket can run after a later release; where
-    /// that is impossible (a connection passed in, or a server that refuses
-    /// `CLIENT ID` / `INFO`), the node waits for the server instead. Zero
-    /// is refused when the node is built ([`Error::InvalidConfig`]).
-    pub fn response_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.response_timeout = timeout.into();
-        self
-    }
-
-    /// How long establishing a connection may take (default 1 s; `None`:
-    /// no bound). Zero is refused when the node is built
-    /// ([`Error::InvalidConfig`]).
-    pub fn connection_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.connection_timeout = timeout.into();
-        self
-    }
-
-    /// The most calls sent in one pipeline (default 256).
-    pub fn max_batch(mut self, max: usize) -> Self {
-        self.max_batch = max.max(1);
-        self
-    }
-
-    /// The most requests this node may owe (sent or queued, not answered)
-    /// before new acquires, extends and reads fail at once without being
-    /// sent, with [`NodeError::Backlog`] (default
-    /// [`backlog::DEFAULT_LIMIT`], 1024). This is what keeps memory flat
-    /// while a server is stopped, however long. Zero, or more than
-    /// [`backlog::MAX_LIMIT`], is refused when the node is built
-    /// ([`Error::InvalidArgument`]). See [`RedisNode::outstanding`].
-    pub fn max_outstanding(mut self, limit: usize) -> Self {
-        self.max_outstanding = limit;
-        self
-    }
-
-    /// Whether waiters are woken by release announcements (default `true`):
-    /// the node keeps one extra pub/sub connection, subscribed only to the
-    /// release channels of resources someone is waiting for. Only nodes
-    /// that own a [`Client`] ([`open`](Self::open), [`connect`](Self::connect),
-    /// [`from_client`](Self::from_client)) announce; others poll with the
-    /// retry delay. See [`Node::watch_release`].
-    pub fn wake_on_release(mut self, enabled: bool) -> Self {
-        self.wake_on_release = enabled;
-        self
-    }
+    redlock_kit::builder_methods!(settings);
 
     /// The former name of [`from_client`](Self::from_client).
     #[doc(hidden)]
@@ -174,7 +110,7 @@ impl Builder {
     fn config(&self) -> AsyncConnectionConfig {
         AsyncConnectionConfig::new()
             .set_response_timeout(None)
-            .set_connection_timeout(self.connection_timeout)
+            .set_connection_timeout(self.settings.connection_timeout)
     }
 
     /// A node for the server at `url` (`redis://[user:password@]host:port[/db]`,
@@ -200,7 +136,7 @@ impl Builder {
         let info = client.get_connection_info().clone();
         let id = display_id(&info);
         let redact = crate::address::secrets_of(&info);
-        let hub = if self.wake_on_release {
+        let hub = if self.settings.wake_on_release {
             ReleaseHub::spawn(Opener(client.clone()), redact.clone(), id.clone())
         } else {
             None
@@ -209,11 +145,7 @@ impl Builder {
             client,
             config: self.config(),
         };
-        let mut node = self.spawn_single(connector, id, redact)?;
-        if let Some(inner) = Arc::get_mut(&mut node.inner) {
-            inner.watch = hub;
-        }
-        Ok(node)
+        self.spawn_single(connector, id, redact, hub)
     }
 
     /// A node over a connection the caller already has. It is used as is
@@ -225,22 +157,16 @@ impl Builder {
         connection: MultiplexedConnection,
         name: &str,
     ) -> Result<RedisNode, Error> {
-        self.spawn_single(
-            Connector::Fixed(connection),
-            redact_url(name),
-            Secrets::default(),
-        )
+        let id = redact_url(name);
+        self.spawn_single(Connector::Fixed(connection), id, Secrets::default(), None)
     }
 
     /// A node over a [`ConnectionManager`], which reconnects by itself.
     /// `name` is used as the node's [`id`](Node::id) (a password in it is
     /// removed).
     pub fn from_manager(self, manager: ConnectionManager, name: &str) -> Result<RedisNode, Error> {
-        self.spawn_single(
-            Connector::Manager(manager),
-            redact_url(name),
-            Secrets::default(),
-        )
+        let id = redact_url(name);
+        self.spawn_single(Connector::Manager(manager), id, Secrets::default(), None)
     }
 
     fn spawn_single(
@@ -248,39 +174,31 @@ impl Builder {
         connector: Connector,
         id: String,
         redact: Secrets,
+        watch: Option<ReleaseHub>,
     ) -> Result<RedisNode, Error> {
         let backlog = self.backlog(&id)?;
-        let executor = SingleExecutor::new(
-            connector,
-            LoadedScripts::new(&self.scripts),
-            redact,
+        let session = Session::new(
+            RedisLink::new(connector, redact),
+            LoadedScripts::new(&self.settings.scripts),
             id.clone(),
-            self.response_timeout,
+            self.settings.response_timeout,
             backlog.clone(),
         );
-        self.spawn(executor, id, backlog)
+        self.spawn(session, id, backlog, watch)
     }
 
-    /// The node's backlog, as configured.
     /// The node's backlog, once the settings are known to work: a zero
     /// timeout is refused rather than silently replaced.
     pub(crate) fn backlog(&self, id: &str) -> Result<Backlog, Error> {
-        for (name, value) in [
-            ("response_timeout", self.response_timeout),
-            ("connection_timeout", self.connection_timeout),
-        ] {
-            if value.is_some_and(|t| t.is_zero()) {
-                return Err(Error::InvalidConfig(format!(
-                    "{name} is zero: give a positive duration, or None to wait without a bound"
-                )));
-            }
-        }
-        Ok(Backlog::new(self.max_outstanding)?.with_gauge(id))
+        self.settings.backlog(id).map_err(|e| match e {
+            Invalid::Config(text) => Error::InvalidConfig(text),
+            Invalid::Argument(e) => Error::InvalidArgument(e),
+        })
     }
 
     #[cfg(feature = "sentinel")]
-    pub(crate) fn response_timeout_setting(&self) -> Option<Duration> {
-        self.response_timeout
+    pub(crate) fn response_timeout_setting(&self) -> Option<std::time::Duration> {
+        self.settings.response_timeout
     }
 
     pub(crate) fn spawn<E: Executor>(
@@ -288,26 +206,26 @@ impl Builder {
         executor: E,
         id: String,
         backlog: Backlog,
+        watch: Option<ReleaseHub>,
     ) -> Result<RedisNode, Error> {
-        let queue =
-            Queue::spawn(executor, self.max_batch, backlog).map_err(|_| Error::NoRuntime)?;
+        let queue = Queue::spawn(executor, self.settings.max_batch, backlog)
+            .map_err(|_| Error::NoRuntime)?;
         Ok(RedisNode {
-            inner: Arc::new(Inner {
-                id,
-                queue,
-                watch: None,
-            }),
+            inner: Arc::new(QueueNode::new(id, queue, watch)),
         })
     }
 
     #[cfg(any(feature = "cluster", feature = "sentinel"))]
     pub(crate) fn loaded_scripts(&self) -> LoadedScripts {
-        LoadedScripts::new(&self.scripts)
+        LoadedScripts::new(&self.settings.scripts)
     }
 
     #[cfg(feature = "cluster")]
-    pub(crate) fn timeouts(&self) -> (Option<Duration>, Option<Duration>) {
-        (self.response_timeout, self.connection_timeout)
+    pub(crate) fn timeouts(&self) -> (Option<std::time::Duration>, Option<std::time::Duration>) {
+        (
+            self.settings.response_timeout,
+            self.settings.connection_timeout,
+        )
     }
 
     #[cfg(feature = "sentinel")]
@@ -323,8 +241,8 @@ fn invalid(url: &str, e: &redis::RedisError) -> Error {
     Error::InvalidConfig(format!(
         "{}: {}; expected {} ({})",
         redact_url(url),
-        crate::address::url_problem(url),
-        crate::address::EXPECTED_FORM,
+        redlock_kit::url::url_problem(url),
+        redlock_kit::url::EXPECTED_FORM,
         r.redact(&e.to_string())
     ))
 }
@@ -392,7 +310,7 @@ impl RedisNode {
     /// failed). Stays at or below [`Builder::max_outstanding`] (plus the
     /// releases of what was admitted) however long the server is stopped.
     pub fn outstanding(&self) -> usize {
-        self.inner.queue.outstanding()
+        self.inner.queue().outstanding()
     }
 
     /// The pub/sub status of wake-on-release: which release channels the
@@ -415,103 +333,18 @@ impl RedisNode {
     /// # drop(woken); Ok(()) }
     /// ```
     pub fn release_subscriptions(&self) -> Option<Subscriptions> {
-        self.inner.watch.as_ref().map(ReleaseHub::subscriptions)
+        self.inner.subscriptions()
     }
 
     /// Sends PING through the node's queue.
     pub async fn ping(&self) -> Result<(), Error> {
         self.inner
-            .queue
+            .queue()
             .ping()
             .await
             .map_err(|cause| Error::Connect {
-                node: self.inner.id.clone(),
+                node: self.inner.id().to_owned(),
                 cause,
             })
-    }
-}
-
-#[async_trait::async_trait]
-impl Node for RedisNode {
-    async fn acquire(
-        &self,
-        keys: &[String],
-        token: &str,
-        ttl: Duration,
-    ) -> Result<Acquire, NodeError> {
-        self.inner.queue.acquire(keys, token, ttl).await
-    }
-
-    async fn release(&self, keys: &[String], token: &str) -> Result<u64, NodeError> {
-        self.inner.queue.release(keys, token).await
-    }
-
-    async fn extend(
-        &self,
-        keys: &[String],
-        token: &str,
-        ttl: Duration,
-    ) -> Result<Extend, NodeError> {
-        self.inner.queue.extend(keys, token, ttl).await
-    }
-
-    async fn inspect(&self, keys: &[String]) -> Result<Vec<KeyState>, NodeError> {
-        self.inner.queue.inspect(keys).await
-    }
-
-    async fn fence(&self, keys: &[String], floor: u64) -> Result<u64, NodeError> {
-        self.inner.queue.fence(keys, floor).await
-    }
-
-    /// A watch on the node's shared pub/sub connection (standalone nodes
-    /// with wake-on-release on; `None` otherwise).
-    fn watch_release(&self, keys: &[String]) -> Option<redlock_core::BoxFuture<'static, ()>> {
-        self.inner.watch.as_ref()?.watch(keys)
-    }
-
-    fn outstanding(&self) -> Option<usize> {
-        Some(RedisNode::outstanding(self))
-    }
-
-    /// Stops taking requests, waits until everything already queued (a
-    /// release still in flight, say) has been sent and answered, and
-    /// closes the node's connections. Dropping the last clone of the node
-    /// does the same in the background.
-    async fn quit(&self) -> Result<(), NodeError> {
-        if let Some(hub) = &self.inner.watch {
-            hub.close();
-        }
-        self.inner.queue.drain().await;
-        Ok(())
-    }
-
-    /// The address without the password.
-    fn id(&self) -> &str {
-        &self.inner.id
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn zero_timeouts_are_refused_not_replaced() {
-        let zero = Duration::ZERO;
-        for builder in [
-            RedisNode::builder().response_timeout(zero),
-            RedisNode::builder().connection_timeout(zero),
-        ] {
-            let err = builder.open("redis://127.0.0.1:6379").expect_err("zero");
-            assert!(
-                matches!(&err, Error::InvalidConfig(m) if m.contains("is zero")),
-                "{err}"
-            );
-        }
-        let node = RedisNode::builder()
-            .response_timeout(None)
-            .connection_timeout(Duration::from_millis(5))
-            .open("redis://127.0.0.1:6379");
-        assert!(node.is_ok(), "None and positive durations work");
     }
 }

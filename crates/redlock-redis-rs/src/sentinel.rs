@@ -5,10 +5,11 @@
 
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 
-use crate::address::{redact_url, Secrets};
+use crate::address::{redact_url, seed_urls};
 use crate::node::{Builder, RedisNode};
-use crate::single::{Connector, SingleExecutor};
+use crate::single::{Connector, RedisLink};
 use crate::Error;
+use redlock_kit::session::Session;
 
 impl Builder {
     /// One node for the master that the sentinels at `sentinels` know as
@@ -22,16 +23,8 @@ impl Builder {
         master_name: &str,
         master: Option<SentinelNodeConnectionInfo>,
     ) -> Result<RedisNode, Error> {
-        let urls: Vec<&str> = sentinels.iter().map(|s| s.as_ref()).collect();
-        let first = urls
-            .first()
-            .ok_or_else(|| Error::InvalidConfig("no sentinel URLs".into()))?;
-        let mut redact = Secrets::default();
-        for u in &urls {
-            if let Ok(info) = redis::IntoConnectionInfo::into_connection_info(*u) {
-                redact.add_opt(info.redis_settings().password());
-            }
-        }
+        let (urls, redact) = seed_urls(sentinels, "no sentinel URLs")?;
+        let first = urls.first().copied().unwrap_or_default();
         let client = SentinelClient::build(
             urls.clone(),
             master_name.to_string(),
@@ -45,15 +38,14 @@ impl Builder {
             config: self.sentinel_config(),
         };
         let backlog = self.backlog(&id)?;
-        let executor = SingleExecutor::new(
-            connector,
+        let executor = Session::new(
+            RedisLink::new(connector, redact),
             self.loaded_scripts(),
-            redact,
             id.clone(),
             self.response_timeout_setting(),
             backlog.clone(),
         );
-        self.spawn(executor, id, backlog)
+        self.spawn(executor, id, backlog, None)
     }
 
     /// Like [`open_sentinel`](Self::open_sentinel), then waits until the

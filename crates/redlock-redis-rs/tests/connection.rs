@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use redlock_core::{Acquire, Node, NodeError};
-use redlock_redis_rs::RedisNode;
+use redlock_redis_rs::{Error, RedisNode};
 use redlock_testkit::server::{Reply, ServerOptions};
 use redlock_testkit::RedisServer;
 
@@ -169,4 +169,26 @@ async fn a_silent_server_never_blocks_a_call() {
     assert_eq!(node.release(&k, "tok").await.map(|n| n <= 1), Ok(true));
     assert_eq!(node.acquire(&k, "tok2", TTL).await, Ok(Acquire::Acquired));
     assert_eq!(node.release(&k, "tok2").await, Ok(1));
+}
+
+#[tokio::test]
+async fn zero_timeouts_are_refused_not_replaced() {
+    // Nothing listens on port 1; the node is only built, never used.
+    let url = "redis://127.0.0.1:1";
+    let zero = Duration::ZERO;
+    for builder in [
+        RedisNode::builder().response_timeout(zero),
+        RedisNode::builder().connection_timeout(zero),
+    ] {
+        let err = builder.open(url).expect_err("zero");
+        assert!(
+            matches!(&err, Error::InvalidConfig(m) if m.contains("is zero")),
+            "{err}"
+        );
+    }
+    let node = RedisNode::builder()
+        .response_timeout(None)
+        .connection_timeout(Duration::from_millis(5))
+        .open(url);
+    assert!(node.is_ok(), "None and positive durations work");
 }

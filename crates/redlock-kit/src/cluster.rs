@@ -1,0 +1,332 @@
+//! A whole Redis Cluster as one node's [`Executor`](crate::Executor)
+//! work, over any client whose cluster connection routes a command by its
+//! keys ([`Router`]).
+//!
+//! [`execute`] carries out a batch: calls on disjoint keys run at once (a
+//! *wave*), a call touching a key of the current wave starts the next one,
+//! so its order with the earlier call is kept. Each call is split by slot
+//! with [`slots`] (and compensated), each single-slot piece
+//! sent as the call's script: `EVALSHA`, `EVAL` after `NOSCRIPT`, and
+//! again after a redirection (`MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`:
+//! not run), an acquire only while [`Resends`] allows it.
+
+use std::collections::HashSet;
+
+use futures_util::future::join_all;
+use redlock_core::{Acquire, Extend, KeyState, NodeError};
+
+use crate::call::{Call, Kind, LoadedScripts};
+use crate::plan::Command;
+use crate::reply::{self, Reply};
+use crate::slots::{self, is_redirect, Resends, SlotSender, MAX_REDIRECTS};
+
+/// A cluster's error reply to one command (or a failure): what the node
+/// reports, and the server's code and text, read for `NOSCRIPT` and
+/// redirections.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    /// The error as the node reports it (without secrets).
+    pub error: NodeError,
+    /// The server's error code (`NOSCRIPT`, `MOVED`), if the client tells.
+    pub code: Option<String>,
+    /// The error's text (`MOVED 3999 …`), without secrets.
+    pub text: String,
+}
+
+impl Refused {
+    /// Whether the script was not cached: not run.
+    fn noscript(&self) -> bool {
+        self.code.as_deref() == Some("NOSCRIPT") || self.text.contains("NOSCRIPT")
+    }
+
+    /// Whether the cluster asks to send it elsewhere or later: not run.
+    fn redirect(&self) -> bool {
+        self.code.as_deref().is_some_and(is_redirect) || is_redirect(&self.text)
+    }
+}
+
+/// A cluster connection that sends one command to the node owning its
+/// keys (the client's routing), once.
+#[async_trait::async_trait]
+pub trait Router: Sync {
+    /// Sends `command` once and returns its reply (decoded, with
+    /// [`Reply::Error`] for an error inside an array), or the error reply
+    /// or failure.
+    async fn send(&self, command: &Command<'_>) -> Result<Reply, Refused>;
+}
+
+/// One call's single-slot pieces as script calls through a [`Router`].
+struct Pieces<'a, R: ?Sized> {
+    router: &'a R,
+    scripts: &'a LoadedScripts,
+    resends: Resends,
+}
+
+impl<R: Router + ?Sized> Pieces<'_, R> {
+    /// Runs one single-slot call: EVALSHA, EVAL on NOSCRIPT, and the same
+    /// again on a redirection; an acquire only while no release went out
+    /// since ([`Resends`]).
+    async fn eval(&self, call: Call) -> Result<Reply, NodeError> {
+        if call.kind == Kind::Release {
+            self.resends.releasing();
+        }
+        let sent = self.resends.sending();
+        let (mut source, mut redirects) = (false, 0);
+        loop {
+            let command = Command::Script {
+                script: self.scripts.get(call.kind),
+                call: &call,
+                source,
+            };
+            let refused = match self.router.send(&command).await {
+                Ok(reply) => return Ok(reply),
+                Err(refused) => refused,
+            };
+            let noscript = !source && refused.noscript();
+            let redirect = redirects < MAX_REDIRECTS && refused.redirect();
+            let blocked = call.kind == Kind::Acquire && !self.resends.may_resend_acquire(sent);
+            if blocked || !(noscript || redirect) {
+                return Err(refused.error);
+            }
+            if noscript {
+                source = true;
+            } else {
+                redirects += 1;
+            }
+        }
+    }
+}
+
+fn piece(kind: Kind, keys: Vec<String>, token: Option<&str>, number: Option<u64>) -> Call {
+    Call {
+        kind,
+        keys,
+        token: token.map(str::to_owned),
+        number,
+    }
+}
+
+#[async_trait::async_trait]
+impl<R: Router + ?Sized> SlotSender for Pieces<'_, R> {
+    async fn acquire(
+        &self,
+        _: u16,
+        keys: Vec<String>,
+        token: &str,
+        ttl_ms: u64,
+    ) -> Result<Acquire, NodeError> {
+        let call = piece(Kind::Acquire, keys, Some(token), Some(ttl_ms));
+        reply::acquire(&self.eval(call).await?)
+    }
+
+    async fn release(&self, _: u16, keys: Vec<String>, token: &str) -> Result<u64, NodeError> {
+        let call = piece(Kind::Release, keys, Some(token), None);
+        reply::release(&self.eval(call).await?)
+    }
+
+    async fn extend(
+        &self,
+        _: u16,
+        keys: Vec<String>,
+        token: &str,
+        ttl_ms: u64,
+    ) -> Result<Extend, NodeError> {
+        let call = piece(Kind::Extend, keys, Some(token), Some(ttl_ms));
+        reply::extend(&self.eval(call).await?)
+    }
+
+    async fn inspect(&self, _: u16, keys: Vec<String>) -> Result<Vec<KeyState>, NodeError> {
+        let call = piece(Kind::Inspect, keys.clone(), None, None);
+        reply::inspect(&keys, self.eval(call).await?)
+    }
+
+    async fn fence(&self, _: u16, keys: Vec<String>, floor: u64) -> Result<u64, NodeError> {
+        let call = piece(Kind::Fence, keys, None, Some(floor));
+        reply::fence(&self.eval(call).await?)
+    }
+}
+
+/// Runs one call split by slot, answered as the single server's script
+/// would answer (the node decodes it again).
+async fn run_call<R: Router + ?Sized>(
+    pieces: &Pieces<'_, R>,
+    call: &Call,
+) -> Result<Reply, NodeError> {
+    let keys = &call.keys;
+    let token = call.token.as_deref().unwrap_or_default();
+    let number = call.number.unwrap_or_default();
+    let flag = |yes: bool| Reply::Int(i64::from(yes));
+    let count = |n: u64| Reply::Int(i64::try_from(n).unwrap_or(i64::MAX));
+    Ok(match call.kind {
+        Kind::Acquire => {
+            flag(slots::acquire(pieces, keys, token, number).await? == Acquire::Acquired)
+        }
+        Kind::Release => count(slots::release(pieces, keys, token).await?),
+        Kind::Extend => flag(slots::extend(pieces, keys, token, number).await? == Extend::Extended),
+        Kind::Fence => count(slots::fence(pieces, keys, number).await?),
+        Kind::Inspect => Reply::Array(
+            slots::inspect(pieces, keys)
+                .await?
+                .into_iter()
+                .map(|state| {
+                    let pttl = match (&state.holder, state.ttl) {
+                        (None, _) => -2,
+                        (Some(_), None) => -1,
+                        (Some(_), Some(ttl)) => i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+                    };
+                    let holder = state.holder.map_or(Reply::Nil, Reply::Text);
+                    Reply::Array(vec![Reply::Int(pttl), holder])
+                })
+                .collect(),
+        ),
+        Kind::Ping => pieces
+            .router
+            .send(&Command::Ping)
+            .await
+            .map_err(|r| r.error)?,
+    })
+}
+
+/// Carries out `calls` in order on a cluster (see the [module docs](self));
+/// one result per call.
+pub async fn execute<R: Router + ?Sized>(
+    router: &R,
+    scripts: &LoadedScripts,
+    calls: &[Call],
+) -> Vec<Result<Reply, NodeError>> {
+    let mut results = Vec::with_capacity(calls.len());
+    let mut start = 0;
+    while start < calls.len() {
+        let mut end = start;
+        let mut seen: HashSet<&str> = HashSet::new();
+        while end < calls.len() {
+            let c = &calls[end];
+            if c.keys.iter().any(|k| seen.contains(k.as_str())) {
+                break;
+            }
+            seen.extend(c.keys.iter().map(|k| k.as_str()));
+            end += 1;
+        }
+        let wave = join_all(calls[start..end].iter().map(|c| {
+            // The waves keep a release from running beside an acquire of
+            // the same keys, so only a call's own releases (its
+            // compensation) count against resending its acquires.
+            let pieces = Pieces {
+                router,
+                scripts,
+                resends: Resends::default(),
+            };
+            async move { run_call(&pieces, c).await }
+        }))
+        .await;
+        results.extend(wave);
+        start = end;
+    }
+    results
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    use redlock_core::Scripts;
+
+    use super::*;
+
+    /// Answers every script with success; refuses the first one with
+    /// `NOSCRIPT` or `MOVED` when told to.
+    #[derive(Default)]
+    struct Fake {
+        log: Mutex<Vec<String>>,
+        noscript_once: AtomicBool,
+        moved_once: AtomicBool,
+    }
+
+    fn refused(code: &str, text: &str) -> Refused {
+        Refused {
+            error: NodeError::Server(text.into()),
+            code: Some(code.into()),
+            text: text.into(),
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Router for Fake {
+        async fn send(&self, command: &Command<'_>) -> Result<Reply, Refused> {
+            let Command::Script { call, source, .. } = command else {
+                return Ok(Reply::Text("PONG".into()));
+            };
+            let verb = if *source { "EVAL" } else { "EVALSHA" };
+            let line = format!("{verb} {:?} {}", call.kind, call.keys.join(","));
+            self.log.lock().unwrap().push(line);
+            if !source && self.noscript_once.swap(false, Ordering::SeqCst) {
+                return Err(refused("NOSCRIPT", "NoScript: No matching script"));
+            }
+            if self.moved_once.swap(false, Ordering::SeqCst) {
+                return Err(refused("MOVED", "MOVED 3999 127.0.0.1:7001"));
+            }
+            Ok(match call.kind {
+                Kind::Inspect => Reply::Array(
+                    call.keys
+                        .iter()
+                        .map(|_| Reply::Array(vec![Reply::Int(-2), Reply::Nil]))
+                        .collect(),
+                ),
+                Kind::Release => Reply::Int(call.keys.len() as i64),
+                _ => Reply::Int(1),
+            })
+        }
+    }
+
+    fn call(kind: Kind, keys: &[&str]) -> Call {
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        let number = (kind == Kind::Acquire).then_some(1000);
+        Call::new(kind, &keys, Some("tok"), number)
+    }
+
+    fn log(fake: &Fake) -> Vec<String> {
+        fake.log.lock().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn noscript_is_answered_with_the_source_and_order_is_kept() {
+        let fake = Fake::default();
+        fake.noscript_once.store(true, Ordering::SeqCst);
+        let scripts = LoadedScripts::new(&Scripts::default());
+        let calls = [call(Kind::Acquire, &["a"]), call(Kind::Release, &["a"])];
+        let results = execute(&fake, &scripts, &calls).await;
+        assert_eq!(results, [Ok(Reply::Int(1)), Ok(Reply::Int(1))]);
+        assert_eq!(
+            log(&fake),
+            ["EVALSHA Acquire a", "EVAL Acquire a", "EVALSHA Release a"]
+        );
+    }
+
+    #[tokio::test]
+    async fn keys_of_several_slots_go_out_one_slot_at_a_time() {
+        let fake = Fake::default();
+        let scripts = LoadedScripts::new(&Scripts::default());
+        let calls = [call(Kind::Inspect, &["{a}1", "{b}1", "{a}2"])];
+        let results = execute(&fake, &scripts, &calls).await;
+        let Ok(Reply::Array(states)) = &results[0] else {
+            panic!("an array: {results:?}");
+        };
+        assert_eq!(states.len(), 3, "one state per key, in order");
+        let mut sent = log(&fake);
+        sent.sort();
+        assert_eq!(sent, ["EVALSHA Inspect {a}1,{a}2", "EVALSHA Inspect {b}1"]);
+    }
+
+    #[tokio::test]
+    async fn a_redirected_acquire_is_sent_again_while_no_release_went_out() {
+        let fake = Fake::default();
+        fake.moved_once.store(true, Ordering::SeqCst);
+        let scripts = LoadedScripts::new(&Scripts::default());
+        let results = execute(&fake, &scripts, &[call(Kind::Acquire, &["k"])]).await;
+        assert_eq!(results, [Ok(Reply::Int(1))]);
+        assert_eq!(log(&fake), ["EVALSHA Acquire k", "EVALSHA Acquire k"]);
+        let ping = execute(&fake, &scripts, &[Call::ping()]).await;
+        assert_eq!(ping, [Ok(Reply::Text("PONG".into()))]);
+    }
+}
