@@ -37,6 +37,7 @@
 #![forbid(unsafe_code)]
 
 mod finish;
+pub mod native;
 pub mod reply;
 mod secrets;
 pub mod slots;
