@@ -86,6 +86,7 @@ pub struct Builder {
     max_batch: usize,
     max_outstanding: usize,
     wake_on_release: bool,
+    native_commands: bool,
 }
 
 impl Default for Builder {
@@ -100,6 +101,7 @@ impl Default for Builder {
             max_batch: 256,
             max_outstanding: backlog::DEFAULT_LIMIT,
             wake_on_release: true,
+            native_commands: true,
         }
     }
 }
@@ -162,6 +164,30 @@ impl Builder {
     /// retry delay. See [`Node::watch_release`].
     pub fn wake_on_release(mut self, enabled: bool) -> Self {
         self.wake_on_release = enabled;
+        self
+    }
+
+    /// Whether a one-key release or extend may use the server's own
+    /// compare-and-delete / compare-and-set instead of the built-in script
+    /// (default `true`): `DELIFEQ` on Valkey 9, `DELEX … IFEQ` on Redis
+    /// 8.4, `SET … IFEQ … PX` on both; see [`redlock_kit::native`]. Each
+    /// connection asks its server once (`COMMAND INFO DELIFEQ DELEX`) and
+    /// keeps to the scripts where the answer names neither. With it, a
+    /// user whose ACL denies `@scripting` can lock, extend and unlock one
+    /// resource. A substitute script ([`scripts`](Self::scripts)) always
+    /// runs as written, as do calls on several keys; Redis Cluster nodes
+    /// always use the scripts.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), redlock_redis_rs::Error> {
+    /// let node = redlock_redis_rs::RedisNode::builder()
+    ///     .native_commands(false) // every call a Lua script
+    ///     .connect("redis://127.0.0.1:6379")
+    ///     .await?;
+    /// # let _ = node; Ok(()) }
+    /// ```
+    pub fn native_commands(mut self, enabled: bool) -> Self {
+        self.native_commands = enabled;
         self
     }
 
@@ -261,7 +287,8 @@ impl Builder {
             id.clone(),
             self.response_timeout,
             backlog.clone(),
-        );
+        )
+        .with_native(self.native_commands);
         self.spawn(executor, id, backlog)
     }
 
@@ -280,6 +307,11 @@ impl Builder {
             }
         }
         Ok(Backlog::new(self.max_outstanding)?.with_gauge(id))
+    }
+
+    #[cfg(feature = "sentinel")]
+    pub(crate) fn native_commands_setting(&self) -> bool {
+        self.native_commands
     }
 
     #[cfg(feature = "sentinel")]

@@ -1,6 +1,7 @@
 //! The scripts a node runs, with their SHA1 digests for EVALSHA.
 
 use redlock_core::Scripts;
+use redlock_kit::native::{self, Capabilities};
 
 /// Which script a call runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,10 +180,48 @@ impl Call {
     /// The command for a single server: like [`evalsha`](Self::evalsha),
     /// except that a one-key acquire with the built-in script is sent as
     /// `SET key token NX PX ttl` (same atomic effect; replies `OK` / nil,
-    /// which the node reads as 1 / 0).
-    pub(crate) fn single_server(&self, scripts: &LoadedScripts) -> redis::Cmd {
+    /// which the node reads as 1 / 0), and a one-key extend as the
+    /// server's native `SET … IFEQ` where it has one. A native release is
+    /// two commands: see [`native`](Self::native).
+    pub(crate) fn single_server(&self, scripts: &LoadedScripts, caps: Capabilities) -> redis::Cmd {
+        let extend = || (self.kind == Kind::Extend).then(|| self.native(scripts, caps));
         self.plain_set(scripts)
+            .or_else(|| extend().flatten())
             .unwrap_or_else(|| self.evalsha(scripts))
+    }
+
+    /// The server's own compare-and-delete (a one-key release) or
+    /// compare-and-set (a one-key extend) for this call, where the server
+    /// has it and the script is the built-in one (see
+    /// [`redlock_kit::native`]). A native release is followed by its
+    /// [`announce`](Self::announce).
+    pub(crate) fn native(&self, scripts: &LoadedScripts, caps: Capabilities) -> Option<redis::Cmd> {
+        let token = self.token.as_deref()?;
+        let command = match self.kind {
+            Kind::Release => native::release(caps, &scripts.release.source, &self.keys, token)?,
+            Kind::Extend => native::extend(
+                caps,
+                &scripts.extend.source,
+                &self.keys,
+                token,
+                self.number?,
+            )?,
+            _ => return None,
+        };
+        Some(to_cmd(&command))
+    }
+
+    /// Whether this call is a release sent natively (and so followed by its
+    /// announcement).
+    pub(crate) fn native_release(&self, scripts: &LoadedScripts, caps: Capabilities) -> bool {
+        self.kind == Kind::Release && self.native(scripts, caps).is_some()
+    }
+
+    /// The announcement after a native release: `PUBLISH` on the key's
+    /// release channel, as the release script does.
+    pub(crate) fn announce(&self) -> redis::Cmd {
+        let key = self.keys.first().map_or("", String::as_str);
+        to_cmd(&native::announce(key, self.token.as_deref().unwrap_or("")))
     }
 
     fn plain_set(&self, scripts: &LoadedScripts) -> Option<redis::Cmd> {
@@ -195,4 +234,13 @@ impl Call {
         cmd.arg(key).arg(token).arg("NX").arg("PX").arg(ttl);
         Some(cmd)
     }
+}
+
+/// A kit [`native::Command`] as the `redis` crate's command.
+pub(crate) fn to_cmd(command: &native::Command<'_>) -> redis::Cmd {
+    let mut cmd = redis::cmd(command.name);
+    for arg in &command.args {
+        cmd.arg(arg.as_ref());
+    }
+    cmd
 }

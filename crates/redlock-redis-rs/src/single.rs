@@ -39,6 +39,7 @@ use crate::address::Secrets;
 use crate::error::{is_noscript, is_readonly, needs_reconnect, node_error};
 use crate::queue::Executor;
 use crate::scripts::{Call, Kind, LoadedScripts};
+use redlock_kit::native::{self, Capabilities};
 
 /// Where connections come from. One per node, so its size does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -168,6 +169,11 @@ pub(crate) struct SingleExecutor {
     backlog: Backlog,
     response_timeout: Option<Duration>,
     scripts: LoadedScripts,
+    /// Whether native commands may replace the built-in scripts.
+    native_allowed: bool,
+    /// What the current connection's server can do without scripts
+    /// (asked in [`prepare`](Self::prepare); none until then).
+    caps: Capabilities,
     redact: Secrets,
     id: String,
 }
@@ -191,9 +197,18 @@ impl SingleExecutor {
             backlog,
             response_timeout,
             scripts,
+            native_allowed: true,
+            caps: Capabilities::NONE,
             redact,
             id,
         }
+    }
+
+    /// Whether one-key releases and extends may use the server's native
+    /// commands where it has them (default `true`).
+    pub(crate) fn with_native(mut self, allowed: bool) -> Self {
+        self.native_allowed = allowed;
+        self
     }
 
     /// The connection, made first if needed (and prepared: fence, scripts,
@@ -248,6 +263,9 @@ impl SingleExecutor {
         pipe.ignore_errors();
         pipe.cmd("CLIENT").arg("ID");
         pipe.cmd("INFO").arg("server");
+        let mut detect = redis::cmd(native::DETECT[0]);
+        detect.arg(&native::DETECT[1..]);
+        pipe.add_command(detect);
         for s in self.scripts.all() {
             pipe.cmd("SCRIPT").arg("LOAD").arg(&s.source);
         }
@@ -264,6 +282,14 @@ impl SingleExecutor {
             Some(Ok(v)) => run_id(&v),
             _ => None,
         };
+        self.caps = match replies.next() {
+            Some(Ok(v)) => Capabilities::from_command_info(&crate::node::from_redis(v)),
+            _ => Capabilities::NONE,
+        }
+        .allowed(self.native_allowed);
+        if self.caps.any() {
+            tracing::debug!(node = %self.id, caps = ?self.caps, "native commands replace the built-in scripts for one key");
+        }
         for r in replies {
             if let Err(e) = r {
                 tracing::debug!(node = %self.id, "SCRIPT LOAD failed: {}", self.redact.redact(&e.to_string()));
@@ -440,23 +466,43 @@ impl SingleExecutor {
         }
     }
 
-    /// Sends the owed releases (as EVAL: the server may have restarted
-    /// without scripts) and returns their replies, oldest first. On failure
-    /// they stay owed.
+    /// Sends the owed releases (natively where the server allows, else as
+    /// EVAL: the server may have restarted without scripts) and returns
+    /// their replies, oldest first. On failure they stay owed.
     async fn pay_owed(&mut self) -> Result<Vec<RedisResult<Value>>, NodeError> {
         if self.owed.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::Pipeline::with_capacity(self.owed.len());
+        let mut pipe = redis::Pipeline::with_capacity(2 * self.owed.len());
         pipe.ignore_errors();
+        // Which replies of the pipeline are the releases' (the others are
+        // announcements).
+        let mut answers = std::collections::HashSet::with_capacity(self.owed.len());
+        let mut sent = 0;
         for o in &self.owed {
-            pipe.add_command(o.call.eval(&self.scripts));
+            answers.insert(sent);
+            match o.call.native(&self.scripts, self.caps) {
+                Some(delete) => {
+                    pipe.add_command(delete);
+                    pipe.add_command(o.call.announce());
+                    sent += 2;
+                }
+                None => {
+                    pipe.add_command(o.call.eval(&self.scripts));
+                    sent += 1;
+                }
+            }
         }
         match self.bounded_query(&pipe).await {
             Ok(replies) => {
                 tracing::debug!(node = %self.id, releases = self.owed.len(), "owed releases sent");
                 self.owed.clear();
-                Ok(replies)
+                Ok(replies
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| answers.contains(i))
+                    .map(|(_, r)| r)
+                    .collect())
             }
             Err(failed) => Err(self.failed_prepare(failed)),
         }
@@ -480,14 +526,14 @@ impl SingleExecutor {
         match entries {
             [] => Ok(Vec::new()),
             [only] => {
-                let cmd = only.command(calls, &self.scripts, eval);
+                let cmd = only.command(calls, &self.scripts, self.caps, eval);
                 self.bounded_one(&cmd).await.map(|r| vec![r])
             }
             _ => {
                 let mut pipe = redis::Pipeline::with_capacity(entries.len());
                 pipe.ignore_errors();
                 for e in entries {
-                    pipe.add_command(e.command(calls, &self.scripts, eval));
+                    pipe.add_command(e.command(calls, &self.scripts, self.caps, eval));
                 }
                 self.bounded_query(&pipe).await
             }
@@ -552,18 +598,32 @@ fn run_id(v: &Value) -> Option<String> {
 }
 
 /// One command of a pipeline: one call, or several releases sent as one
-/// [`RELEASE_MANY`](crate::scripts::RELEASE_MANY) call.
+/// [`RELEASE_MANY`](crate::scripts::RELEASE_MANY) call, or a one-key
+/// release sent as the server's native compare-and-delete, followed by its
+/// announcement (whose reply is nobody's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Entry {
     One(usize),
     Releases(Vec<usize>),
+    NativeRelease(usize),
+    Announce(usize),
 }
 
 impl Entry {
-    fn command(&self, calls: &[Call], scripts: &LoadedScripts, eval: bool) -> redis::Cmd {
+    fn command(
+        &self,
+        calls: &[Call],
+        scripts: &LoadedScripts,
+        caps: Capabilities,
+        eval: bool,
+    ) -> redis::Cmd {
         match self {
             Entry::One(i) if eval => calls[*i].eval(scripts),
-            Entry::One(i) => calls[*i].single_server(scripts),
+            Entry::One(i) => calls[*i].single_server(scripts, caps),
+            Entry::NativeRelease(i) => calls[*i]
+                .native(scripts, caps)
+                .unwrap_or_else(|| calls[*i].evalsha(scripts)),
+            Entry::Announce(i) => calls[*i].announce(),
             Entry::Releases(members) => {
                 let Some(many) = scripts.release_many() else {
                     // `plan` only merges when the script is there.
@@ -600,7 +660,8 @@ impl Entry {
     /// The calls this entry carries.
     fn members(&self) -> Vec<usize> {
         match self {
-            Entry::One(i) => vec![*i],
+            Entry::One(i) | Entry::NativeRelease(i) => vec![*i],
+            Entry::Announce(_) => Vec::new(),
             Entry::Releases(members) => members.clone(),
         }
     }
@@ -613,7 +674,19 @@ impl Entry {
         redact: &Secrets,
     ) {
         match self {
-            Entry::One(i) => results[*i] = reply.map_err(|e| node_err_keep(&e, redact)),
+            Entry::One(i) | Entry::NativeRelease(i) => {
+                results[*i] = reply.map_err(|e| node_err_keep(&e, redact))
+            }
+            // Not the release's reply: a refused PUBLISH (no channel rights)
+            // only means that waiters elsewhere poll.
+            Entry::Announce(_) => {
+                if let Err(e) = reply {
+                    tracing::debug!(
+                        "release announcement refused: {}",
+                        redact.redact(&e.to_string())
+                    );
+                }
+            }
             Entry::Releases(members) => match reply {
                 Ok(Value::Array(items)) if items.len() == members.len() => {
                     for (&i, item) in members.iter().zip(items) {
@@ -646,10 +719,21 @@ impl Entry {
 /// release may move later in the batch, past calls on other keys only, so
 /// every call still meets the keys in the state the original order gives
 /// (a release deletes only keys that hold its own token).
-pub(crate) fn plan(calls: &[Call], scripts: &LoadedScripts) -> Vec<Entry> {
+///
+/// A one-key release the server can do natively (see
+/// [`redlock_kit::native`]) stays where it is, as its native command and
+/// its announcement.
+pub(crate) fn plan(calls: &[Call], scripts: &LoadedScripts, caps: Capabilities) -> Vec<Entry> {
     let mut entries = Vec::with_capacity(calls.len());
+    let native = |call: &Call| caps.delete_if_equal.is_some() && call.native_release(scripts, caps);
     if scripts.release_many().is_none() {
-        entries.extend((0..calls.len()).map(Entry::One));
+        for (i, call) in calls.iter().enumerate() {
+            if native(call) {
+                entries.extend([Entry::NativeRelease(i), Entry::Announce(i)]);
+            } else {
+                entries.push(Entry::One(i));
+            }
+        }
         return entries;
     }
     let mut group: Vec<usize> = Vec::new();
@@ -660,7 +744,7 @@ pub(crate) fn plan(calls: &[Call], scripts: &LoadedScripts) -> Vec<Entry> {
         _ => entries.push(Entry::Releases(std::mem::take(group))),
     };
     for (i, call) in calls.iter().enumerate() {
-        if call.kind == Kind::Release {
+        if call.kind == Kind::Release && !native(call) {
             group.push(i);
             group_keys.extend(call.keys.iter().map(String::as_str));
             continue;
@@ -670,7 +754,11 @@ pub(crate) fn plan(calls: &[Call], scripts: &LoadedScripts) -> Vec<Entry> {
             group.clear();
             group_keys.clear();
         }
-        entries.push(Entry::One(i));
+        if native(call) {
+            entries.extend([Entry::NativeRelease(i), Entry::Announce(i)]);
+        } else {
+            entries.push(Entry::One(i));
+        }
     }
     flush(&mut group, &mut entries);
     entries
@@ -698,7 +786,7 @@ impl Executor for SingleExecutor {
         if calls.is_empty() {
             return Vec::new();
         }
-        let entries = plan(calls, &self.scripts);
+        let entries = plan(calls, &self.scripts, self.caps);
         let replies = match self.run(calls, &entries, false).await {
             Ok(r) => r,
             Err(failed) => return self.fail_batch(calls, failed).await,
@@ -748,7 +836,25 @@ impl Executor for SingleExecutor {
         if let Err(e) = self.ready().await {
             return self.fail_one(call, Failed::NotConnected(e)).await;
         }
-        let reply = match self.bounded_one(&call.single_server(&self.scripts)).await {
+        if call.native_release(&self.scripts, self.caps) {
+            // The native delete and its announcement, in one go.
+            let calls = std::slice::from_ref(call);
+            let entries = [Entry::NativeRelease(0), Entry::Announce(0)];
+            let replies = match self.run(calls, &entries, false).await {
+                Ok(r) => r,
+                Err(failed) => return self.fail_one(call, failed).await,
+            };
+            let mut results = vec![Err(NodeError::Closed)];
+            for (entry, reply) in entries.iter().zip(replies) {
+                entry.distribute(reply, &mut results, &self.redact);
+            }
+            self.check_readonly(results.iter());
+            return results.pop().unwrap_or(Err(NodeError::Closed));
+        }
+        let reply = match self
+            .bounded_one(&call.single_server(&self.scripts, self.caps))
+            .await
+        {
             Ok(r) => r,
             Err(failed) => return self.fail_one(call, failed).await,
         };
@@ -818,7 +924,7 @@ mod tests {
             call(Kind::Release, &["d"]),
         ];
         assert_eq!(
-            plan(&calls, &scripts),
+            plan(&calls, &scripts, Capabilities::NONE),
             vec![Entry::One(1), Entry::One(3), Entry::Releases(vec![0, 2, 4])]
         );
     }
@@ -835,7 +941,7 @@ mod tests {
             call(Kind::Release, &["d"]),
         ];
         assert_eq!(
-            plan(&calls, &scripts),
+            plan(&calls, &scripts, Capabilities::NONE),
             vec![
                 Entry::Releases(vec![0, 1]),
                 Entry::One(2),
@@ -847,9 +953,46 @@ mod tests {
     }
 
     #[test]
+    fn one_key_releases_go_native_in_place_where_the_server_has_it() {
+        let scripts = LoadedScripts::new(&Scripts::default());
+        let calls = [
+            call(Kind::Release, &["a", "b"]),
+            call(Kind::Release, &["c"]),
+            call(Kind::Release, &["d", "e"]),
+            call(Kind::Release, &["a"]),
+            call(Kind::Acquire, &["x"]),
+        ];
+        assert_eq!(
+            plan(&calls, &scripts, Capabilities::VALKEY),
+            vec![
+                Entry::NativeRelease(1),
+                Entry::Announce(1),
+                // The multi-key releases are gathered until a call on one
+                // of their keys.
+                Entry::Releases(vec![0, 2]),
+                Entry::NativeRelease(3),
+                Entry::Announce(3),
+                Entry::One(4),
+            ]
+        );
+        let custom = LoadedScripts::new(&Scripts::default().with_release("return 0"));
+        assert_eq!(
+            plan(&calls[1..2], &custom, Capabilities::VALKEY),
+            vec![Entry::One(0)]
+        );
+        assert_eq!(
+            plan(&calls[1..2], &scripts, Capabilities::NONE),
+            vec![Entry::One(0)]
+        );
+    }
+
+    #[test]
     fn a_substitute_release_script_is_sent_as_it_is() {
         let scripts = LoadedScripts::new(&Scripts::default().with_release("return 0"));
         let calls = [call(Kind::Release, &["a"]), call(Kind::Release, &["b"])];
-        assert_eq!(plan(&calls, &scripts), vec![Entry::One(0), Entry::One(1)]);
+        assert_eq!(
+            plan(&calls, &scripts, Capabilities::NONE),
+            vec![Entry::One(0), Entry::One(1)]
+        );
     }
 }
