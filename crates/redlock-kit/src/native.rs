@@ -70,6 +70,14 @@ use crate::reply::Reply;
 /// [`Capabilities::from_command_info`].
 pub const DETECT: [&str; 4] = ["COMMAND", "INFO", "DELIFEQ", "DELEX"];
 
+/// [`DETECT`] as a [`Command`].
+pub fn detect() -> Command<'static> {
+    Command {
+        name: DETECT[0],
+        args: DETECT[1..].iter().map(|a| Cow::Borrowed(*a)).collect(),
+    }
+}
+
 /// Which compare-and-delete command a server has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dialect {
@@ -315,14 +323,7 @@ pub fn extend_reply(reply: &Reply) -> Result<Extend, NodeError> {
         Reply::Nil => Ok(Extend::NotHeld),
         other => {
             let mut text = format!("{other:?}");
-            if text.len() > 120 {
-                let mut end = 120;
-                while !text.is_char_boundary(end) {
-                    end -= 1;
-                }
-                text.truncate(end);
-                text.push('…');
-            }
+            crate::reply::truncate(&mut text, 120);
             Err(NodeError::Protocol(format!(
                 "SET IFEQ (native extend) returned {text}"
             )))
@@ -368,6 +369,11 @@ mod tests {
             assert_eq!(caps, Capabilities::NONE);
             assert!(!caps.any());
         }
+    }
+
+    #[test]
+    fn the_question() {
+        assert_eq!(detect().to_string(), "COMMAND INFO DELIFEQ DELEX");
     }
 
     #[test]

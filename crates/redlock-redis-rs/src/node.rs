@@ -5,22 +5,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, Value};
+use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo};
 use redlock_core::backlog::{self, Backlog};
-use redlock_core::node::ttl_millis;
 use redlock_core::{Acquire, Extend, KeyState, Node, NodeError, Scripts};
+use redlock_kit::watch::ReleaseHub;
+use redlock_kit::{Executor, LoadedScripts, Queue, Subscriptions};
 
 use crate::address::{display_id, redact_url, Secrets};
-use crate::queue::{Executor, Queue};
-use crate::scripts::{Call, Kind, LoadedScripts};
 use crate::single::{
     Connector, SingleExecutor, DEFAULT_CONNECTION_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
 };
 use crate::watch::Opener;
 use crate::Error;
-use redlock_kit::reply::{self, Reply};
-use redlock_kit::watch::ReleaseHub;
-use redlock_kit::Subscriptions;
 
 /// One Redlock node: an independent Redis server, a whole Redis Cluster
 /// (feature `cluster`) or the master of a Sentinel deployment (feature
@@ -325,7 +321,8 @@ impl Builder {
         id: String,
         backlog: Backlog,
     ) -> Result<RedisNode, Error> {
-        let queue = Queue::spawn(executor, self.max_batch, backlog)?;
+        let queue =
+            Queue::spawn(executor, self.max_batch, backlog).map_err(|_| Error::NoRuntime)?;
         Ok(RedisNode {
             inner: Arc::new(Inner {
                 id,
@@ -457,47 +454,12 @@ impl RedisNode {
     pub async fn ping(&self) -> Result<(), Error> {
         self.inner
             .queue
-            .call(Call::ping())
+            .ping()
             .await
-            .map(|_| ())
             .map_err(|cause| Error::Connect {
                 node: self.inner.id.clone(),
                 cause,
             })
-    }
-
-    async fn call(
-        &self,
-        kind: Kind,
-        keys: &[String],
-        token: Option<&str>,
-        number: Option<u64>,
-    ) -> Result<Reply, NodeError> {
-        self.inner
-            .queue
-            .call(Call {
-                kind,
-                keys: keys.to_vec(),
-                token: token.map(str::to_owned),
-                number,
-            })
-            .await
-            .map(from_redis)
-    }
-}
-
-/// `v` as a [`Reply`] for [`redlock_kit::reply`]: `OK` and tokens are text,
-/// a Lua `false` (RESP3) is nil.
-pub(crate) fn from_redis(v: Value) -> Reply {
-    match v {
-        Value::Nil | Value::Boolean(false) => Reply::Nil,
-        Value::Int(i) => Reply::Int(i),
-        Value::Boolean(true) => Reply::Int(1),
-        Value::Okay => Reply::Text("OK".to_owned()),
-        Value::SimpleString(s) => Reply::Text(s),
-        Value::BulkString(b) => Reply::Text(String::from_utf8_lossy(&b).into_owned()),
-        Value::Array(items) => Reply::Array(items.into_iter().map(from_redis).collect()),
-        other => Reply::Other(format!("{other:?}")),
     }
 }
 
@@ -509,15 +471,11 @@ impl Node for RedisNode {
         token: &str,
         ttl: Duration,
     ) -> Result<Acquire, NodeError> {
-        let v = self
-            .call(Kind::Acquire, keys, Some(token), Some(ttl_millis(ttl)))
-            .await?;
-        reply::acquire(&v)
+        self.inner.queue.acquire(keys, token, ttl).await
     }
 
     async fn release(&self, keys: &[String], token: &str) -> Result<u64, NodeError> {
-        let v = self.call(Kind::Release, keys, Some(token), None).await?;
-        reply::release(&v)
+        self.inner.queue.release(keys, token).await
     }
 
     async fn extend(
@@ -526,20 +484,15 @@ impl Node for RedisNode {
         token: &str,
         ttl: Duration,
     ) -> Result<Extend, NodeError> {
-        let v = self
-            .call(Kind::Extend, keys, Some(token), Some(ttl_millis(ttl)))
-            .await?;
-        reply::extend(&v)
+        self.inner.queue.extend(keys, token, ttl).await
     }
 
     async fn inspect(&self, keys: &[String]) -> Result<Vec<KeyState>, NodeError> {
-        let v = self.call(Kind::Inspect, keys, None, None).await?;
-        reply::inspect(keys, v)
+        self.inner.queue.inspect(keys).await
     }
 
     async fn fence(&self, keys: &[String], floor: u64) -> Result<u64, NodeError> {
-        let v = self.call(Kind::Fence, keys, None, Some(floor)).await?;
-        reply::fence(&v)
+        self.inner.queue.fence(keys, floor).await
     }
 
     /// A watch on the node's shared pub/sub connection (standalone nodes

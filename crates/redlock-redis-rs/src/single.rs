@@ -35,11 +35,14 @@ use redis::{AsyncConnectionConfig, Client, RedisResult, Value};
 use redlock_core::backlog::{Backlog, Permit};
 use redlock_core::NodeError;
 
+use redlock_kit::native::{self, Capabilities};
+use redlock_kit::plan::{Command, Entry, Planner};
+use redlock_kit::reply::Reply;
+use redlock_kit::{Call, Executor, Kind, LoadedScripts};
+
 use crate::address::Secrets;
 use crate::error::{is_noscript, is_readonly, needs_reconnect, node_error};
-use crate::queue::Executor;
-use crate::scripts::{Call, Kind, LoadedScripts};
-use redlock_kit::native::{self, Capabilities};
+use crate::wire;
 
 /// Where connections come from. One per node, so its size does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -168,12 +171,13 @@ pub(crate) struct SingleExecutor {
     owed: VecDeque<Owed>,
     backlog: Backlog,
     response_timeout: Option<Duration>,
-    scripts: LoadedScripts,
-    /// Whether native commands may replace the built-in scripts.
+    /// Cheap to clone, so that a plan borrowing it can live beside
+    /// `&mut self`.
+    planner: Planner,
+    /// Whether native commands may replace the built-in scripts (the
+    /// planner's capabilities are what the current connection's server
+    /// answered, or none).
     native_allowed: bool,
-    /// What the current connection's server can do without scripts
-    /// (asked in [`prepare`](Self::prepare); none until then).
-    caps: Capabilities,
     redact: Secrets,
     id: String,
 }
@@ -196,9 +200,8 @@ impl SingleExecutor {
             owed: VecDeque::new(),
             backlog,
             response_timeout,
-            scripts,
+            planner: Planner::new(scripts),
             native_allowed: true,
-            caps: Capabilities::NONE,
             redact,
             id,
         }
@@ -256,18 +259,20 @@ impl SingleExecutor {
 
     /// Readies a new connection before any request goes out on it: reads
     /// which connection of which server it is, fences a connection given up
-    /// on the same server, loads every script (so the first EVALSHA finds
-    /// it; a failure only costs an EVAL later).
+    /// on the same server, asks which native commands the server has
+    /// (see [`redlock_kit::native`]), loads every script (so the first
+    /// EVALSHA finds it; a failure, such as an ACL without `@scripting`,
+    /// only costs an EVAL later).
     async fn prepare(&mut self) -> Result<(), NodeError> {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        pipe.cmd("CLIENT").arg("ID");
-        pipe.cmd("INFO").arg("server");
-        let mut detect = redis::cmd(native::DETECT[0]);
-        detect.arg(&native::DETECT[1..]);
-        pipe.add_command(detect);
-        for s in self.scripts.all() {
-            pipe.cmd("SCRIPT").arg("LOAD").arg(&s.source);
+        pipe.add_command(wire::command(&Command::ClientId));
+        pipe.add_command(wire::command(&Command::InfoServer));
+        if self.native_allowed {
+            pipe.add_command(wire::command(&Command::Native(native::detect())));
+        }
+        for script in self.planner.scripts().all() {
+            pipe.add_command(wire::command(&Command::ScriptLoad { script }));
         }
         let replies = match self.bounded_query(&pipe).await {
             Ok(r) => r,
@@ -282,14 +287,18 @@ impl SingleExecutor {
             Some(Ok(v)) => run_id(&v),
             _ => None,
         };
-        self.caps = match replies.next() {
-            Some(Ok(v)) => Capabilities::from_command_info(&crate::node::from_redis(v)),
-            _ => Capabilities::NONE,
+        let capabilities = if self.native_allowed {
+            match replies.next() {
+                Some(Ok(v)) => Capabilities::from_command_info(&wire::decode(v, &self.redact)),
+                _ => Capabilities::NONE,
+            }
+        } else {
+            Capabilities::NONE
+        };
+        if capabilities.any() {
+            tracing::debug!(node = %self.id, ?capabilities, "one-key releases and extends use the server's native commands");
         }
-        .allowed(self.native_allowed);
-        if self.caps.any() {
-            tracing::debug!(node = %self.id, caps = ?self.caps, "native commands replace the built-in scripts for one key");
-        }
+        self.planner = self.planner.clone().with_capabilities(capabilities);
         for r in replies {
             if let Err(e) = r {
                 tracing::debug!(node = %self.id, "SCRIPT LOAD failed: {}", self.redact.redact(&e.to_string()));
@@ -310,7 +319,7 @@ impl SingleExecutor {
             if same_server {
                 let mut kill = redis::pipe();
                 kill.ignore_errors();
-                kill.cmd("CLIENT").arg("KILL").arg("ID").arg(old.client_id);
+                kill.add_command(wire::command(&Command::ClientKill { id: old.client_id }));
                 match self.bounded_query(&kill).await {
                     // Killed, or already gone ("No such client"): either
                     // way nothing of it runs any more.
@@ -426,7 +435,7 @@ impl SingleExecutor {
     /// (failover), so the master is looked up again.
     fn check_readonly<'r>(
         &mut self,
-        mut replies: impl Iterator<Item = &'r Result<Value, NodeError>>,
+        mut replies: impl Iterator<Item = &'r Result<Reply, NodeError>>,
     ) {
         if replies.any(|r| matches!(r, Err(NodeError::Server(m)) if m.contains("READONLY"))) {
             self.drop_connection();
@@ -466,7 +475,7 @@ impl SingleExecutor {
         }
     }
 
-    /// Sends the owed releases (natively where the server allows, else as
+    /// Sends the owed releases (natively where the server can, else as
     /// EVAL: the server may have restarted without scripts) and returns
     /// their replies, oldest first. On failure they stay owed.
     async fn pay_owed(&mut self) -> Result<Vec<RedisResult<Value>>, NodeError> {
@@ -475,20 +484,26 @@ impl SingleExecutor {
         }
         let mut pipe = redis::Pipeline::with_capacity(2 * self.owed.len());
         pipe.ignore_errors();
-        // Which replies of the pipeline are the releases' (the others are
-        // announcements).
-        let mut answers = std::collections::HashSet::with_capacity(self.owed.len());
+        let planner = self.planner.clone();
+        let script = planner.scripts().get(Kind::Release);
+        // Which replies are the releases' (the others are announcements).
+        let mut answers = Vec::with_capacity(self.owed.len());
         let mut sent = 0;
         for o in &self.owed {
-            answers.insert(sent);
-            match o.call.native(&self.scripts, self.caps) {
-                Some(delete) => {
-                    pipe.add_command(delete);
-                    pipe.add_command(o.call.announce());
-                    sent += 2;
+            answers.push(sent);
+            match planner.native_release(&o.call) {
+                Some(commands) => {
+                    for c in &commands {
+                        pipe.add_command(wire::command(c));
+                    }
+                    sent += commands.len();
                 }
                 None => {
-                    pipe.add_command(o.call.eval(&self.scripts));
+                    pipe.add_command(wire::command(&Command::Script {
+                        script,
+                        call: &o.call,
+                        source: true,
+                    }));
                     sent += 1;
                 }
             }
@@ -497,11 +512,16 @@ impl SingleExecutor {
             Ok(replies) => {
                 tracing::debug!(node = %self.id, releases = self.owed.len(), "owed releases sent");
                 self.owed.clear();
-                Ok(replies
+                let mut replies: Vec<Option<RedisResult<Value>>> =
+                    replies.into_iter().map(Some).collect();
+                Ok(answers
                     .into_iter()
-                    .enumerate()
-                    .filter(|(i, _)| answers.contains(i))
-                    .map(|(_, r)| r)
+                    .map(|i| {
+                        replies
+                            .get_mut(i)
+                            .and_then(Option::take)
+                            .unwrap_or_else(|| Err(to_redis_error("no reply")))
+                    })
                     .collect())
             }
             Err(failed) => Err(self.failed_prepare(failed)),
@@ -515,29 +535,31 @@ impl SingleExecutor {
         self.pay_owed().await.map(drop)
     }
 
-    /// Sends `entries` as one pipeline (as EVAL instead of EVALSHA when
-    /// `eval`); one result per entry.
-    async fn run(
-        &mut self,
-        calls: &[Call],
-        entries: &[Entry],
-        eval: bool,
-    ) -> Result<Vec<RedisResult<Value>>, Failed> {
+    /// Sends `entries` as one pipeline (one command on its own); one result
+    /// per entry.
+    async fn run(&mut self, entries: &[Entry<'_>]) -> Result<Vec<RedisResult<Value>>, Failed> {
         match entries {
             [] => Ok(Vec::new()),
             [only] => {
-                let cmd = only.command(calls, &self.scripts, self.caps, eval);
+                let cmd = wire::command(&only.command);
                 self.bounded_one(&cmd).await.map(|r| vec![r])
             }
             _ => {
                 let mut pipe = redis::Pipeline::with_capacity(entries.len());
                 pipe.ignore_errors();
                 for e in entries {
-                    pipe.add_command(e.command(calls, &self.scripts, self.caps, eval));
+                    pipe.add_command(wire::command(&e.command));
                 }
                 self.bounded_query(&pipe).await
             }
         }
+    }
+
+    /// A reply as the kit's, errors without secrets.
+    fn decode(&self, reply: RedisResult<Value>) -> Result<Reply, NodeError> {
+        reply
+            .map(|v| wire::decode(v, &self.redact))
+            .map_err(|e| node_err_keep(&e, &self.redact))
     }
 
     /// The batch did not get its replies: its releases are owed, and every
@@ -549,7 +571,7 @@ impl SingleExecutor {
         &mut self,
         calls: &[Call],
         failed: Failed,
-    ) -> Vec<Result<Value, NodeError>> {
+    ) -> Vec<Result<Reply, NodeError>> {
         let (e, retry) = match failed {
             Failed::NotConnected(e) => (e, false),
             Failed::Broken(e) => {
@@ -563,7 +585,7 @@ impl SingleExecutor {
                 false,
             ),
         };
-        let mut results: Vec<Result<Value, NodeError>> =
+        let mut results: Vec<Result<Reply, NodeError>> =
             calls.iter().map(|_| Err(e.clone())).collect();
         let releases: Vec<usize> = (0..calls.len())
             .filter(|&i| calls[i].kind == Kind::Release)
@@ -576,7 +598,7 @@ impl SingleExecutor {
             if let Ok(replies) = self.pay_owed().await {
                 let ours = replies.len().saturating_sub(releases.len());
                 for (&i, reply) in releases.iter().zip(replies.into_iter().skip(ours)) {
-                    results[i] = reply.map_err(|e| node_err_keep(&e, &self.redact));
+                    results[i] = self.decode(reply);
                 }
             }
         }
@@ -597,173 +619,6 @@ fn run_id(v: &Value) -> Option<String> {
         .map(|id| id.trim().to_owned())
 }
 
-/// One command of a pipeline: one call, or several releases sent as one
-/// [`RELEASE_MANY`](crate::scripts::RELEASE_MANY) call, or a one-key
-/// release sent as the server's native compare-and-delete, followed by its
-/// announcement (whose reply is nobody's).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Entry {
-    One(usize),
-    Releases(Vec<usize>),
-    NativeRelease(usize),
-    Announce(usize),
-}
-
-impl Entry {
-    fn command(
-        &self,
-        calls: &[Call],
-        scripts: &LoadedScripts,
-        caps: Capabilities,
-        eval: bool,
-    ) -> redis::Cmd {
-        match self {
-            Entry::One(i) if eval => calls[*i].eval(scripts),
-            Entry::One(i) => calls[*i].single_server(scripts, caps),
-            Entry::NativeRelease(i) => calls[*i]
-                .native(scripts, caps)
-                .unwrap_or_else(|| calls[*i].evalsha(scripts)),
-            Entry::Announce(i) => calls[*i].announce(),
-            Entry::Releases(members) => {
-                let Some(many) = scripts.release_many() else {
-                    // `plan` only merges when the script is there.
-                    return calls[members[0]].evalsha(scripts);
-                };
-                let nkeys: usize = members.iter().map(|&i| calls[i].keys.len()).sum();
-                let bytes: usize = members
-                    .iter()
-                    .flat_map(|&i| calls[i].keys.iter().chain(&calls[i].token))
-                    .map(|s| s.len() + 4)
-                    .sum();
-                let mut cmd = redis::Cmd::with_capacity(
-                    3 + nkeys + 2 * members.len(),
-                    many.source.len().max(many.sha.len()) + 16 + bytes,
-                );
-                if eval {
-                    cmd.arg("EVAL").arg(&many.source);
-                } else {
-                    cmd.arg("EVALSHA").arg(&many.sha);
-                }
-                cmd.arg(nkeys);
-                for &i in members {
-                    cmd.arg(&calls[i].keys);
-                }
-                for &i in members {
-                    cmd.arg(calls[i].keys.len())
-                        .arg(calls[i].token.as_deref().unwrap_or(""));
-                }
-                cmd
-            }
-        }
-    }
-
-    /// The calls this entry carries.
-    fn members(&self) -> Vec<usize> {
-        match self {
-            Entry::One(i) | Entry::NativeRelease(i) => vec![*i],
-            Entry::Announce(_) => Vec::new(),
-            Entry::Releases(members) => members.clone(),
-        }
-    }
-
-    /// Hands this entry's reply to its calls.
-    fn distribute(
-        &self,
-        reply: RedisResult<Value>,
-        results: &mut [Result<Value, NodeError>],
-        redact: &Secrets,
-    ) {
-        match self {
-            Entry::One(i) | Entry::NativeRelease(i) => {
-                results[*i] = reply.map_err(|e| node_err_keep(&e, redact))
-            }
-            // Not the release's reply: a refused PUBLISH (no channel rights)
-            // only means that waiters elsewhere poll.
-            Entry::Announce(_) => {
-                if let Err(e) = reply {
-                    tracing::debug!(
-                        "release announcement refused: {}",
-                        redact.redact(&e.to_string())
-                    );
-                }
-            }
-            Entry::Releases(members) => match reply {
-                Ok(Value::Array(items)) if items.len() == members.len() => {
-                    for (&i, item) in members.iter().zip(items) {
-                        results[i] = match item {
-                            Value::ServerError(e) => Err(node_err_keep(&e.into(), redact)),
-                            v => Ok(v),
-                        };
-                    }
-                }
-                Ok(other) => {
-                    let mut text = format!("{other:?}");
-                    text.truncate(200);
-                    for &i in members {
-                        results[i] = Err(NodeError::Protocol(text.clone()));
-                    }
-                }
-                Err(e) => {
-                    let ne = node_err_keep(&e, redact);
-                    for &i in members {
-                        results[i] = Err(ne.clone());
-                    }
-                }
-            },
-        }
-    }
-}
-
-/// How a batch goes on the wire: releases (with the built-in script) are
-/// gathered into one script call where that keeps the batch's meaning. A
-/// release may move later in the batch, past calls on other keys only, so
-/// every call still meets the keys in the state the original order gives
-/// (a release deletes only keys that hold its own token).
-///
-/// A one-key release the server can do natively (see
-/// [`redlock_kit::native`]) stays where it is, as its native command and
-/// its announcement.
-pub(crate) fn plan(calls: &[Call], scripts: &LoadedScripts, caps: Capabilities) -> Vec<Entry> {
-    let mut entries = Vec::with_capacity(calls.len());
-    let native = |call: &Call| caps.delete_if_equal.is_some() && call.native_release(scripts, caps);
-    if scripts.release_many().is_none() {
-        for (i, call) in calls.iter().enumerate() {
-            if native(call) {
-                entries.extend([Entry::NativeRelease(i), Entry::Announce(i)]);
-            } else {
-                entries.push(Entry::One(i));
-            }
-        }
-        return entries;
-    }
-    let mut group: Vec<usize> = Vec::new();
-    let mut group_keys: std::collections::HashSet<&str> = std::collections::HashSet::new();
-    let flush = |group: &mut Vec<usize>, entries: &mut Vec<Entry>| match group.len() {
-        0 => {}
-        1 => entries.push(Entry::One(group[0])),
-        _ => entries.push(Entry::Releases(std::mem::take(group))),
-    };
-    for (i, call) in calls.iter().enumerate() {
-        if call.kind == Kind::Release && !native(call) {
-            group.push(i);
-            group_keys.extend(call.keys.iter().map(String::as_str));
-            continue;
-        }
-        if !group.is_empty() && call.keys.iter().any(|k| group_keys.contains(k.as_str())) {
-            flush(&mut group, &mut entries);
-            group.clear();
-            group_keys.clear();
-        }
-        if native(call) {
-            entries.extend([Entry::NativeRelease(i), Entry::Announce(i)]);
-        } else {
-            entries.push(Entry::One(i));
-        }
-    }
-    flush(&mut group, &mut entries);
-    entries
-}
-
 #[async_trait::async_trait]
 impl Executor for SingleExecutor {
     async fn warm_up(&mut self) {
@@ -776,50 +631,50 @@ impl Executor for SingleExecutor {
         !self.owed.is_empty()
     }
 
-    async fn execute(&mut self, calls: &[Call]) -> Vec<Result<Value, NodeError>> {
-        if let [call] = calls {
-            return vec![self.execute_one(call).await];
-        }
+    async fn execute(&mut self, calls: &[Call]) -> Vec<Result<Reply, NodeError>> {
         if let Err(e) = self.ready().await {
             return self.fail_batch(calls, Failed::NotConnected(e)).await;
         }
         if calls.is_empty() {
             return Vec::new();
         }
-        let entries = plan(calls, &self.scripts, self.caps);
-        let replies = match self.run(calls, &entries, false).await {
+        let planner = self.planner.clone();
+        let entries = planner.plan(calls);
+        let replies = match self.run(&entries).await {
             Ok(r) => r,
             Err(failed) => return self.fail_batch(calls, failed).await,
         };
-        let mut results: Vec<Result<Value, NodeError>> =
+        let mut results: Vec<Result<Reply, NodeError>> =
             calls.iter().map(|_| Err(NodeError::Closed)).collect();
         // NOSCRIPT (a SCRIPT FLUSH, or a restarted server): send those
         // entries again, in order, as EVAL (which also caches the script).
         // They were not executed, so this is no retry.
-        let mut missing: Vec<Entry> = Vec::new();
+        let mut missing: Vec<Entry<'_>> = Vec::new();
         for (entry, reply) in entries.into_iter().zip(replies) {
             if matches!(&reply, Err(e) if is_noscript(e)) {
-                missing.push(entry);
+                missing.push(Entry {
+                    command: entry.command.by_source(),
+                    answers: entry.answers,
+                });
             } else {
-                entry.distribute(reply, &mut results, &self.redact);
+                entry.distribute(self.decode(reply), &mut results);
             }
         }
         if !missing.is_empty() {
-            match self.run(calls, &missing, true).await {
+            match self.run(&missing).await {
                 Ok(replies) => {
                     for (entry, reply) in missing.iter().zip(replies) {
-                        entry.distribute(reply, &mut results, &self.redact);
+                        entry.distribute(self.decode(reply), &mut results);
                     }
                 }
                 Err(failed) => {
-                    let members: Vec<Call> = missing
+                    let indices: Vec<usize> = missing
                         .iter()
-                        .flat_map(Entry::members)
-                        .map(|i| calls[i].clone())
+                        .flat_map(|e| e.answers.calls().iter().copied())
                         .collect();
+                    let members: Vec<Call> = indices.iter().map(|&i| calls[i].clone()).collect();
                     let errors = self.fail_batch(&members, failed).await;
-                    let indices = missing.iter().flat_map(Entry::members);
-                    for (i, e) in indices.zip(errors) {
+                    for (i, e) in indices.into_iter().zip(errors) {
                         results[i] = e;
                     }
                 }
@@ -827,56 +682,6 @@ impl Executor for SingleExecutor {
         }
         self.check_readonly(results.iter());
         results
-    }
-
-    /// [`execute`](Executor::execute) for one call, with the same handling
-    /// (NOSCRIPT sent again in full, a release owed when the connection
-    /// failed under it) and no pipeline or lists around it.
-    async fn execute_one(&mut self, call: &Call) -> Result<Value, NodeError> {
-        if let Err(e) = self.ready().await {
-            return self.fail_one(call, Failed::NotConnected(e)).await;
-        }
-        if call.native_release(&self.scripts, self.caps) {
-            // The native delete and its announcement, in one go.
-            let calls = std::slice::from_ref(call);
-            let entries = [Entry::NativeRelease(0), Entry::Announce(0)];
-            let replies = match self.run(calls, &entries, false).await {
-                Ok(r) => r,
-                Err(failed) => return self.fail_one(call, failed).await,
-            };
-            let mut results = vec![Err(NodeError::Closed)];
-            for (entry, reply) in entries.iter().zip(replies) {
-                entry.distribute(reply, &mut results, &self.redact);
-            }
-            self.check_readonly(results.iter());
-            return results.pop().unwrap_or(Err(NodeError::Closed));
-        }
-        let reply = match self
-            .bounded_one(&call.single_server(&self.scripts, self.caps))
-            .await
-        {
-            Ok(r) => r,
-            Err(failed) => return self.fail_one(call, failed).await,
-        };
-        let reply = match reply {
-            Err(e) if is_noscript(&e) => match self.bounded_one(&call.eval(&self.scripts)).await {
-                Ok(r) => r,
-                Err(failed) => return self.fail_one(call, failed).await,
-            },
-            other => other,
-        };
-        let r = reply.map_err(|e| node_err_keep(&e, &self.redact));
-        self.check_readonly(std::iter::once(&r));
-        r
-    }
-}
-
-impl SingleExecutor {
-    async fn fail_one(&mut self, call: &Call, failed: Failed) -> Result<Value, NodeError> {
-        self.fail_batch(std::slice::from_ref(call), failed)
-            .await
-            .pop()
-            .unwrap_or(Err(NodeError::Closed))
     }
 }
 
@@ -898,101 +703,3 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default bound on establishing a connection (see
 /// [`Builder::connection_timeout`](crate::Builder::connection_timeout)).
 pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use redlock_core::Scripts;
-
-    fn call(kind: Kind, keys: &[&str]) -> Call {
-        Call {
-            kind,
-            keys: keys.iter().map(|k| k.to_string()).collect(),
-            token: Some("tok".into()),
-            number: None,
-        }
-    }
-
-    #[test]
-    fn releases_on_other_keys_share_one_entry() {
-        let scripts = LoadedScripts::new(&Scripts::default());
-        let calls = [
-            call(Kind::Release, &["a"]),
-            call(Kind::Acquire, &["x"]),
-            call(Kind::Release, &["b", "c"]),
-            call(Kind::Ping, &[]),
-            call(Kind::Release, &["d"]),
-        ];
-        assert_eq!(
-            plan(&calls, &scripts, Capabilities::NONE),
-            vec![Entry::One(1), Entry::One(3), Entry::Releases(vec![0, 2, 4])]
-        );
-    }
-
-    #[test]
-    fn a_release_never_moves_past_a_call_on_its_keys() {
-        let scripts = LoadedScripts::new(&Scripts::default());
-        let calls = [
-            call(Kind::Release, &["a"]),
-            call(Kind::Release, &["b"]),
-            call(Kind::Acquire, &["x", "b"]),
-            call(Kind::Release, &["c"]),
-            call(Kind::Extend, &["c"]),
-            call(Kind::Release, &["d"]),
-        ];
-        assert_eq!(
-            plan(&calls, &scripts, Capabilities::NONE),
-            vec![
-                Entry::Releases(vec![0, 1]),
-                Entry::One(2),
-                Entry::One(3),
-                Entry::One(4),
-                Entry::One(5),
-            ]
-        );
-    }
-
-    #[test]
-    fn one_key_releases_go_native_in_place_where_the_server_has_it() {
-        let scripts = LoadedScripts::new(&Scripts::default());
-        let calls = [
-            call(Kind::Release, &["a", "b"]),
-            call(Kind::Release, &["c"]),
-            call(Kind::Release, &["d", "e"]),
-            call(Kind::Release, &["a"]),
-            call(Kind::Acquire, &["x"]),
-        ];
-        assert_eq!(
-            plan(&calls, &scripts, Capabilities::VALKEY),
-            vec![
-                Entry::NativeRelease(1),
-                Entry::Announce(1),
-                // The multi-key releases are gathered until a call on one
-                // of their keys.
-                Entry::Releases(vec![0, 2]),
-                Entry::NativeRelease(3),
-                Entry::Announce(3),
-                Entry::One(4),
-            ]
-        );
-        let custom = LoadedScripts::new(&Scripts::default().with_release("return 0"));
-        assert_eq!(
-            plan(&calls[1..2], &custom, Capabilities::VALKEY),
-            vec![Entry::One(0)]
-        );
-        assert_eq!(
-            plan(&calls[1..2], &scripts, Capabilities::NONE),
-            vec![Entry::One(0)]
-        );
-    }
-
-    #[test]
-    fn a_substitute_release_script_is_sent_as_it_is() {
-        let scripts = LoadedScripts::new(&Scripts::default().with_release("return 0"));
-        let calls = [call(Kind::Release, &["a"]), call(Kind::Release, &["b"])];
-        assert_eq!(
-            plan(&calls, &scripts, Capabilities::NONE),
-            vec![Entry::One(0), Entry::One(1)]
-        );
-    }
-}
