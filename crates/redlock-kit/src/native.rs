@@ -201,6 +201,13 @@ pub struct Command<'a> {
 }
 
 impl Command<'_> {
+    /// Whether this is a native release's delete (`DELIFEQ`, `DELEX`): an
+    /// adapter treats it as it treats the release script (ordering, one
+    /// more write attempt after a reconnect).
+    pub fn is_release(&self) -> bool {
+        matches!(self.name, "DELIFEQ" | "DELEX")
+    }
+
     /// The name followed by the arguments, e.g. to hand to a client that
     /// takes one list.
     pub fn words(&self) -> impl Iterator<Item = &str> {
@@ -404,6 +411,8 @@ mod tests {
         assert_eq!(valkey.to_string(), "DELIFEQ job tok");
         let redis = release(Capabilities::REDIS, RELEASE, &one, "tok").unwrap();
         assert_eq!(redis.to_string(), "DELEX job IFEQ tok");
+        assert!(valkey.is_release() && redis.is_release());
+        assert!(!announce("job", "tok").is_release());
         assert_eq!(
             redis.words().collect::<Vec<_>>(),
             ["DELEX", "job", "IFEQ", "tok"]
