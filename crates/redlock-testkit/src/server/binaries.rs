@@ -14,7 +14,7 @@
 //!
 //! let Some((binary, version)) = find_server(|v| v.is_valkey() && v.at_least(9, 0)) else {
 //!     eprintln!("skipped: no Valkey 9 binary found");
-//!     return;
+//!     return Ok(());
 //! };
 //! let server = RedisServer::start_binary(&binary, ServerOptions::default())?;
 //! println!("{version} on {}", server.addr());
