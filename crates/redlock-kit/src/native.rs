@@ -241,10 +241,10 @@ pub fn release<'a>(
     keys: &'a [String],
     token: &'a str,
 ) -> Option<Command<'a>> {
-    let [key] = keys else { return None };
-    if release_script != redlock_core::scripts::RELEASE {
+    if !releases_natively(caps, release_script, keys) {
         return None;
     }
+    let [key] = keys else { return None };
     let (key, token) = (Cow::Borrowed(key.as_str()), Cow::Borrowed(token));
     Some(match caps.delete_if_equal? {
         Dialect::DelIfEq => Command {
@@ -256,6 +256,15 @@ pub fn release<'a>(
             args: vec![key, Cow::Borrowed("IFEQ"), token],
         },
     })
+}
+
+/// Whether [`release`] gives a native command for these arguments (one
+/// key, the built-in script, a compare-and-delete on the server), without
+/// building it.
+pub fn releases_natively(caps: Capabilities, release_script: &str, keys: &[String]) -> bool {
+    caps.delete_if_equal.is_some()
+        && keys.len() == 1
+        && release_script == redlock_core::scripts::RELEASE
 }
 
 /// The announcement a native release sends after its delete, as the

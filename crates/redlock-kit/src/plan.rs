@@ -316,9 +316,11 @@ impl Planner {
                 });
             }
         };
-        let native = self.capabilities.delete_if_equal.is_some();
+        let release_script = &self.scripts.get(Kind::Release).source;
         for (i, call) in calls.iter().enumerate() {
-            if call.kind == Kind::Release && !(native && self.native_release(call).is_some()) {
+            if call.kind == Kind::Release
+                && !native::releases_natively(self.capabilities, release_script, &call.keys)
+            {
                 group.push(i);
                 group_keys.extend(call.keys.iter().map(String::as_str));
                 continue;
