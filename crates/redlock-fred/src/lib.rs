@@ -39,7 +39,7 @@
 //!   not answered yet); beyond it acquires, extends and reads fail at once
 //!   without being sent ([`NodeError::Backlog`](redlock_core::NodeError)),
 //!   so a stopped server costs flat memory. A caller waits at most
-//!   [`Builder::command_timeout`] (the core's shorter per-node
+//!   [`Builder::response_timeout`] (the core's shorter per-node
 //!   timeout usually decides first); a request it stopped waiting for still
 //!   keeps its place in the node's order and in the count until fred
 //!   answers it. By default a command fails at once, unsent
@@ -108,15 +108,14 @@
 mod builder;
 mod error;
 mod node;
-mod reply;
-mod scripts;
 mod watch;
+mod wire;
 
-#[doc(hidden)]
-pub use builder::FredNodeBuilder;
 pub use builder::{
-    default_reconnect_policy, Builder, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECTION_TIMEOUT,
+    default_reconnect_policy, Builder, DEFAULT_CONNECTION_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
 };
+#[doc(hidden)]
+pub use builder::{FredNodeBuilder, DEFAULT_COMMAND_TIMEOUT};
 #[doc(hidden)]
 pub use error::ConnectError;
 pub use error::Error;
@@ -129,17 +128,19 @@ pub use redlock_kit::{redact_url, Subscriptions};
 pub use fred;
 
 /// A [`Redlock`] over one independent Redis server per URL, with default
-/// options, once every node is connected (see [`FredNode::connect`]).
+/// options. Nodes connect in the background ([`Builder::open`]), so servers
+/// that are down now count as failed nodes until they come up. Must be
+/// called within a tokio runtime ([`Error::NoRuntime`] otherwise).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// let redlock = redlock_fred::redlock(&["redis://a:6379", "redis://b:6379", "redis://c:6379"]).await?;
+/// let redlock = redlock_fred::redlock(&["redis://a:6379", "redis://b:6379", "redis://c:6379"])?;
 /// let lock = redlock.lock("account:322456", std::time::Duration::from_secs(5)).await?;
 /// lock.unlock().await?;
 /// # Ok(()) }
 /// ```
-pub async fn redlock<S: AsRef<str>>(urls: &[S]) -> Result<Redlock, Error> {
-    redlock_with(urls, Options::default()).await
+pub fn redlock<S: AsRef<str>>(urls: &[S]) -> Result<Redlock, Error> {
+    redlock_with(urls, Options::default())
 }
 
 /// Like [`redlock`], with [`Options`].
@@ -150,15 +151,14 @@ pub async fn redlock<S: AsRef<str>>(urls: &[S]) -> Result<Redlock, Error> {
 /// let redlock = redlock_fred::redlock_with(
 ///     &["redis://a:6379", "redis://b:6379", "redis://c:6379"],
 ///     Options::new().retry_count(3).key_prefix("locks:"),
-/// )
-/// .await?;
+/// )?;
 /// # let _ = redlock; Ok(()) }
 /// ```
-pub async fn redlock_with<S: AsRef<str>>(urls: &[S], options: Options) -> Result<Redlock, Error> {
-    let mut nodes = Vec::with_capacity(urls.len());
-    for url in urls {
-        nodes.push(FredNode::connect(url.as_ref()).await?);
-    }
+pub fn redlock_with<S: AsRef<str>>(urls: &[S], options: Options) -> Result<Redlock, Error> {
+    let nodes = urls
+        .iter()
+        .map(|u| FredNode::open(u.as_ref()))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Redlock::new(nodes, options)?)
 }
 
