@@ -69,6 +69,8 @@ pub(crate) struct Settings {
     pub(crate) scripts: redlock_core::Scripts,
     pub(crate) secrets: Secrets,
     pub(crate) wake_on_release: bool,
+    /// Whether native commands may replace the built-in scripts.
+    pub(crate) native_commands: bool,
     pub(crate) backlog: Backlog,
     /// The connection task of each client when the node owns it (made by
     /// [`Builder::open`]), `None` for an application's client.
@@ -262,6 +264,7 @@ impl FredNode {
             scripts,
             mut secrets,
             wake_on_release,
+            native_commands,
             backlog,
             mut tasks,
         } = settings;
@@ -297,6 +300,9 @@ impl FredNode {
                 id: id.clone(),
                 connection_timeout,
                 held: false,
+                // A cluster's calls are single-slot script calls, sent as
+                // they are.
+                detect_native: native_commands && !clustered,
             };
             queues.push(
                 Queue::spawn(wire, MAX_BATCH, backlog.clone()).map_err(|_| Error::NoRuntime)?,
@@ -326,11 +332,12 @@ impl FredNode {
         })
     }
 
-    /// A read of no keys through every queue: answered once each client
-    /// is connected and its scripts are loaded.
+    /// `PING` through every queue: answered once each client is connected
+    /// and its scripts are loaded (or refused: a user whose ACL denies
+    /// `@scripting` still connects, for the native commands).
     pub(crate) async fn ping(&self) -> Result<(), NodeError> {
         for queue in &self.inner.queues {
-            self.bounded(queue.inspect(&[])).await?;
+            self.bounded(queue.ping()).await?;
         }
         Ok(())
     }

@@ -20,6 +20,7 @@ use fred::types::{ClientState, ClusterHash, CustomCommand, Expiration, SetOption
 use futures_util::future::{join_all, BoxFuture};
 use redlock_core::slot::hash_slot;
 use redlock_core::NodeError;
+use redlock_kit::native::{self, Capabilities};
 use redlock_kit::plan::{Command, Entry, Planner};
 use redlock_kit::reply::Reply;
 use redlock_kit::slots::{is_redirect, Resends, MAX_REDIRECTS};
@@ -49,6 +50,10 @@ pub(crate) struct Wire {
     /// fred may still hold requests of a batch given up when its
     /// connection was lost; it writes them first once it reconnects.
     pub(crate) held: bool,
+    /// The server is still to be asked which native commands it has (see
+    /// [`redlock_kit::native`]): once, before the first batch that finds
+    /// the client connected.
+    pub(crate) detect_native: bool,
 }
 
 /// How often a batch still waiting for fred checks whether the client
@@ -63,11 +68,7 @@ impl Wire {
     /// handed to fred when the returned future is first polled (no await
     /// comes before that), which fixes its place in the connection's order.
     fn send(&self, command: &Command<'_>, slot: u16) -> BoxFuture<'static, Sent> {
-        let release = match command {
-            Command::ReleaseMany { .. } => true,
-            Command::Script { call, .. } => call.kind == Kind::Release,
-            _ => false,
-        };
+        let release = is_release(command);
         let options = if release {
             &self.release_options
         } else {
@@ -123,6 +124,9 @@ impl Wire {
             }
             Command::ClientId => custom("CLIENT", vec![text("ID")]),
             Command::InfoServer => custom("INFO", vec![text("server")]),
+            Command::Native(native) => {
+                custom(native.name, native.args.iter().map(|a| text(a)).collect())
+            }
             Command::ClientKill { id } => custom(
                 "CLIENT",
                 vec![text("KILL"), text("ID"), Value::Integer(*id)],
@@ -140,9 +144,7 @@ impl Wire {
         let kinds = || entry.answers.calls().len();
         let acquire = matches!(&entry.command, Command::SetNx { .. })
             || matches!(&entry.command, Command::Script { call, .. } if call.kind == Kind::Acquire);
-        if matches!(&entry.command, Command::ReleaseMany { .. })
-            || matches!(&entry.command, Command::Script { call, .. } if call.kind == Kind::Release)
-        {
+        if is_release(&entry.command) {
             self.resends.releasing();
         }
         let sent = self.resends.sending();
@@ -184,6 +186,7 @@ impl Executor for Wire {
         if !matches!(connected.await, Ok(Ok(()))) {
             return;
         }
+        self.detect().await;
         for script in self.planner.scripts().all() {
             let load = Entry {
                 command: Command::ScriptLoad { script },
@@ -210,6 +213,9 @@ impl Executor for Wire {
         if self.held && self.client.state() == ClientState::Connected {
             // fred wrote what it held first when it reconnected.
             self.held = false;
+        }
+        if self.detect_native && self.client.state() == ClientState::Connected {
+            self.detect().await;
         }
         let planner = self.planner.clone();
         let entries = if self.clustered {
@@ -269,6 +275,52 @@ impl Executor for Wire {
             entry.distribute(reply, &mut results);
         }
         results
+    }
+}
+
+/// Whether `command` releases: the release script (alone or merged) or a
+/// native delete. A release gets one more write attempt after a
+/// reconnect, and an acquire is not sent again after it.
+fn is_release(command: &Command<'_>) -> bool {
+    match command {
+        Command::ReleaseMany { .. } => true,
+        Command::Script { call, .. } => call.kind == Kind::Release,
+        Command::Native(native) => native.is_release(),
+        _ => false,
+    }
+}
+
+impl Wire {
+    /// Asks the server which native commands it has and plans with them
+    /// from now on; a refusal (an ACL that denies `COMMAND`, say) or no
+    /// answer within the connection timeout means scripts only. Asked once
+    /// per client, again only when the connection was not up.
+    async fn detect(&mut self) {
+        if !self.detect_native {
+            return;
+        }
+        let ask = Entry {
+            command: Command::Native(native::detect()),
+            answers: redlock_kit::plan::Answers::Nothing,
+        };
+        let answer = tokio::time::timeout(self.connection_timeout, self.run(&ask, 0)).await;
+        let capabilities = match answer {
+            Ok(Ok(reply)) => Capabilities::from_command_info(&reply),
+            Ok(Err(NodeError::NotConnected(_))) => return,
+            Ok(Err(e)) => {
+                tracing::debug!(node = %self.id, error = %e, "native commands not detected; scripts only");
+                Capabilities::NONE
+            }
+            Err(_) => {
+                tracing::debug!(node = %self.id, "no answer to the native commands question; scripts only");
+                Capabilities::NONE
+            }
+        };
+        self.detect_native = false;
+        if capabilities.any() {
+            tracing::debug!(node = %self.id, ?capabilities, "one-key releases and extends use the server's native commands");
+        }
+        self.planner = self.planner.clone().with_capabilities(capabilities);
     }
 }
 
