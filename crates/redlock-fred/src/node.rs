@@ -332,12 +332,19 @@ impl FredNode {
         })
     }
 
-    /// `PING` through every queue: answered once each client is connected
-    /// and its scripts are loaded (or refused: a user whose ACL denies
-    /// `@scripting` still connects, for the native commands).
+    /// A read of no keys through every queue: answered once each client
+    /// is connected and its scripts are loaded. Where the user's ACL
+    /// refuses the script (no `@scripting`), a `PING` instead: such a user
+    /// still locks one resource with the server's native commands.
     pub(crate) async fn ping(&self) -> Result<(), NodeError> {
         for queue in &self.inner.queues {
-            self.bounded(queue.ping()).await?;
+            match self.bounded(queue.inspect(&[])).await {
+                Ok(_) => {}
+                Err(NodeError::Auth(m)) if m.contains("NOPERM") => {
+                    self.bounded(queue.ping()).await?;
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
