@@ -128,6 +128,10 @@ pub async fn build(
             for u in urls {
                 let node = redlock_redis_rs::RedisNode::builder()
                     .wake_on_release(waiting != Waiting::Poll)
+                    // REDLOCK_BENCH_NATIVE=0: scripts only, for comparison.
+                    .native_commands(
+                        std::env::var("REDLOCK_BENCH_NATIVE").map_or(true, |v| v != "0"),
+                    )
                     .connect(u)
                     .await
                     .map_err(|e| e.to_string())?;

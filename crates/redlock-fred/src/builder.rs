@@ -85,6 +85,7 @@ pub struct Builder {
     pool_size: usize,
     wake_on_release: bool,
     max_outstanding: usize,
+    native_commands: bool,
 }
 
 impl fmt::Debug for Builder {
@@ -97,6 +98,7 @@ impl fmt::Debug for Builder {
             .field("pool_size", &self.pool_size)
             .field("wake_on_release", &self.wake_on_release)
             .field("max_outstanding", &self.max_outstanding)
+            .field("native_commands", &self.native_commands)
             .finish_non_exhaustive()
     }
 }
@@ -125,6 +127,7 @@ impl Builder {
             pool_size: 1,
             wake_on_release: true,
             max_outstanding: backlog::DEFAULT_LIMIT,
+            native_commands: true,
         }
     }
 
@@ -209,6 +212,30 @@ impl Builder {
         self
     }
 
+    /// Whether a one-key release or extend may use the server's own
+    /// compare-and-delete / compare-and-set instead of the built-in script
+    /// (default `true`): `DELIFEQ` on Valkey 9, `DELEX … IFEQ` on Redis
+    /// 8.4, `SET … IFEQ … PX` on both; see [`redlock_kit::native`]. Each
+    /// client asks its server once, when it first connects (`COMMAND INFO
+    /// DELIFEQ DELEX`), and keeps to the scripts where the answer names
+    /// neither. With it, a user whose ACL denies `@scripting` can lock,
+    /// extend and unlock one resource. A substitute script
+    /// ([`scripts`](Self::scripts)) always runs as written, as do calls on
+    /// several keys; Redis Cluster nodes always use the scripts.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), redlock_fred::Error> {
+    /// let node = redlock_fred::FredNode::builder()
+    ///     .native_commands(false) // every call a Lua script
+    ///     .connect("redis://127.0.0.1:6379")
+    ///     .await?;
+    /// # let _ = node; Ok(()) }
+    /// ```
+    pub fn native_commands(mut self, enabled: bool) -> Self {
+        self.native_commands = enabled;
+        self
+    }
+
     /// The most requests the node may owe at once: sent (or queued in
     /// fred) and not answered yet. A node that stops answering (a paused
     /// process, a black-holed link) keeps at most this many; beyond it,
@@ -269,6 +296,7 @@ impl Builder {
             scripts: self.scripts.clone(),
             secrets,
             wake_on_release: self.wake_on_release,
+            native_commands: self.native_commands,
             backlog: Backlog::new(self.max_outstanding)?,
             tasks,
         })

@@ -68,6 +68,8 @@ pub(crate) struct Settings {
     pub(crate) scripts: redlock_core::Scripts,
     pub(crate) secrets: Secrets,
     pub(crate) wake_on_release: bool,
+    /// Whether native commands may replace the built-in scripts.
+    pub(crate) native_commands: bool,
     pub(crate) backlog: Backlog,
     /// The connection task of each client when the node owns it (made by
     /// [`Builder::open`]), `None` for an application's client.
@@ -260,6 +262,7 @@ impl FredNode {
             scripts,
             mut secrets,
             wake_on_release,
+            native_commands,
             backlog,
             mut tasks,
         } = settings;
@@ -295,6 +298,9 @@ impl FredNode {
                 id: id.clone(),
                 loaded: false,
                 held: false,
+                // A cluster's calls are single-slot script calls, sent as
+                // they are.
+                detect_native: native_commands && !clustered,
             };
             queues.push(
                 Queue::spawn(wire, MAX_BATCH, backlog.clone()).map_err(|_| Error::NoRuntime)?,
@@ -325,10 +331,18 @@ impl FredNode {
     }
 
     /// A read of no keys through every queue: answered once each client
-    /// is connected and its scripts are loaded.
+    /// is connected and its scripts are loaded. Where the user's ACL
+    /// refuses the script (no `@scripting`), a `PING` instead: such a user
+    /// still locks one resource with the server's native commands.
     pub(crate) async fn ping(&self) -> Result<(), NodeError> {
         for queue in &self.inner.queues {
-            self.bounded(queue.inspect(&[])).await?;
+            match self.bounded(queue.inspect(&[])).await {
+                Ok(_) => {}
+                Err(NodeError::Auth(m)) if m.contains("NOPERM") => {
+                    self.bounded(queue.ping()).await?;
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }

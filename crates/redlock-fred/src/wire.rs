@@ -20,6 +20,7 @@ use fred::types::{ClientState, ClusterHash, CustomCommand, Expiration, SetOption
 use futures_util::future::{join_all, BoxFuture};
 use redlock_core::slot::hash_slot;
 use redlock_core::NodeError;
+use redlock_kit::native::{self, Capabilities};
 use redlock_kit::plan::{Command, Entry, Planner};
 use redlock_kit::reply::Reply;
 use redlock_kit::slots::{is_redirect, Resends, MAX_REDIRECTS};
@@ -50,11 +51,19 @@ pub(crate) struct Wire {
     /// fred may still hold requests of a batch given up when its
     /// connection was lost; it writes them first once it reconnects.
     pub(crate) held: bool,
+    /// The server is still to be asked which native commands it has (see
+    /// [`redlock_kit::native`]): once, before the first batch that finds
+    /// the client connected.
+    pub(crate) detect_native: bool,
 }
 
 /// How often a batch still waiting for fred checks whether the client
 /// lost its connection.
 const DOWN_CHECK: Duration = Duration::from_millis(20);
+
+/// How long the question that detects native commands may wait for its
+/// answer (the queue waits meanwhile); a silent server means scripts only.
+const DETECT_TIMEOUT: Duration = redlock_kit::session::DEFAULT_CONNECTION_TIMEOUT;
 
 /// What fred answers for one command.
 type Sent = Result<Value, FredError>;
@@ -67,6 +76,7 @@ impl Wire {
             return;
         }
         self.loaded = true;
+        self.detect().await;
         for script in self.planner.scripts().all() {
             let loaded = if self.clustered {
                 let source = script.source.clone();
@@ -89,11 +99,7 @@ impl Wire {
     /// handed to fred when the returned future is first polled (no await
     /// comes before that), which fixes its place in the connection's order.
     fn send(&self, command: &Command<'_>, slot: u16) -> BoxFuture<'static, Sent> {
-        let release = match command {
-            Command::ReleaseMany { .. } => true,
-            Command::Script { call, .. } => call.kind == Kind::Release,
-            _ => false,
-        };
+        let release = is_release(command);
         let options = if release {
             &self.release_options
         } else {
@@ -149,6 +155,9 @@ impl Wire {
             }
             Command::ClientId => custom("CLIENT", vec![text("ID")]),
             Command::InfoServer => custom("INFO", vec![text("server")]),
+            Command::Native(native) => {
+                custom(native.name, native.args.iter().map(|a| text(a)).collect())
+            }
             Command::ClientKill { id } => custom(
                 "CLIENT",
                 vec![text("KILL"), text("ID"), Value::Integer(*id)],
@@ -165,9 +174,7 @@ impl Wire {
     async fn run(&self, entry: &Entry<'_>, slot: u16) -> Result<Reply, NodeError> {
         let acquire = matches!(&entry.command, Command::SetNx { .. })
             || matches!(&entry.command, Command::Script { call, .. } if call.kind == Kind::Acquire);
-        if matches!(&entry.command, Command::ReleaseMany { .. })
-            || matches!(&entry.command, Command::Script { call, .. } if call.kind == Kind::Release)
-        {
+        if is_release(&entry.command) {
             self.resends.releasing();
         }
         let sent = self.resends.sending();
@@ -215,6 +222,9 @@ impl Executor for Wire {
         if self.held && self.client.state() == ClientState::Connected {
             // fred wrote what it held first when it reconnected.
             self.held = false;
+        }
+        if self.detect_native && self.client.state() == ClientState::Connected {
+            self.detect().await;
         }
         let planner = self.planner.clone();
         let entries = if self.clustered {
@@ -274,6 +284,52 @@ impl Executor for Wire {
             entry.distribute(reply, &mut results);
         }
         results
+    }
+}
+
+/// Whether `command` releases: the release script (alone or merged) or a
+/// native delete. A release gets one more write attempt after a
+/// reconnect, and an acquire is not sent again after it.
+fn is_release(command: &Command<'_>) -> bool {
+    match command {
+        Command::ReleaseMany { .. } => true,
+        Command::Script { call, .. } => call.kind == Kind::Release,
+        Command::Native(native) => native.is_release(),
+        _ => false,
+    }
+}
+
+impl Wire {
+    /// Asks the server which native commands it has and plans with them
+    /// from now on; a refusal (an ACL that denies `COMMAND`, say) or no
+    /// answer within the connection timeout means scripts only. Asked once
+    /// per client, again only when the connection was not up.
+    async fn detect(&mut self) {
+        if !self.detect_native {
+            return;
+        }
+        let ask = Entry {
+            command: Command::Native(native::detect()),
+            answers: redlock_kit::plan::Answers::Nothing,
+        };
+        let answer = tokio::time::timeout(DETECT_TIMEOUT, self.run(&ask, 0)).await;
+        let capabilities = match answer {
+            Ok(Ok(reply)) => Capabilities::from_command_info(&reply),
+            Ok(Err(NodeError::NotConnected(_))) => return,
+            Ok(Err(e)) => {
+                tracing::debug!(node = %self.id, error = %e, "native commands not detected; scripts only");
+                Capabilities::NONE
+            }
+            Err(_) => {
+                tracing::debug!(node = %self.id, "no answer to the native commands question; scripts only");
+                Capabilities::NONE
+            }
+        };
+        self.detect_native = false;
+        if capabilities.any() {
+            tracing::debug!(node = %self.id, ?capabilities, "one-key releases and extends use the server's native commands");
+        }
+        self.planner = self.planner.clone().with_capabilities(capabilities);
     }
 }
 

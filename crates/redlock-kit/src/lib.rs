@@ -76,6 +76,7 @@
 pub mod call;
 pub mod cluster;
 mod finish;
+pub mod native;
 pub mod node;
 pub mod plan;
 pub mod queue;

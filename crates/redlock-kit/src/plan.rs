@@ -19,17 +19,14 @@ use std::sync::Arc;
 use redlock_core::NodeError;
 
 use crate::call::{Call, Kind, LoadedScripts, Script};
+use crate::native;
 use crate::reply::Reply;
 
 /// What a connection's server can do beyond what every supported server
-/// does; an input of the [`Planner`], so that detecting it per connection changes
-/// nothing else. All `false` by default (and for now).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Capabilities {
-    /// The server has native compare-and-delete and `SET … IFEQ`
-    /// (`DELIFEQ`, Valkey 9). Not used by the planner yet.
-    pub native_ifeq: bool,
-}
+/// does (its native compare-and-delete and compare-and-set, see
+/// [`native`]); an input of the [`Planner`], so that detecting it per
+/// connection changes nothing else. None by default.
+pub use crate::native::Capabilities;
 
 /// One command on the wire, in no particular client's terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +80,11 @@ pub enum Command<'a> {
         /// The connection's `CLIENT ID`.
         id: i64,
     },
+    /// A command of the server's own, as its name and text arguments: a
+    /// native compare-and-delete or compare-and-set, the `PUBLISH` that
+    /// announces a native release, or the question that detects them
+    /// ([`native::detect`]). See [`native`].
+    Native(native::Command<'a>),
 }
 
 impl Command<'_> {
@@ -229,6 +231,13 @@ impl Planner {
     /// `SET NX PX` acquire where the built-in script allows it, or the
     /// call's script.
     pub fn single<'a>(&'a self, call: &'a Call) -> Command<'a> {
+        if let (Kind::Extend, Some(token), Some(ttl_ms)) = (call.kind, &call.token, call.number) {
+            let script = &self.scripts.get(Kind::Extend).source;
+            if let Some(cmd) = native::extend(self.capabilities, script, &call.keys, token, ttl_ms)
+            {
+                return Command::Native(cmd);
+            }
+        }
         match (call.kind, call.keys.as_slice(), &call.token, call.number) {
             (Kind::Ping, ..) => Command::Ping,
             (Kind::Acquire, [key], Some(token), Some(ttl_ms)) if self.scripts.plain_acquire() => {
@@ -242,28 +251,59 @@ impl Planner {
         }
     }
 
+    /// A one-key release as the server's native compare-and-delete and the
+    /// announcement after it (see [`native`]), where the capabilities and
+    /// the built-in release script allow; the delete answers the call, the
+    /// announcement nobody.
+    pub fn native_release<'a>(&'a self, call: &'a Call) -> Option<[Command<'a>; 2]> {
+        if call.kind != Kind::Release {
+            return None;
+        }
+        let token = call.token.as_deref()?;
+        let script = &self.scripts.get(Kind::Release).source;
+        let delete = native::release(self.capabilities, script, &call.keys, token)?;
+        let announce = native::announce(call.keys.first()?, token);
+        Some([Command::Native(delete), Command::Native(announce)])
+    }
+
     /// How `calls` go on the wire, in order: one command per call
     /// ([`single`](Self::single)), except that releases (with the built-in
     /// release script) are gathered into one [`Command::ReleaseMany`] where
     /// that keeps the batch's meaning. A release may move later in the
     /// batch, past calls on other keys only, so every call still meets the
     /// keys in the state the original order gives (a release deletes only
-    /// keys that hold its own token).
+    /// keys that hold its own token). A one-key release the server can do
+    /// natively ([`native_release`](Self::native_release)) stays in its
+    /// place, as two commands.
     pub fn plan<'a>(&'a self, calls: &'a [Call]) -> Vec<Entry<'a>> {
-        let one = |i: usize| Entry {
-            command: self.single(&calls[i]),
-            answers: Answers::One(i),
+        let one = |i: usize, entries: &mut Vec<Entry<'a>>| match self.native_release(&calls[i]) {
+            Some([delete, announce]) => entries.extend([
+                Entry {
+                    command: delete,
+                    answers: Answers::One(i),
+                },
+                Entry {
+                    command: announce,
+                    answers: Answers::Nothing,
+                },
+            ]),
+            None => entries.push(Entry {
+                command: self.single(&calls[i]),
+                answers: Answers::One(i),
+            }),
         };
         let mut entries = Vec::with_capacity(calls.len());
         let Some(many) = self.scripts.release_many().filter(|_| calls.len() > 1) else {
-            entries.extend((0..calls.len()).map(one));
+            for i in 0..calls.len() {
+                one(i, &mut entries);
+            }
             return entries;
         };
         let mut group: Vec<usize> = Vec::new();
         let mut group_keys: HashSet<&str> = HashSet::new();
         let flush = |group: &mut Vec<usize>, entries: &mut Vec<Entry<'a>>| match group.len() {
             0 => {}
-            1 => entries.push(one(group.remove(0))),
+            1 => one(group.remove(0), entries),
             _ => {
                 let members = std::mem::take(group);
                 entries.push(Entry {
@@ -276,8 +316,11 @@ impl Planner {
                 });
             }
         };
+        let release_script = &self.scripts.get(Kind::Release).source;
         for (i, call) in calls.iter().enumerate() {
-            if call.kind == Kind::Release {
+            if call.kind == Kind::Release
+                && !native::releases_natively(self.capabilities, release_script, &call.keys)
+            {
                 group.push(i);
                 group_keys.extend(call.keys.iter().map(String::as_str));
                 continue;
@@ -286,7 +329,7 @@ impl Planner {
                 flush(&mut group, &mut entries);
                 group_keys.clear();
             }
-            entries.push(one(i));
+            one(i, &mut entries);
         }
         flush(&mut group, &mut entries);
         entries
@@ -317,6 +360,9 @@ mod tests {
                     Command::SetNx { .. } => "set",
                     Command::Script { .. } => "script",
                     Command::ReleaseMany { .. } => "many",
+                    Command::Native(n) if n.name == "PUBLISH" => "announce",
+                    Command::Native(n) if n.name == "SET" => "set-ifeq",
+                    Command::Native(_) => "delete",
                     _ => "other",
                 };
                 (what, e.answers.calls().to_vec())
@@ -365,6 +411,58 @@ mod tests {
                 ("script", vec![5]),
             ]
         );
+    }
+
+    #[test]
+    fn one_key_releases_and_extends_go_native_where_the_server_has_them() {
+        let scripts = LoadedScripts::new(&Scripts::default());
+        let calls = [
+            call(Kind::Release, &["a", "b"]),
+            call(Kind::Release, &["c"]),
+            call(Kind::Release, &["d", "e"]),
+            call(Kind::Release, &["a"]),
+            Call::new(Kind::Extend, &["x".to_owned()], Some("tok"), Some(900)),
+            Call::new(Kind::Extend, &keys(&["x", "y"]), Some("tok"), Some(900)),
+        ];
+        let valkey = Planner::new(scripts.clone()).with_capabilities(Capabilities::VALKEY);
+        assert_eq!(
+            shape(&valkey.plan(&calls)),
+            vec![
+                ("delete", vec![1]),
+                ("announce", vec![]),
+                // The multi-key releases are gathered until a call on one
+                // of their keys.
+                ("many", vec![0, 2]),
+                ("delete", vec![3]),
+                ("announce", vec![]),
+                ("set-ifeq", vec![4]),
+                ("script", vec![5]),
+            ]
+        );
+        let Command::Native(delete) = &valkey.plan(&calls[1..2])[0].command else {
+            panic!("a native release");
+        };
+        assert_eq!(delete.to_string(), "DELIFEQ c tok");
+        let Command::Native(set) = valkey.single(&calls[4]) else {
+            panic!("a native extend");
+        };
+        assert_eq!(set.to_string(), "SET x tok IFEQ tok PX 900");
+        // No capabilities, or a substitute script: scripts.
+        let none = Planner::new(scripts);
+        assert_eq!(shape(&none.plan(&calls[1..2])), vec![("script", vec![0])]);
+        assert!(matches!(none.single(&calls[4]), Command::Script { .. }));
+        let custom = Planner::new(LoadedScripts::new(
+            &Scripts::default()
+                .with_release("return 0")
+                .with_extend("return 1"),
+        ))
+        .with_capabilities(Capabilities::VALKEY);
+        assert_eq!(shape(&custom.plan(&calls[1..2])), vec![("script", vec![0])]);
+        assert!(matches!(custom.single(&calls[4]), Command::Script { .. }));
+    }
+
+    fn keys(k: &[&str]) -> Vec<String> {
+        k.iter().map(|s| s.to_string()).collect()
     }
 
     #[test]

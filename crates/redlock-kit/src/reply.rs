@@ -96,8 +96,14 @@ pub fn acquire(v: &Reply) -> Result<Acquire, NodeError> {
     }
 }
 
-/// The extend script's `1` / `0`.
+/// The extend script's `1` / `0`, or a native `SET … IFEQ`'s `OK` / nil
+/// (see [`crate::native`]).
 pub fn extend(v: &Reply) -> Result<Extend, NodeError> {
+    match v {
+        Reply::Nil => return Ok(Extend::NotHeld),
+        Reply::Text(s) if s == "OK" => return Ok(Extend::Extended),
+        _ => {}
+    }
     match v.int() {
         Some(1) => Ok(Extend::Extended),
         Some(0) => Ok(Extend::NotHeld),
@@ -205,7 +211,9 @@ mod tests {
         assert!(acquire(&Reply::Other("Double(1.5)".into())).is_err());
         assert_eq!(extend(&Reply::Int(0)), Ok(Extend::NotHeld));
         assert_eq!(extend(&Reply::Int(1)), Ok(Extend::Extended));
-        assert!(extend(&Reply::Nil).is_err());
+        assert_eq!(extend(&Reply::Nil), Ok(Extend::NotHeld));
+        assert_eq!(extend(&Reply::Text("OK".into())), Ok(Extend::Extended));
+        assert!(extend(&Reply::Text("QUEUED".into())).is_err());
         assert_eq!(release(&Reply::Int(3)), Ok(3));
         assert!(release(&Reply::Int(-1)).is_err());
         assert_eq!(fence(&Reply::Text("42".into())), Ok(42));

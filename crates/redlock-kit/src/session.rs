@@ -38,6 +38,7 @@ use redlock_core::backlog::{Backlog, Permit};
 use redlock_core::NodeError;
 
 use crate::call::{Call, Kind, LoadedScripts};
+use crate::native::{self, Capabilities};
 use crate::plan::{Command, Entry, Planner};
 use crate::queue::Executor;
 use crate::reply::Reply;
@@ -165,8 +166,11 @@ pub struct Session<L> {
     backlog: Backlog,
     response_timeout: Option<Duration>,
     /// Cheap to clone, so that a plan borrowing it can live beside
-    /// `&mut self`.
+    /// `&mut self`. Its capabilities are what the current connection's
+    /// server answered (see [`native`](crate::native)), or none.
     planner: Planner,
+    /// Whether native commands may replace the built-in scripts.
+    native_allowed: bool,
     id: String,
 }
 
@@ -191,8 +195,18 @@ impl<L: Link> Session<L> {
             backlog,
             response_timeout,
             planner: Planner::new(scripts),
+            native_allowed: true,
             id,
         }
+    }
+
+    /// Whether one-key releases and extends may use the server's native
+    /// commands where it has them (default `true`; see
+    /// [`native`](crate::native)).
+    #[must_use]
+    pub fn with_native(mut self, allowed: bool) -> Self {
+        self.native_allowed = allowed;
+        self
     }
 
     /// The connection, made first if needed, and prepared (fence,
@@ -211,11 +225,16 @@ impl<L: Link> Session<L> {
 
     /// Readies a new connection before any request goes out on it: reads
     /// which connection of which server it is, fences a connection given up
-    /// on the same server, loads every script (so the first EVALSHA finds
-    /// it; a failure only costs an EVAL later).
+    /// on the same server, asks which native commands the server has (see
+    /// [`native`](crate::native)), loads every script (so the first
+    /// EVALSHA finds it; a failure, such as an ACL without `@scripting`,
+    /// only costs an EVAL later).
     async fn prepare(&mut self) -> Result<(), NodeError> {
         let planner = self.planner.clone();
         let mut commands = vec![Command::ClientId, Command::InfoServer];
+        if self.native_allowed {
+            commands.push(Command::Native(native::detect()));
+        }
         commands.extend(
             planner
                 .scripts()
@@ -235,6 +254,14 @@ impl<L: Link> Session<L> {
             Some(Ok(Reply::Text(info))) => run_id(&info),
             _ => None,
         };
+        let capabilities = match self.native_allowed.then(|| replies.next()) {
+            Some(Some(Ok(reply))) => Capabilities::from_command_info(&reply),
+            _ => Capabilities::NONE,
+        };
+        if capabilities.any() {
+            tracing::debug!(node = %self.id, ?capabilities, "one-key releases and extends use the server's native commands");
+        }
+        self.planner = self.planner.clone().with_capabilities(capabilities);
         for r in replies {
             if let Err(e) = r {
                 tracing::debug!(node = %self.id, "SCRIPT LOAD failed: {e}");
@@ -387,9 +414,9 @@ impl<L: Link> Session<L> {
         }
     }
 
-    /// Sends the owed releases (as EVAL: the server may have restarted
-    /// without scripts) and returns their replies, oldest first. On failure
-    /// they stay owed.
+    /// Sends the owed releases (natively where the server can, else as
+    /// EVAL: the server may have restarted without scripts) and returns
+    /// their replies, oldest first. On failure they stay owed.
     async fn pay_owed(&mut self) -> Result<Vec<Result<Reply, NodeError>>, NodeError> {
         if self.owed.is_empty() {
             return Ok(Vec::new());
@@ -397,20 +424,36 @@ impl<L: Link> Session<L> {
         let owed = std::mem::take(&mut self.owed);
         let planner = self.planner.clone();
         let script = planner.scripts().get(Kind::Release);
-        let commands: Vec<Command<'_>> = owed
-            .iter()
-            .map(|o| Command::Script {
-                script,
-                call: &o.call,
-                source: true,
-            })
-            .collect();
+        // Where each release's reply is (the others are announcements).
+        let mut answers = Vec::with_capacity(owed.len());
+        let mut commands: Vec<Command<'_>> = Vec::with_capacity(2 * owed.len());
+        for o in &owed {
+            answers.push(commands.len());
+            match planner.native_release(&o.call) {
+                Some(native) => commands.extend(native),
+                None => commands.push(Command::Script {
+                    script,
+                    call: &o.call,
+                    source: true,
+                }),
+            }
+        }
         let sent = self.bounded(&commands.iter().collect::<Vec<_>>()).await;
         drop(commands);
         match sent {
             Ok(replies) => {
                 tracing::debug!(node = %self.id, releases = owed.len(), "owed releases sent");
-                Ok(replies)
+                let mut replies: Vec<Option<Result<Reply, NodeError>>> =
+                    replies.into_iter().map(Some).collect();
+                Ok(answers
+                    .into_iter()
+                    .map(|i| {
+                        replies
+                            .get_mut(i)
+                            .and_then(Option::take)
+                            .unwrap_or_else(|| Err(NodeError::Protocol("no reply".into())))
+                    })
+                    .collect())
             }
             Err(failed) => {
                 // Owed meanwhile (none, as things are) come after these.
@@ -592,6 +635,8 @@ mod tests {
         flushed: bool,
         /// `CLIENT ID` is refused.
         no_client_id: bool,
+        /// The server has Valkey's `DELIFEQ` and `SET … IFEQ`.
+        valkey: bool,
     }
 
     #[derive(Clone, Default)]
@@ -608,6 +653,7 @@ mod tests {
                 s.log
                     .iter()
                     .filter(|c| !matches!(c.as_str(), "CLIENT ID" | "INFO" | "SCRIPT LOAD"))
+                    .filter(|c| !c.starts_with("COMMAND INFO"))
                     .cloned()
                     .collect()
             })
@@ -635,6 +681,7 @@ mod tests {
             Command::ClientId => "CLIENT ID".into(),
             Command::InfoServer => "INFO".into(),
             Command::ClientKill { id } => format!("CLIENT KILL {id}"),
+            Command::Native(n) => n.to_string(),
         }
     }
 
@@ -661,7 +708,7 @@ mod tests {
                         | Command::InfoServer
                         | Command::ScriptLoad { .. }
                         | Command::ClientKill { .. }
-                )
+                ) || matches!(c, Command::Native(n) if n.name == "COMMAND")
             });
             let stall = self.with(|s| s.stall.filter(|_| !setup));
             if let Some(stall) = stall {
@@ -682,6 +729,14 @@ mod tests {
                             Err(NodeError::Server("ERR unknown command".into()))
                         }
                         Command::ClientId => Ok(Reply::Int(s.connects)),
+                        Command::Native(n) if n.name == "COMMAND" => {
+                            let delifeq = Reply::Array(vec![Reply::Text("delifeq".into())]);
+                            Ok(Reply::Array(if s.valkey {
+                                vec![delifeq, Reply::Nil]
+                            } else {
+                                vec![Reply::Nil, Reply::Nil]
+                            }))
+                        }
                         Command::InfoServer => Ok(Reply::Text("# Server\r\nrun_id:abc\r\n".into())),
                         Command::Script { source: false, .. }
                         | Command::ReleaseMany { source: false, .. }
@@ -783,6 +838,44 @@ mod tests {
                 "EVAL Release b"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn owed_releases_are_paid_natively_where_the_server_can() {
+        let fake = Fake::default();
+        fake.with(|s| s.valkey = true);
+        let mut s = session(&fake, None);
+        s.warm_up().await;
+        fake.with(|s| {
+            s.break_next = true;
+            s.down = true;
+        });
+        let r = s
+            .execute(&[call(Kind::Acquire, "a"), call(Kind::Release, "b")])
+            .await;
+        assert!(r.iter().all(Result::is_err), "{r:?}");
+        fake.with(|s| s.down = false);
+        let r = s.execute(&[call(Kind::Extend, "a")]).await;
+        assert_eq!(r, [Ok(Reply::Int(1))]);
+        assert!(!s.owes());
+        assert_eq!(
+            fake.lock_commands(),
+            [
+                "SET a",
+                "DELIFEQ b tok",
+                "PUBLISH redlock:release:b tok",
+                "CLIENT KILL 1",
+                "DELIFEQ b tok",
+                "PUBLISH redlock:release:b tok",
+                "SET a tok IFEQ tok PX 1000",
+            ]
+        );
+        // Told not to, the same session keeps to the scripts.
+        let fake = Fake::default();
+        fake.with(|s| s.valkey = true);
+        let mut s = session(&fake, None).with_native(false);
+        s.execute(&[call(Kind::Release, "b")]).await;
+        assert_eq!(fake.lock_commands(), ["EVALSHA Release b"]);
     }
 
     #[tokio::test]

@@ -28,6 +28,9 @@ pub struct Settings {
     pub max_outstanding: usize,
     /// Whether waiters are woken by release announcements (`true`).
     pub wake_on_release: bool,
+    /// Whether one-key releases and extends may use the server's native
+    /// commands (`true`; see [`native`](crate::native)).
+    pub native_commands: bool,
 }
 
 impl Default for Settings {
@@ -39,6 +42,7 @@ impl Default for Settings {
             max_batch: DEFAULT_MAX_BATCH,
             max_outstanding: backlog::DEFAULT_LIMIT,
             wake_on_release: true,
+            native_commands: true,
         }
     }
 }
@@ -163,6 +167,22 @@ macro_rules! builder_methods {
         /// retry delay. See `redlock_core::Node::watch_release`.
         pub fn wake_on_release(mut self, enabled: bool) -> Self {
             self.$field.wake_on_release = enabled;
+            self
+        }
+
+        /// Whether a one-key release or extend may use the server's own
+        /// compare-and-delete / compare-and-set instead of the built-in
+        /// script (default `true`): `DELIFEQ` on Valkey 9, `DELEX … IFEQ`
+        /// on Redis 8.4, `SET … IFEQ … PX` on both; see
+        /// `redlock_kit::native`. Each connection asks its server once
+        /// (`COMMAND INFO DELIFEQ DELEX`) and keeps to the scripts where
+        /// the answer names neither. With it, a user whose ACL denies
+        /// `@scripting` can lock, extend and unlock one resource. A
+        /// substitute script (`scripts`) always runs as written, as do
+        /// calls on several keys; Redis Cluster nodes always use the
+        /// scripts.
+        pub fn native_commands(mut self, enabled: bool) -> Self {
+            self.$field.native_commands = enabled;
             self
         }
     };

@@ -89,8 +89,8 @@ impl Default for Builder {
 }
 
 /// `scripts`, `response_timeout` (default 10 s), `connection_timeout`
-/// (default 1 s), `max_batch`, `max_outstanding`, `wake_on_release`: the
-/// settings every Redlock adapter has, with the same defaults. Only nodes
+/// (default 1 s), `max_batch`, `max_outstanding`, `wake_on_release`,
+/// `native_commands` (see [`redlock_kit::native`]): the settings every Redlock adapter has, with the same defaults. Only nodes
 /// made from a URL or a [`Client`] wake waiters on release. A zero timeout
 /// is [`Error::InvalidConfig`], a backlog limit out of range
 /// [`Error::InvalidArgument`]. See [`RedisNode::outstanding`].
@@ -183,7 +183,8 @@ impl Builder {
             id.clone(),
             self.settings.response_timeout,
             backlog.clone(),
-        );
+        )
+        .with_native(self.settings.native_commands);
         self.spawn(session, id, backlog, watch)
     }
 
@@ -194,6 +195,11 @@ impl Builder {
             Invalid::Config(text) => Error::InvalidConfig(text),
             Invalid::Argument(e) => Error::InvalidArgument(e),
         })
+    }
+
+    #[cfg(feature = "sentinel")]
+    pub(crate) fn native_commands_setting(&self) -> bool {
+        self.settings.native_commands
     }
 
     #[cfg(feature = "sentinel")]

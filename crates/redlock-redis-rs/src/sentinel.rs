@@ -44,7 +44,8 @@ impl Builder {
             id.clone(),
             self.response_timeout_setting(),
             backlog.clone(),
-        );
+        )
+        .with_native(self.native_commands_setting());
         self.spawn(executor, id, backlog, None)
     }
 

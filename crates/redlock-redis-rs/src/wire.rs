@@ -77,6 +77,17 @@ pub(crate) fn command(command: &Command<'_>) -> Cmd {
             cmd.arg("server");
             cmd
         }
+        Command::Native(native) => {
+            let mut cmd = Cmd::with_capacity(
+                1 + native.args.len(),
+                native.name.len() + native.args.iter().map(|a| a.len()).sum::<usize>(),
+            );
+            cmd.arg(native.name);
+            for arg in &native.args {
+                cmd.arg(arg.as_ref());
+            }
+            cmd
+        }
         Command::ClientKill { id } => {
             let mut cmd = redis::cmd("CLIENT");
             cmd.arg("KILL").arg("ID").arg(*id);

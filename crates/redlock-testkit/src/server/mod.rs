@@ -30,6 +30,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub mod binaries;
 pub mod cluster;
 pub mod external;
 mod reply;

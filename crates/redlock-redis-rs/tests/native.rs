@@ -1,0 +1,332 @@
+//! Native compare-and-delete / compare-and-set against real servers: on
+//! Valkey 9 a one-key release goes out as `DELIFEQ` (plus its `PUBLISH`)
+//! and an extend as `SET … IFEQ`, read from `INFO commandstats`; on Redis
+//! 7.0 and 6.2, and with native commands off, substitute scripts or
+//! several keys, the scripts run. A user whose ACL denies `@scripting`
+//! locks, extends and unlocks on Valkey; waiters still wake on a native
+//! release.
+//!
+//! The servers are found with `binaries::find_server` (the default server
+//! binary, the servers cache `.ci/run` fills, `redis-server` on the
+//! `PATH`); a missing one is skipped with a printed reason.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use redlock_core::scripts::RELEASE;
+use redlock_core::{
+    Acquire, Extend, LockOptions, Node, NodeError, Options, Redlock, Retries, RetryPolicy, Scripts,
+};
+use redlock_redis_rs::RedisNode;
+use redlock_testkit::server::binaries::{find_server, known_servers};
+use redlock_testkit::server::{RedisServer, Reply, ServerOptions, ServerVersion};
+use redlock_testkit::wait::eventually;
+
+const TTL: Duration = Duration::from_secs(30);
+
+fn valkey() -> Option<(PathBuf, ServerVersion)> {
+    let found = find_server(|v| v.is_valkey() && v.at_least(9, 0));
+    if found.is_none() {
+        eprintln!(
+            "skipped: no Valkey 9 binary found (REDLOCK_SERVER_BIN or the servers cache); known: {:?}",
+            known_servers()
+                .iter()
+                .map(|(_, v)| v.to_string())
+                .collect::<Vec<_>>()
+        );
+    }
+    found
+}
+
+fn start(binary: &PathBuf) -> RedisServer {
+    RedisServer::start_binary(binary, ServerOptions::default()).expect("server starts")
+}
+
+/// `calls=` of `cmdstat_<command>` (0 when the command never ran).
+fn calls(server: &RedisServer, command: &str) -> u64 {
+    let field = format!("cmdstat_{command}");
+    server
+        .info_field("commandstats", &field)
+        .and_then(|v| {
+            v.split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn keys(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+fn pttl(server: &RedisServer, key: &str) -> i64 {
+    match server.command(&["PTTL", key]).expect("PTTL") {
+        Reply::Int(ms) => ms,
+        other => panic!("PTTL: {other:?}"),
+    }
+}
+
+/// Acquire, extend (ours, another's), release (another's, ours), extend
+/// after the release, one call at a time on a connected node; checks the
+/// replies and the key, then returns the server's command counts
+/// `(delifeq, set, publish, evalsha + eval)` for these calls.
+async fn one_key_round(server: &RedisServer, node: &RedisNode) -> (u64, u64, u64, u64) {
+    server.command(&["CONFIG", "RESETSTAT"]).expect("resetstat");
+    let job = keys(&["native-job"]);
+    let short = Duration::from_secs(5);
+    assert_eq!(
+        node.acquire(&job, "tok", short).await.unwrap(),
+        Acquire::Acquired
+    );
+    assert_eq!(
+        node.extend(&job, "tok", TTL).await.unwrap(),
+        Extend::Extended
+    );
+    assert!(pttl(server, &job[0]) > 5_000, "the TTL was set anew");
+    assert_eq!(
+        node.extend(&job, "other", TTL).await.unwrap(),
+        Extend::NotHeld
+    );
+    assert_eq!(node.release(&job, "other").await.unwrap(), 0);
+    assert_eq!(server.text(&["GET", &job[0]]).unwrap(), "tok");
+    assert_eq!(node.release(&job, "tok").await.unwrap(), 1);
+    assert_eq!(
+        node.extend(&job, "tok", TTL).await.unwrap(),
+        Extend::NotHeld,
+        "never recreates a released key"
+    );
+    assert_eq!(server.command(&["EXISTS", &job[0]]).unwrap(), Reply::Int(0));
+    (
+        calls(server, "delifeq"),
+        calls(server, "set"),
+        calls(server, "publish"),
+        calls(server, "evalsha") + calls(server, "eval"),
+    )
+}
+
+#[tokio::test]
+async fn valkey_releases_and_extends_without_scripts() {
+    let Some((binary, version)) = valkey() else {
+        return;
+    };
+    let server = start(&binary);
+    let node = RedisNode::connect(&server.url()).await.expect("connects");
+    let (delifeq, set, publish, scripts) = one_key_round(&server, &node).await;
+    assert_eq!(delifeq, 2, "{version}: both releases are DELIFEQ");
+    assert_eq!(set, 4, "{version}: SET NX, then three SET IFEQ");
+    assert_eq!(publish, 2, "{version}: every native release is announced");
+    assert_eq!(scripts, 0, "{version}: no script ran");
+}
+
+#[tokio::test]
+async fn native_commands_off_runs_the_scripts_on_valkey() {
+    let Some((binary, version)) = valkey() else {
+        return;
+    };
+    let server = start(&binary);
+    let node = RedisNode::builder()
+        .native_commands(false)
+        .connect(&server.url())
+        .await
+        .expect("connects");
+    let (delifeq, set, _, scripts) = one_key_round(&server, &node).await;
+    assert_eq!(delifeq, 0, "{version}");
+    assert_eq!(set, 1, "{version}: only the acquire is a SET");
+    assert_eq!(scripts, 5, "{version}: three extends, two releases");
+}
+
+#[tokio::test]
+async fn older_servers_run_the_scripts() {
+    let older: Vec<_> = known_servers()
+        .into_iter()
+        .filter(|(_, v)| !v.is_valkey() && !v.at_least(8, 4))
+        .collect();
+    if older.is_empty() {
+        eprintln!("skipped: no Redis older than 8.4 found");
+        return;
+    }
+    for (binary, version) in older {
+        let server = start(&binary);
+        let node = RedisNode::connect(&server.url()).await.expect("connects");
+        let (delifeq, set, _, scripts) = one_key_round(&server, &node).await;
+        assert_eq!(delifeq, 0, "{version}");
+        assert_eq!(set, 1, "{version}: only the acquire is a SET");
+        assert_eq!(scripts, 5, "{version}: three extends, two releases");
+        eprintln!("checked {version}: scripts");
+    }
+}
+
+#[tokio::test]
+async fn several_keys_and_substitute_scripts_stay_scripts_on_valkey() {
+    let Some((binary, version)) = valkey() else {
+        return;
+    };
+    let server = start(&binary);
+    let node = RedisNode::connect(&server.url()).await.expect("connects");
+    server.command(&["CONFIG", "RESETSTAT"]).unwrap();
+    let two = keys(&["multi-a", "multi-b"]);
+    assert_eq!(
+        node.acquire(&two, "tok", TTL).await.unwrap(),
+        Acquire::Acquired
+    );
+    assert_eq!(
+        node.extend(&two, "tok", TTL).await.unwrap(),
+        Extend::Extended
+    );
+    assert_eq!(node.release(&two, "tok").await.unwrap(), 2);
+    assert_eq!(calls(&server, "delifeq"), 0, "{version}");
+    assert_eq!(calls(&server, "evalsha"), 3, "{version}");
+
+    // A substitute release script runs as written; the built-in extend
+    // script is still replaced.
+    let custom = RedisNode::builder()
+        .scripts(Scripts::default().with_release(format!("{RELEASE}-- substitute\n")))
+        .connect(&server.url())
+        .await
+        .expect("connects");
+    server.command(&["CONFIG", "RESETSTAT"]).unwrap();
+    let one = keys(&["custom-job"]);
+    assert_eq!(
+        custom.acquire(&one, "tok", TTL).await.unwrap(),
+        Acquire::Acquired
+    );
+    assert_eq!(
+        custom.extend(&one, "tok", TTL).await.unwrap(),
+        Extend::Extended
+    );
+    assert_eq!(custom.release(&one, "tok").await.unwrap(), 1);
+    assert_eq!(calls(&server, "delifeq"), 0, "{version}");
+    assert_eq!(calls(&server, "evalsha"), 1, "{version}: the release");
+    assert_eq!(calls(&server, "set"), 2, "{version}: SET NX, SET IFEQ");
+}
+
+/// An ACL user without `@scripting` (and, as Valkey gives new users by
+/// default, without channel rights): a one-key lock is taken, extended
+/// and released end to end; the same user with native commands off cannot
+/// release (so the native path is what makes it work).
+#[tokio::test]
+async fn a_user_without_scripting_locks_extends_and_unlocks_on_valkey() {
+    let Some((binary, version)) = valkey() else {
+        return;
+    };
+    let server = start(&binary);
+    server
+        .text(&[
+            "ACL",
+            "SETUSER",
+            "locker",
+            "on",
+            ">locker-pw",
+            "~*",
+            "resetchannels",
+            "+@all",
+            "-@scripting",
+        ])
+        .expect("ACL SETUSER");
+    let url = format!("redis://locker:locker-pw@127.0.0.1:{}", server.port());
+
+    let node = RedisNode::connect(&url).await.expect("connects");
+    let redlock = Redlock::new(vec![node], Options::new()).expect("valid");
+    let mut lock = redlock.lock("acl-job", TTL).await.expect("locked");
+    lock.extend(TTL).await.expect("extended");
+    assert_eq!(server.text(&["GET", "acl-job"]).unwrap(), lock.token());
+    lock.unlock().await.expect("unlocked");
+    assert_eq!(
+        server.command(&["EXISTS", "acl-job"]).unwrap(),
+        Reply::Int(0)
+    );
+    assert_eq!(calls(&server, "delifeq"), 1, "{version}");
+
+    let scripts_only = RedisNode::builder()
+        .native_commands(false)
+        .connect(&url)
+        .await
+        .expect("connects: a refused SCRIPT LOAD does not stop the node");
+    let job = keys(&["acl-job"]);
+    assert_eq!(
+        scripts_only.acquire(&job, "tok", TTL).await.unwrap(),
+        Acquire::Acquired
+    );
+    let refused = scripts_only.release(&job, "tok").await;
+    assert!(
+        matches!(&refused, Err(NodeError::Auth(m)) if m.contains("evalsha")),
+        "{refused:?}"
+    );
+}
+
+/// Subscribers of `channel`.
+fn numsub(server: &RedisServer, channel: &str) -> i64 {
+    match server.command(&["PUBSUB", "NUMSUB", channel]) {
+        Ok(Reply::Array(Some(items))) => match items.get(1) {
+            Some(Reply::Int(n)) => *n,
+            _ => -1,
+        },
+        _ => -1,
+    }
+}
+
+/// A waiter in another client, with a retry delay of an hour, gets the
+/// lock as soon as the holder releases with `DELIFEQ`: the announcement
+/// after it wakes the waiter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_release_wakes_waiters_on_valkey() {
+    let Some((binary, version)) = valkey() else {
+        return;
+    };
+    let servers: Vec<RedisServer> = (0..3).map(|_| start(&binary)).collect();
+    let redlock = |servers: &[RedisServer]| {
+        let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+        async move {
+            let mut nodes = Vec::new();
+            for url in urls {
+                nodes.push(RedisNode::connect(&url).await.expect("connects"));
+            }
+            Redlock::new(nodes, Options::new()).expect("valid")
+        }
+    };
+    let holder = redlock(&servers).await;
+    let held = holder.lock("wake-native", TTL).await.expect("free");
+    let waiter = {
+        let other = redlock(&servers).await;
+        tokio::spawn(async move {
+            let hour = RetryPolicy::default()
+                .retries(Retries::Forever)
+                .delay(Duration::from_secs(3600))
+                .jitter(Duration::ZERO)
+                .deadline(Duration::from_secs(60));
+            other
+                .acquire(&LockOptions::new("wake-native", TTL).retry(hour))
+                .await
+        })
+    };
+    // One node's announcement is enough to wake the waiter.
+    let subscribed = eventually(Duration::from_secs(10), || async {
+        servers
+            .iter()
+            .any(|s| numsub(s, "redlock:release:wake-native") == 1)
+    })
+    .await;
+    assert!(
+        subscribed,
+        "{version}: the waiter subscribed on a server: {:?}, waiter finished: {}",
+        servers
+            .iter()
+            .map(|s| numsub(s, "redlock:release:wake-native"))
+            .collect::<Vec<_>>(),
+        waiter.is_finished()
+    );
+    for s in &servers {
+        s.command(&["CONFIG", "RESETSTAT"]).unwrap();
+    }
+    held.unlock().await.expect("unlocked");
+    let lock = waiter
+        .await
+        .expect("task")
+        .expect("woken by the release, long before the hour");
+    assert_eq!(lock.attempts(), 2, "{version}");
+    let delifeq: u64 = servers.iter().map(|s| calls(s, "delifeq")).sum();
+    let scripts: u64 = servers.iter().map(|s| calls(s, "evalsha")).sum();
+    assert!(delifeq >= 2, "{version}: released with DELIFEQ ({delifeq})");
+    assert_eq!(scripts, 0, "{version}: no release script ran");
+    lock.unlock().await.expect("unlocked");
+}
