@@ -41,6 +41,7 @@
 use redlock_core::InvalidArgument;
 
 mod config;
+mod failover;
 mod faults;
 pub mod processes;
 mod register;
@@ -49,6 +50,7 @@ mod run;
 mod scenarios;
 
 pub use config::*;
+pub use failover::*;
 pub use faults::*;
 pub use register::*;
 pub use report::*;

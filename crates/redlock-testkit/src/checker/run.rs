@@ -75,8 +75,9 @@ pub(crate) fn error_kind(e: &LockError) -> &'static str {
 
 /// Runs the checker: contenders on `nodes` while `fault` runs beside them.
 /// The fault gets a [`Stop`] and must return soon after it fires, leaving
-/// the nodes healthy (resumed, restarted, healed). Keys are counted after it
-/// returned.
+/// the nodes healthy (resumed, restarted, healed). A fault that returns
+/// before, on its own, ends the run (contenders finish their holds). Keys
+/// are counted after it returned.
 pub async fn run<F, Fut>(
     nodes: Vec<Arc<dyn Node>>,
     config: Config,
@@ -121,9 +122,6 @@ where
     let register = Arc::new(Register::default());
     let config = Arc::new(config);
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let fault_task = tokio::spawn(fault(Stop(stop_rx)));
-
     let began = Instant::now();
     let shared = Arc::new(Shared {
         began,
@@ -136,6 +134,15 @@ where
         holders_seen: Mutex::default(),
         errors: Mutex::default(),
         done: AtomicBool::default(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let fault = fault(Stop(stop_rx));
+    let ends = shared.clone();
+    // A fault that returns on its own (a fixed number of failovers, say)
+    // ends the run.
+    let fault_task = tokio::spawn(async move {
+        fault.await;
+        ends.done.store(true, Ordering::Relaxed);
     });
     let mut tasks = Vec::with_capacity(config.contenders);
     for i in 0..config.contenders.max(1) {
