@@ -8,7 +8,7 @@ use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, Value};
 use redlock_core::backlog::{self, Backlog};
 use redlock_core::node::ttl_millis;
-use redlock_core::{Acquire, Extend, KeyState, Node, NodeError, Scripts};
+use redlock_core::{Acquire, Durability, Extend, KeyState, Node, NodeError, Scripts};
 
 use crate::address::{display_id, redact_url, Secrets};
 use crate::queue::{Executor, Queue};
@@ -53,6 +53,7 @@ struct Inner {
     id: String,
     queue: Queue,
     watch: Option<ReleaseHub>,
+    durability: Durability,
 }
 
 impl fmt::Debug for RedisNode {
@@ -86,6 +87,7 @@ pub struct Builder {
     max_batch: usize,
     max_outstanding: usize,
     wake_on_release: bool,
+    durability: Durability,
 }
 
 impl Default for Builder {
@@ -100,6 +102,7 @@ impl Default for Builder {
             max_batch: 256,
             max_outstanding: backlog::DEFAULT_LIMIT,
             wake_on_release: true,
+            durability: Durability::Master,
         }
     }
 }
@@ -162,6 +165,38 @@ impl Builder {
     /// retry delay. See [`Node::watch_release`].
     pub fn wake_on_release(mut self, enabled: bool) -> Self {
         self.wake_on_release = enabled;
+        self
+    }
+
+    /// What an acquire or extend waits for before the node answers
+    /// (default [`Durability::Master`]: the master's reply). For a node
+    /// that is a replicated deployment (a Sentinel-managed master, a
+    /// master with replicas), [`Durability::replicas`] follows every
+    /// pipeline holding an acquire or extend that took effect with one
+    /// `WAIT count timeout` on the same connection; when fewer replicas
+    /// acknowledged in time, those requests fail with
+    /// [`NodeError::NotReplicated`] (a failed vote; the core releases what
+    /// an acquire took).
+    ///
+    /// Cost: one more command, and the replication round trip, per
+    /// pipeline with writes. A lock's TTL must leave room for the wait
+    /// (checked on every lock call). Not available on a cluster node
+    /// ([`Error::InvalidConfig`]).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use redlock_core::Durability;
+    /// use redlock_redis_rs::RedisNode;
+    ///
+    /// let node = RedisNode::builder()
+    ///     .durability(Durability::replicas(1, Duration::from_millis(50))?)
+    ///     .connect_sentinel(&["redis://127.0.0.1:26379"], "mymaster", None)
+    ///     .await?;
+    /// # let _ = node; Ok(()) }
+    /// ```
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
         self
     }
 
@@ -261,7 +296,8 @@ impl Builder {
             id.clone(),
             self.response_timeout,
             backlog.clone(),
-        );
+        )
+        .with_durability(self.durability);
         self.spawn(executor, id, backlog)
     }
 
@@ -282,6 +318,11 @@ impl Builder {
         Ok(Backlog::new(self.max_outstanding)?.with_gauge(id))
     }
 
+    #[cfg(any(feature = "cluster", feature = "sentinel"))]
+    pub(crate) fn durability_setting(&self) -> Durability {
+        self.durability
+    }
+
     #[cfg(feature = "sentinel")]
     pub(crate) fn response_timeout_setting(&self) -> Option<Duration> {
         self.response_timeout
@@ -299,6 +340,7 @@ impl Builder {
                 id,
                 queue,
                 watch: None,
+                durability: self.durability,
             }),
         })
     }
@@ -518,6 +560,11 @@ impl Node for RedisNode {
 
     fn outstanding(&self) -> Option<usize> {
         Some(RedisNode::outstanding(self))
+    }
+
+    /// As set with [`Builder::durability`].
+    fn durability(&self) -> Durability {
+        self.inner.durability
     }
 
     /// Stops taking requests, waits until everything already queued (a

@@ -52,7 +52,8 @@ impl Builder {
             id.clone(),
             self.response_timeout_setting(),
             backlog.clone(),
-        );
+        )
+        .with_durability(self.durability_setting());
         self.spawn(executor, id, backlog)
     }
 

@@ -33,7 +33,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, RedisResult, Value};
 use redlock_core::backlog::{Backlog, Permit};
-use redlock_core::NodeError;
+use redlock_core::{Durability, NodeError};
 
 use crate::address::Secrets;
 use crate::error::{is_noscript, is_readonly, needs_reconnect, node_error};
@@ -170,6 +170,8 @@ pub(crate) struct SingleExecutor {
     scripts: LoadedScripts,
     redact: Secrets,
     id: String,
+    /// What an acquire or extend waits for before it answers.
+    durability: Durability,
 }
 
 impl SingleExecutor {
@@ -193,7 +195,14 @@ impl SingleExecutor {
             scripts,
             redact,
             id,
+            durability: Durability::Master,
         }
+    }
+
+    /// Sets what acquires and extends wait for (see [`Durability`]).
+    pub(crate) fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
     }
 
     /// The connection, made first if needed (and prepared: fence, scripts,
@@ -689,6 +698,59 @@ impl Executor for SingleExecutor {
     }
 
     async fn execute(&mut self, calls: &[Call]) -> Vec<Result<Value, NodeError>> {
+        let mut results = self.execute_batch(calls).await;
+        self.replicate(calls, &mut results).await;
+        results
+    }
+}
+
+impl SingleExecutor {
+    /// With a replica wait ([`Durability::Replicas`]): when an acquire or
+    /// extend of the batch took effect, one `WAIT count timeout` covers
+    /// them all (every write before it on this connection); fewer replicas
+    /// than required turn each of them into
+    /// [`NodeError::NotReplicated`], a failed vote that the core releases.
+    async fn replicate(&mut self, calls: &[Call], results: &mut [Result<Value, NodeError>]) {
+        let Some((count, timeout)) = self.durability.replica_wait() else {
+            return;
+        };
+        let writes: Vec<usize> = calls
+            .iter()
+            .zip(results.iter())
+            .enumerate()
+            .filter(|(_, (call, result))| took_effect(call, result))
+            .map(|(i, _)| i)
+            .collect();
+        if writes.is_empty() {
+            return;
+        }
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(count).arg(redlock_core::node::ttl_millis(timeout));
+        let error = match self.bounded_one(&cmd).await {
+            Ok(Ok(Value::Int(n))) if n >= i64::from(count) => return,
+            Ok(Ok(Value::Int(n))) => NodeError::NotReplicated {
+                required: count,
+                reached: u64::try_from(n).unwrap_or(0),
+            },
+            Ok(Ok(other)) => NodeError::Protocol(format!("WAIT replied {other:?}")),
+            Ok(Err(e)) => node_err_keep(&e, &self.redact),
+            Err(Failed::Broken(e)) => {
+                self.broke(&e);
+                node_error(&e, &self.redact)
+            }
+            Err(Failed::TimedOut(limit)) => {
+                NodeError::Connection(format!("no reply to WAIT within {limit:?}"))
+            }
+            Err(Failed::NotConnected(e)) => NodeError::Connection(e.to_string()),
+        };
+        for i in writes {
+            if let Some(slot) = results.get_mut(i) {
+                *slot = Err(error.clone());
+            }
+        }
+    }
+
+    async fn execute_batch(&mut self, calls: &[Call]) -> Vec<Result<Value, NodeError>> {
         if let [call] = calls {
             return vec![self.execute_one(call).await];
         }
@@ -762,6 +824,20 @@ impl Executor for SingleExecutor {
         let r = reply.map_err(|e| node_err_keep(&e, &self.redact));
         self.check_readonly(std::iter::once(&r));
         r
+    }
+}
+
+/// Whether `call` is an acquire that took its keys or an extend that
+/// extended them.
+fn took_effect(call: &Call, result: &Result<Value, NodeError>) -> bool {
+    let Ok(value) = result else {
+        return false;
+    };
+    let reply = crate::node::from_redis(value.clone());
+    match call.kind {
+        Kind::Acquire => redlock_kit::reply::acquire(&reply) == Ok(redlock_core::Acquire::Acquired),
+        Kind::Extend => redlock_kit::reply::extend(&reply) == Ok(redlock_core::Extend::Extended),
+        _ => false,
     }
 }
 
