@@ -195,12 +195,7 @@ where
         move |stop| failover_loop(deployment, key, failovers, counts, stop)
     };
     let report = run_clients(clients, config, fault).await?;
-    let errors = std::mem::take(
-        &mut *counts
-            .errors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner),
-    );
+    let errors = std::mem::take(&mut *counts.errors.lock().unwrap_or_else(PoisonError::into_inner));
     let run = FailoverReport {
         report,
         failovers: counts.failovers.load(Ordering::Relaxed),
