@@ -113,6 +113,10 @@ fn polling() -> RetryPolicy {
     }
 }
 
+/// What our adapters' nodes wait for after an acquire or extend
+/// (`--wait-replicas`); unset: the master's reply.
+pub static DURABILITY: std::sync::OnceLock<redlock_core::Durability> = std::sync::OnceLock::new();
+
 pub async fn build(
     kind: Kind,
     urls: &[String],
@@ -129,6 +133,7 @@ pub async fn build(
             for u in urls {
                 let node = redlock_redis_rs::RedisNode::builder()
                     .wake_on_release(waiting != Waiting::Poll)
+                    .durability(DURABILITY.get().copied().unwrap_or_default())
                     .connect(u)
                     .await
                     .map_err(|e| e.to_string())?;

@@ -133,9 +133,33 @@ impl Sentinel {
         if ok {
             Ok(())
         } else {
+            let seen: Vec<String> = self
+                .sentinels
+                .iter()
+                .map(|s| {
+                    s.command(&["SENTINEL", "master", Self::MASTER_NAME])
+                        .map(|r| {
+                            let items: Vec<String> = r.items().iter().map(|x| x.text()).collect();
+                            items
+                                .chunks(2)
+                                .filter(|kv| {
+                                    ["port", "flags", "num-slaves", "num-other-sentinels"]
+                                        .contains(&kv[0].as_str())
+                                })
+                                .map(|kv| kv.join("="))
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        })
+                        .unwrap_or_else(|e| e.to_string())
+                })
+                .collect();
             Err(ServerError::Settle(format!(
                 "sentinel deployment did not settle on master port {master_port} within \
-                 {SETTLE_TIMEOUT:?}"
+                 {SETTLE_TIMEOUT:?}: master role {:?}, replica link {:?} to port {:?}; \
+                 sentinels see {seen:?}",
+                master.info_field("replication", "role"),
+                replica.info_field("replication", "master_link_status"),
+                replica.info_field("replication", "master_port"),
             )))
         }
     }
