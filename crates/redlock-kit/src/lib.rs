@@ -36,13 +36,19 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod call;
 mod finish;
+pub mod plan;
+pub mod queue;
 pub mod reply;
 mod secrets;
 pub mod slots;
 pub mod watch;
 
+pub use call::{Call, Kind, LoadedScripts};
 pub use finish::FinishOnDrop;
+pub use plan::{Command, Planner};
+pub use queue::{Executor, Queue};
 pub use secrets::{redact_url, Secrets};
 pub use slots::SlotSender;
 pub use watch::{PubSub, ReleaseHub, Subscriber, Subscriptions};

@@ -22,6 +22,9 @@ pub enum Reply {
     Array(Vec<Reply>),
     /// A reply the scripts never give, described for the error message.
     Other(String),
+    /// A server's error reply inside an array (one release of a merged
+    /// release that failed), its text already scrubbed of secrets.
+    Error(String),
 }
 
 impl Reply {
@@ -30,6 +33,15 @@ impl Reply {
             Reply::Int(i) => Some(*i),
             Reply::Text(s) => s.trim().parse().ok(),
             _ => None,
+        }
+    }
+
+    /// An [`Error`](Reply::Error) as [`NodeError::Server`], anything else
+    /// as it is.
+    pub fn into_result(self) -> Result<Reply, NodeError> {
+        match self {
+            Reply::Error(text) => Err(NodeError::Server(text)),
+            other => Ok(other),
         }
     }
 
@@ -42,16 +54,22 @@ impl Reply {
     }
 }
 
-fn unexpected(what: &str, v: &Reply) -> NodeError {
-    let mut s = format!("{v:?}");
-    if s.len() > 120 {
-        let mut end = 120;
+/// Cuts `s` to at most `max` bytes (on a character boundary), marking the
+/// cut with `…`.
+pub(crate) fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
         while !s.is_char_boundary(end) {
             end -= 1;
         }
         s.truncate(end);
         s.push('…');
     }
+}
+
+fn unexpected(what: &str, v: &Reply) -> NodeError {
+    let mut s = format!("{v:?}");
+    truncate(&mut s, 120);
     NodeError::Protocol(format!("{what}: {s}"))
 }
 

@@ -9,14 +9,15 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::Value;
 use redlock_core::{Acquire, Extend, KeyState, NodeError};
+use redlock_kit::plan::Command;
 use redlock_kit::reply::{self, Reply};
 use redlock_kit::slots::{self, is_redirect, Resends, SlotSender, MAX_REDIRECTS};
+use redlock_kit::{Call, Executor, Kind, LoadedScripts};
 
 use crate::address::{redact_url, Secrets};
 use crate::error::{is_noscript, node_error};
-use crate::node::{from_redis, Builder, RedisNode};
-use crate::queue::Executor;
-use crate::scripts::{Call, Kind, LoadedScripts};
+use crate::node::{Builder, RedisNode};
+use crate::wire;
 use crate::Error;
 
 struct ClusterExecutor {
@@ -136,13 +137,13 @@ impl Slots<'_> {
         let sent = self.resends.sending();
         let (mut eval, mut redirects) = (false, 0);
         loop {
-            let cmd = if eval {
-                call.eval(self.scripts)
-            } else {
-                call.evalsha(self.scripts)
-            };
+            let cmd = wire::command(&Command::Script {
+                script: self.scripts.get(call.kind),
+                call: &call,
+                source: eval,
+            });
             let e = match cmd.query_async::<Value>(&mut conn).await {
-                Ok(v) => return Ok(from_redis(v)),
+                Ok(v) => return Ok(wire::decode(v, self.redact)),
                 Err(e) => e,
             };
             let noscript = !eval && is_noscript(&e);
@@ -221,12 +222,12 @@ impl SlotSender for Slots<'_> {
 
 /// Runs one call split by slot ([`redlock_kit::slots`]), answered as the
 /// single server's script would answer (the node decodes it again).
-async fn run_call(slots: &Slots<'_>, call: &Call) -> Result<Value, NodeError> {
+async fn run_call(slots: &Slots<'_>, call: &Call) -> Result<Reply, NodeError> {
     let keys = &call.keys;
     let token = call.token.as_deref().unwrap_or_default();
     let number = call.number.unwrap_or_default();
-    let flag = |yes: bool| Value::Int(i64::from(yes));
-    let count = |n: u64| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
+    let flag = |yes: bool| Reply::Int(i64::from(yes));
+    let count = |n: u64| Reply::Int(i64::try_from(n).unwrap_or(i64::MAX));
     Ok(match call.kind {
         Kind::Acquire => {
             flag(slots::acquire(slots, keys, token, number).await? == Acquire::Acquired)
@@ -234,7 +235,7 @@ async fn run_call(slots: &Slots<'_>, call: &Call) -> Result<Value, NodeError> {
         Kind::Release => count(slots::release(slots, keys, token).await?),
         Kind::Extend => flag(slots::extend(slots, keys, token, number).await? == Extend::Extended),
         Kind::Fence => count(slots::fence(slots, keys, number).await?),
-        Kind::Inspect => Value::Array(
+        Kind::Inspect => Reply::Array(
             slots::inspect(slots, keys)
                 .await?
                 .into_iter()
@@ -244,17 +245,18 @@ async fn run_call(slots: &Slots<'_>, call: &Call) -> Result<Value, NodeError> {
                         (Some(_), None) => -1,
                         (Some(_), Some(ttl)) => i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
                     };
-                    let holder = state
-                        .holder
-                        .map_or(Value::Nil, |h| Value::BulkString(h.into_bytes()));
-                    Value::Array(vec![Value::Int(pttl), holder])
+                    let holder = state.holder.map_or(Reply::Nil, Reply::Text);
+                    Reply::Array(vec![Reply::Int(pttl), holder])
                 })
                 .collect(),
         ),
         Kind::Ping => {
             let mut conn = slots.conn.clone();
             let pong = redis::cmd("PING").query_async::<Value>(&mut conn).await;
-            pong.map_err(|e| node_error(&e, slots.redact))?
+            wire::decode(
+                pong.map_err(|e| node_error(&e, slots.redact))?,
+                slots.redact,
+            )
         }
     })
 }
@@ -267,7 +269,7 @@ impl Executor for ClusterExecutor {
         }
     }
 
-    async fn execute(&mut self, calls: &[Call]) -> Vec<Result<Value, NodeError>> {
+    async fn execute(&mut self, calls: &[Call]) -> Vec<Result<Reply, NodeError>> {
         let conn = match self.connection().await {
             Ok(c) => c,
             Err(e) => return calls.iter().map(|_| Err(e.clone())).collect(),

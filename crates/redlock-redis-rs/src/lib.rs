@@ -102,14 +102,13 @@ mod address;
 mod cluster;
 mod error;
 mod node;
-mod queue;
-mod scripts;
 #[cfg(feature = "sentinel")]
 mod sentinel;
 mod single;
 #[cfg(feature = "tls")]
 mod tls;
 mod watch;
+mod wire;
 
 pub use error::Error;
 pub use node::{Builder, RedisNode};

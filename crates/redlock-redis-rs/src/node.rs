@@ -5,22 +5,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, Value};
+use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo};
 use redlock_core::backlog::{self, Backlog};
-use redlock_core::node::ttl_millis;
 use redlock_core::{Acquire, Durability, Extend, KeyState, Node, NodeError, Scripts};
+use redlock_kit::watch::ReleaseHub;
+use redlock_kit::{Executor, LoadedScripts, Queue, Subscriptions};
 
 use crate::address::{display_id, redact_url, Secrets};
-use crate::queue::{Executor, Queue};
-use crate::scripts::{Call, Kind, LoadedScripts};
 use crate::single::{
     Connector, SingleExecutor, DEFAULT_CONNECTION_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
 };
 use crate::watch::Opener;
 use crate::Error;
-use redlock_kit::reply::{self, Reply};
-use redlock_kit::watch::ReleaseHub;
-use redlock_kit::Subscriptions;
 
 /// One Redlock node: an independent Redis server, a whole Redis Cluster
 /// (feature `cluster`) or the master of a Sentinel deployment (feature
@@ -171,15 +167,16 @@ impl Builder {
     /// What an acquire or extend waits for before the node answers
     /// (default [`Durability::Master`]: the master's reply). For a node
     /// that is a replicated deployment (a Sentinel-managed master, a
-    /// master with replicas), [`Durability::replicas`] follows every
-    /// pipeline holding an acquire or extend that took effect with one
-    /// `WAIT count timeout` on the same connection; when fewer replicas
-    /// acknowledged in time, those requests fail with
-    /// [`NodeError::NotReplicated`] (a failed vote; the core releases what
-    /// an acquire took).
+    /// master with replicas), [`Durability::replicas`] ends every pipeline
+    /// holding an acquire or extend with one `WAIT count timeout` on the
+    /// same connection, which covers every write before it; when fewer
+    /// replicas acknowledged in time, the requests of that pipeline that
+    /// took effect fail with [`NodeError::NotReplicated`] (a failed vote;
+    /// the core releases what an acquire took).
     ///
-    /// Cost: one more command, and the replication round trip, per
-    /// pipeline with writes. A lock's TTL must leave room for the wait
+    /// Cost: one more command per pipeline with writes, and the wait for
+    /// the replicas' acknowledgement (a replication round trip) on every
+    /// acquire and extend. A lock's TTL must leave room for the wait
     /// (checked on every lock call). Not available on a cluster node
     /// ([`Error::InvalidConfig`]).
     ///
@@ -191,7 +188,7 @@ impl Builder {
     ///
     /// let node = RedisNode::builder()
     ///     .durability(Durability::replicas(1, Duration::from_millis(50))?)
-    ///     .connect_sentinel(&["redis://127.0.0.1:26379"], "mymaster", None)
+    ///     .connect("redis://127.0.0.1:6379")
     ///     .await?;
     /// # let _ = node; Ok(()) }
     /// ```
@@ -334,7 +331,8 @@ impl Builder {
         id: String,
         backlog: Backlog,
     ) -> Result<RedisNode, Error> {
-        let queue = Queue::spawn(executor, self.max_batch, backlog)?;
+        let queue =
+            Queue::spawn(executor, self.max_batch, backlog).map_err(|_| Error::NoRuntime)?;
         Ok(RedisNode {
             inner: Arc::new(Inner {
                 id,
@@ -467,47 +465,12 @@ impl RedisNode {
     pub async fn ping(&self) -> Result<(), Error> {
         self.inner
             .queue
-            .call(Call::ping())
+            .ping()
             .await
-            .map(|_| ())
             .map_err(|cause| Error::Connect {
                 node: self.inner.id.clone(),
                 cause,
             })
-    }
-
-    async fn call(
-        &self,
-        kind: Kind,
-        keys: &[String],
-        token: Option<&str>,
-        number: Option<u64>,
-    ) -> Result<Reply, NodeError> {
-        self.inner
-            .queue
-            .call(Call {
-                kind,
-                keys: keys.to_vec(),
-                token: token.map(str::to_owned),
-                number,
-            })
-            .await
-            .map(from_redis)
-    }
-}
-
-/// `v` as a [`Reply`] for [`redlock_kit::reply`]: `OK` and tokens are text,
-/// a Lua `false` (RESP3) is nil.
-pub(crate) fn from_redis(v: Value) -> Reply {
-    match v {
-        Value::Nil | Value::Boolean(false) => Reply::Nil,
-        Value::Int(i) => Reply::Int(i),
-        Value::Boolean(true) => Reply::Int(1),
-        Value::Okay => Reply::Text("OK".to_owned()),
-        Value::SimpleString(s) => Reply::Text(s),
-        Value::BulkString(b) => Reply::Text(String::from_utf8_lossy(&b).into_owned()),
-        Value::Array(items) => Reply::Array(items.into_iter().map(from_redis).collect()),
-        other => Reply::Other(format!("{other:?}")),
     }
 }
 
@@ -519,15 +482,11 @@ impl Node for RedisNode {
         token: &str,
         ttl: Duration,
     ) -> Result<Acquire, NodeError> {
-        let v = self
-            .call(Kind::Acquire, keys, Some(token), Some(ttl_millis(ttl)))
-            .await?;
-        reply::acquire(&v)
+        self.inner.queue.acquire(keys, token, ttl).await
     }
 
     async fn release(&self, keys: &[String], token: &str) -> Result<u64, NodeError> {
-        let v = self.call(Kind::Release, keys, Some(token), None).await?;
-        reply::release(&v)
+        self.inner.queue.release(keys, token).await
     }
 
     async fn extend(
@@ -536,20 +495,15 @@ impl Node for RedisNode {
         token: &str,
         ttl: Duration,
     ) -> Result<Extend, NodeError> {
-        let v = self
-            .call(Kind::Extend, keys, Some(token), Some(ttl_millis(ttl)))
-            .await?;
-        reply::extend(&v)
+        self.inner.queue.extend(keys, token, ttl).await
     }
 
     async fn inspect(&self, keys: &[String]) -> Result<Vec<KeyState>, NodeError> {
-        let v = self.call(Kind::Inspect, keys, None, None).await?;
-        reply::inspect(keys, v)
+        self.inner.queue.inspect(keys).await
     }
 
     async fn fence(&self, keys: &[String], floor: u64) -> Result<u64, NodeError> {
-        let v = self.call(Kind::Fence, keys, None, Some(floor)).await?;
-        reply::fence(&v)
+        self.inner.queue.fence(keys, floor).await
     }
 
     /// A watch on the node's shared pub/sub connection (standalone nodes

@@ -35,10 +35,13 @@ use redis::{AsyncConnectionConfig, Client, RedisResult, Value};
 use redlock_core::backlog::{Backlog, Permit};
 use redlock_core::{Durability, NodeError};
 
+use redlock_kit::plan::{Command, Entry, Planner};
+use redlock_kit::reply::Reply;
+use redlock_kit::{Call, Executor, Kind, LoadedScripts};
+
 use crate::address::Secrets;
 use crate::error::{is_noscript, is_readonly, needs_reconnect, node_error};
-use crate::queue::Executor;
-use crate::scripts::{Call, Kind, LoadedScripts};
+use crate::wire;
 
 /// Where connections come from. One per node, so its size does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -167,11 +170,11 @@ pub(crate) struct SingleExecutor {
     owed: VecDeque<Owed>,
     backlog: Backlog,
     response_timeout: Option<Duration>,
-    scripts: LoadedScripts,
+    /// Cheap to clone, so that a plan borrowing it can live beside
+    /// `&mut self`.
+    planner: Planner,
     redact: Secrets,
     id: String,
-    /// What an acquire or extend waits for before it answers.
-    durability: Durability,
 }
 
 impl SingleExecutor {
@@ -192,16 +195,16 @@ impl SingleExecutor {
             owed: VecDeque::new(),
             backlog,
             response_timeout,
-            scripts,
+            planner: Planner::new(scripts),
             redact,
             id,
-            durability: Durability::Master,
         }
     }
 
-    /// Sets what acquires and extends wait for (see [`Durability`]).
+    /// Sets what acquires and extends wait for: with a replica wait, every
+    /// batch holding one ends with a `WAIT` (see [`Planner::plan`]).
     pub(crate) fn with_durability(mut self, durability: Durability) -> Self {
-        self.durability = durability;
+        self.planner = self.planner.with_durability(durability);
         self
     }
 
@@ -255,10 +258,10 @@ impl SingleExecutor {
     async fn prepare(&mut self) -> Result<(), NodeError> {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        pipe.cmd("CLIENT").arg("ID");
-        pipe.cmd("INFO").arg("server");
-        for s in self.scripts.all() {
-            pipe.cmd("SCRIPT").arg("LOAD").arg(&s.source);
+        pipe.add_command(wire::command(&Command::ClientId));
+        pipe.add_command(wire::command(&Command::InfoServer));
+        for script in self.planner.scripts().all() {
+            pipe.add_command(wire::command(&Command::ScriptLoad { script }));
         }
         let replies = match self.bounded_query(&pipe).await {
             Ok(r) => r,
@@ -293,7 +296,7 @@ impl SingleExecutor {
             if same_server {
                 let mut kill = redis::pipe();
                 kill.ignore_errors();
-                kill.cmd("CLIENT").arg("KILL").arg("ID").arg(old.client_id);
+                kill.add_command(wire::command(&Command::ClientKill { id: old.client_id }));
                 match self.bounded_query(&kill).await {
                     // Killed, or already gone ("No such client"): either
                     // way nothing of it runs any more.
@@ -409,7 +412,7 @@ impl SingleExecutor {
     /// (failover), so the master is looked up again.
     fn check_readonly<'r>(
         &mut self,
-        mut replies: impl Iterator<Item = &'r Result<Value, NodeError>>,
+        mut replies: impl Iterator<Item = &'r Result<Reply, NodeError>>,
     ) {
         if replies.any(|r| matches!(r, Err(NodeError::Server(m)) if m.contains("READONLY"))) {
             self.drop_connection();
@@ -458,8 +461,13 @@ impl SingleExecutor {
         }
         let mut pipe = redis::Pipeline::with_capacity(self.owed.len());
         pipe.ignore_errors();
+        let script = self.planner.scripts().get(Kind::Release);
         for o in &self.owed {
-            pipe.add_command(o.call.eval(&self.scripts));
+            pipe.add_command(wire::command(&Command::Script {
+                script,
+                call: &o.call,
+                source: true,
+            }));
         }
         match self.bounded_query(&pipe).await {
             Ok(replies) => {
@@ -478,29 +486,31 @@ impl SingleExecutor {
         self.pay_owed().await.map(drop)
     }
 
-    /// Sends `entries` as one pipeline (as EVAL instead of EVALSHA when
-    /// `eval`); one result per entry.
-    async fn run(
-        &mut self,
-        calls: &[Call],
-        entries: &[Entry],
-        eval: bool,
-    ) -> Result<Vec<RedisResult<Value>>, Failed> {
+    /// Sends `entries` as one pipeline (one command on its own); one result
+    /// per entry.
+    async fn run(&mut self, entries: &[Entry<'_>]) -> Result<Vec<RedisResult<Value>>, Failed> {
         match entries {
             [] => Ok(Vec::new()),
             [only] => {
-                let cmd = only.command(calls, &self.scripts, eval);
+                let cmd = wire::command(&only.command);
                 self.bounded_one(&cmd).await.map(|r| vec![r])
             }
             _ => {
                 let mut pipe = redis::Pipeline::with_capacity(entries.len());
                 pipe.ignore_errors();
                 for e in entries {
-                    pipe.add_command(e.command(calls, &self.scripts, eval));
+                    pipe.add_command(wire::command(&e.command));
                 }
                 self.bounded_query(&pipe).await
             }
         }
+    }
+
+    /// A reply as the kit's, errors without secrets.
+    fn decode(&self, reply: RedisResult<Value>) -> Result<Reply, NodeError> {
+        reply
+            .map(|v| wire::decode(v, &self.redact))
+            .map_err(|e| node_err_keep(&e, &self.redact))
     }
 
     /// The batch did not get its replies: its releases are owed, and every
@@ -512,7 +522,7 @@ impl SingleExecutor {
         &mut self,
         calls: &[Call],
         failed: Failed,
-    ) -> Vec<Result<Value, NodeError>> {
+    ) -> Vec<Result<Reply, NodeError>> {
         let (e, retry) = match failed {
             Failed::NotConnected(e) => (e, false),
             Failed::Broken(e) => {
@@ -526,7 +536,7 @@ impl SingleExecutor {
                 false,
             ),
         };
-        let mut results: Vec<Result<Value, NodeError>> =
+        let mut results: Vec<Result<Reply, NodeError>> =
             calls.iter().map(|_| Err(e.clone())).collect();
         let releases: Vec<usize> = (0..calls.len())
             .filter(|&i| calls[i].kind == Kind::Release)
@@ -539,7 +549,7 @@ impl SingleExecutor {
             if let Ok(replies) = self.pay_owed().await {
                 let ours = replies.len().saturating_sub(releases.len());
                 for (&i, reply) in releases.iter().zip(replies.into_iter().skip(ours)) {
-                    results[i] = reply.map_err(|e| node_err_keep(&e, &self.redact));
+                    results[i] = self.decode(reply);
                 }
             }
         }
@@ -560,131 +570,6 @@ fn run_id(v: &Value) -> Option<String> {
         .map(|id| id.trim().to_owned())
 }
 
-/// One command of a pipeline: one call, or several releases sent as one
-/// [`RELEASE_MANY`](crate::scripts::RELEASE_MANY) call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Entry {
-    One(usize),
-    Releases(Vec<usize>),
-}
-
-impl Entry {
-    fn command(&self, calls: &[Call], scripts: &LoadedScripts, eval: bool) -> redis::Cmd {
-        match self {
-            Entry::One(i) if eval => calls[*i].eval(scripts),
-            Entry::One(i) => calls[*i].single_server(scripts),
-            Entry::Releases(members) => {
-                let Some(many) = scripts.release_many() else {
-                    // `plan` only merges when the script is there.
-                    return calls[members[0]].evalsha(scripts);
-                };
-                let nkeys: usize = members.iter().map(|&i| calls[i].keys.len()).sum();
-                let bytes: usize = members
-                    .iter()
-                    .flat_map(|&i| calls[i].keys.iter().chain(&calls[i].token))
-                    .map(|s| s.len() + 4)
-                    .sum();
-                let mut cmd = redis::Cmd::with_capacity(
-                    3 + nkeys + 2 * members.len(),
-                    many.source.len().max(many.sha.len()) + 16 + bytes,
-                );
-                if eval {
-                    cmd.arg("EVAL").arg(&many.source);
-                } else {
-                    cmd.arg("EVALSHA").arg(&many.sha);
-                }
-                cmd.arg(nkeys);
-                for &i in members {
-                    cmd.arg(&calls[i].keys);
-                }
-                for &i in members {
-                    cmd.arg(calls[i].keys.len())
-                        .arg(calls[i].token.as_deref().unwrap_or(""));
-                }
-                cmd
-            }
-        }
-    }
-
-    /// The calls this entry carries.
-    fn members(&self) -> Vec<usize> {
-        match self {
-            Entry::One(i) => vec![*i],
-            Entry::Releases(members) => members.clone(),
-        }
-    }
-
-    /// Hands this entry's reply to its calls.
-    fn distribute(
-        &self,
-        reply: RedisResult<Value>,
-        results: &mut [Result<Value, NodeError>],
-        redact: &Secrets,
-    ) {
-        match self {
-            Entry::One(i) => results[*i] = reply.map_err(|e| node_err_keep(&e, redact)),
-            Entry::Releases(members) => match reply {
-                Ok(Value::Array(items)) if items.len() == members.len() => {
-                    for (&i, item) in members.iter().zip(items) {
-                        results[i] = match item {
-                            Value::ServerError(e) => Err(node_err_keep(&e.into(), redact)),
-                            v => Ok(v),
-                        };
-                    }
-                }
-                Ok(other) => {
-                    let mut text = format!("{other:?}");
-                    text.truncate(200);
-                    for &i in members {
-                        results[i] = Err(NodeError::Protocol(text.clone()));
-                    }
-                }
-                Err(e) => {
-                    let ne = node_err_keep(&e, redact);
-                    for &i in members {
-                        results[i] = Err(ne.clone());
-                    }
-                }
-            },
-        }
-    }
-}
-
-/// How a batch goes on the wire: releases (with the built-in script) are
-/// gathered into one script call where that keeps the batch's meaning. A
-/// release may move later in the batch, past calls on other keys only, so
-/// every call still meets the keys in the state the original order gives
-/// (a release deletes only keys that hold its own token).
-pub(crate) fn plan(calls: &[Call], scripts: &LoadedScripts) -> Vec<Entry> {
-    let mut entries = Vec::with_capacity(calls.len());
-    if scripts.release_many().is_none() {
-        entries.extend((0..calls.len()).map(Entry::One));
-        return entries;
-    }
-    let mut group: Vec<usize> = Vec::new();
-    let mut group_keys: std::collections::HashSet<&str> = std::collections::HashSet::new();
-    let flush = |group: &mut Vec<usize>, entries: &mut Vec<Entry>| match group.len() {
-        0 => {}
-        1 => entries.push(Entry::One(group[0])),
-        _ => entries.push(Entry::Releases(std::mem::take(group))),
-    };
-    for (i, call) in calls.iter().enumerate() {
-        if call.kind == Kind::Release {
-            group.push(i);
-            group_keys.extend(call.keys.iter().map(String::as_str));
-            continue;
-        }
-        if !group.is_empty() && call.keys.iter().any(|k| group_keys.contains(k.as_str())) {
-            flush(&mut group, &mut entries);
-            group.clear();
-            group_keys.clear();
-        }
-        entries.push(Entry::One(i));
-    }
-    flush(&mut group, &mut entries);
-    entries
-}
-
 #[async_trait::async_trait]
 impl Executor for SingleExecutor {
     async fn warm_up(&mut self) {
@@ -697,156 +582,70 @@ impl Executor for SingleExecutor {
         !self.owed.is_empty()
     }
 
-    async fn execute(&mut self, calls: &[Call]) -> Vec<Result<Value, NodeError>> {
-        let mut results = self.execute_batch(calls).await;
-        self.replicate(calls, &mut results).await;
-        results
-    }
-}
-
-impl SingleExecutor {
-    /// With a replica wait ([`Durability::Replicas`]): when an acquire or
-    /// extend of the batch took effect, one `WAIT count timeout` covers
-    /// them all (every write before it on this connection); fewer replicas
-    /// than required turn each of them into
-    /// [`NodeError::NotReplicated`], a failed vote that the core releases.
-    async fn replicate(&mut self, calls: &[Call], results: &mut [Result<Value, NodeError>]) {
-        let Some((count, timeout)) = self.durability.replica_wait() else {
-            return;
-        };
-        let writes: Vec<usize> = calls
-            .iter()
-            .zip(results.iter())
-            .enumerate()
-            .filter(|(_, (call, result))| took_effect(call, result))
-            .map(|(i, _)| i)
-            .collect();
-        if writes.is_empty() {
-            return;
-        }
-        let mut cmd = redis::cmd("WAIT");
-        cmd.arg(count).arg(redlock_core::node::ttl_millis(timeout));
-        let error = match self.bounded_one(&cmd).await {
-            Ok(Ok(Value::Int(n))) if n >= i64::from(count) => return,
-            Ok(Ok(Value::Int(n))) => NodeError::NotReplicated {
-                required: count,
-                reached: u64::try_from(n).unwrap_or(0),
-            },
-            Ok(Ok(other)) => NodeError::Protocol(format!("WAIT replied {other:?}")),
-            Ok(Err(e)) => node_err_keep(&e, &self.redact),
-            Err(Failed::Broken(e)) => {
-                self.broke(&e);
-                node_error(&e, &self.redact)
-            }
-            Err(Failed::TimedOut(limit)) => {
-                NodeError::Connection(format!("no reply to WAIT within {limit:?}"))
-            }
-            Err(Failed::NotConnected(e)) => NodeError::Connection(e.to_string()),
-        };
-        for i in writes {
-            if let Some(slot) = results.get_mut(i) {
-                *slot = Err(error.clone());
-            }
-        }
-    }
-
-    async fn execute_batch(&mut self, calls: &[Call]) -> Vec<Result<Value, NodeError>> {
-        if let [call] = calls {
-            return vec![self.execute_one(call).await];
-        }
+    async fn execute(&mut self, calls: &[Call]) -> Vec<Result<Reply, NodeError>> {
         if let Err(e) = self.ready().await {
             return self.fail_batch(calls, Failed::NotConnected(e)).await;
         }
         if calls.is_empty() {
             return Vec::new();
         }
-        let entries = plan(calls, &self.scripts);
-        let replies = match self.run(calls, &entries, false).await {
+        let planner = self.planner.clone();
+        let entries = planner.plan(calls);
+        let replies = match self.run(&entries).await {
             Ok(r) => r,
             Err(failed) => return self.fail_batch(calls, failed).await,
         };
-        let mut results: Vec<Result<Value, NodeError>> =
+        let mut results: Vec<Result<Reply, NodeError>> =
             calls.iter().map(|_| Err(NodeError::Closed)).collect();
         // NOSCRIPT (a SCRIPT FLUSH, or a restarted server): send those
         // entries again, in order, as EVAL (which also caches the script).
         // They were not executed, so this is no retry.
-        let mut missing: Vec<Entry> = Vec::new();
+        let mut missing: Vec<Entry<'_>> = Vec::new();
         for (entry, reply) in entries.into_iter().zip(replies) {
-            if matches!(&reply, Err(e) if is_noscript(e)) {
-                missing.push(entry);
+            // The trailing WAIT covered only what ran before it: with
+            // requests to send again it follows them once more.
+            let resend_wait = matches!(entry.command, Command::Wait { .. }) && !missing.is_empty();
+            if resend_wait || matches!(&reply, Err(e) if is_noscript(e)) {
+                missing.push(Entry {
+                    command: entry.command.by_source(),
+                    answers: entry.answers,
+                });
             } else {
-                entry.distribute(reply, &mut results, &self.redact);
+                entry.distribute(self.decode(reply), &mut results);
             }
         }
         if !missing.is_empty() {
-            match self.run(calls, &missing, true).await {
+            match self.run(&missing).await {
                 Ok(replies) => {
                     for (entry, reply) in missing.iter().zip(replies) {
-                        entry.distribute(reply, &mut results, &self.redact);
+                        entry.distribute(self.decode(reply), &mut results);
                     }
                 }
                 Err(failed) => {
-                    let members: Vec<Call> = missing
+                    let indices: Vec<usize> = missing
                         .iter()
-                        .flat_map(Entry::members)
-                        .map(|i| calls[i].clone())
+                        .flat_map(|e| e.answers.calls().iter().copied())
                         .collect();
+                    let members: Vec<Call> = indices.iter().map(|&i| calls[i].clone()).collect();
                     let errors = self.fail_batch(&members, failed).await;
-                    let indices = missing.iter().flat_map(Entry::members);
-                    for (i, e) in indices.zip(errors) {
+                    for (i, e) in indices.into_iter().zip(errors) {
                         results[i] = e;
+                    }
+                    // Writes of the first pipeline whose WAIT never ran
+                    // are not known to be replicated.
+                    for entry in missing
+                        .iter()
+                        .filter(|e| matches!(e.command, Command::Wait { .. }))
+                    {
+                        let lost =
+                            NodeError::Connection("connection failed before WAIT answered".into());
+                        entry.distribute(Err(lost), &mut results);
                     }
                 }
             }
         }
         self.check_readonly(results.iter());
         results
-    }
-
-    /// [`execute`](Executor::execute) for one call, with the same handling
-    /// (NOSCRIPT sent again in full, a release owed when the connection
-    /// failed under it) and no pipeline or lists around it.
-    async fn execute_one(&mut self, call: &Call) -> Result<Value, NodeError> {
-        if let Err(e) = self.ready().await {
-            return self.fail_one(call, Failed::NotConnected(e)).await;
-        }
-        let reply = match self.bounded_one(&call.single_server(&self.scripts)).await {
-            Ok(r) => r,
-            Err(failed) => return self.fail_one(call, failed).await,
-        };
-        let reply = match reply {
-            Err(e) if is_noscript(&e) => match self.bounded_one(&call.eval(&self.scripts)).await {
-                Ok(r) => r,
-                Err(failed) => return self.fail_one(call, failed).await,
-            },
-            other => other,
-        };
-        let r = reply.map_err(|e| node_err_keep(&e, &self.redact));
-        self.check_readonly(std::iter::once(&r));
-        r
-    }
-}
-
-/// Whether `call` is an acquire that took its keys or an extend that
-/// extended them.
-fn took_effect(call: &Call, result: &Result<Value, NodeError>) -> bool {
-    let Ok(value) = result else {
-        return false;
-    };
-    let reply = crate::node::from_redis(value.clone());
-    match call.kind {
-        Kind::Acquire => redlock_kit::reply::acquire(&reply) == Ok(redlock_core::Acquire::Acquired),
-        Kind::Extend => redlock_kit::reply::extend(&reply) == Ok(redlock_core::Extend::Extended),
-        _ => false,
-    }
-}
-
-impl SingleExecutor {
-    async fn fail_one(&mut self, call: &Call, failed: Failed) -> Result<Value, NodeError> {
-        self.fail_batch(std::slice::from_ref(call), failed)
-            .await
-            .pop()
-            .unwrap_or(Err(NodeError::Closed))
     }
 }
 
@@ -868,64 +667,3 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default bound on establishing a connection (see
 /// [`Builder::connection_timeout`](crate::Builder::connection_timeout)).
 pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use redlock_core::Scripts;
-
-    fn call(kind: Kind, keys: &[&str]) -> Call {
-        Call {
-            kind,
-            keys: keys.iter().map(|k| k.to_string()).collect(),
-            token: Some("tok".into()),
-            number: None,
-        }
-    }
-
-    #[test]
-    fn releases_on_other_keys_share_one_entry() {
-        let scripts = LoadedScripts::new(&Scripts::default());
-        let calls = [
-            call(Kind::Release, &["a"]),
-            call(Kind::Acquire, &["x"]),
-            call(Kind::Release, &["b", "c"]),
-            call(Kind::Ping, &[]),
-            call(Kind::Release, &["d"]),
-        ];
-        assert_eq!(
-            plan(&calls, &scripts),
-            vec![Entry::One(1), Entry::One(3), Entry::Releases(vec![0, 2, 4])]
-        );
-    }
-
-    #[test]
-    fn a_release_never_moves_past_a_call_on_its_keys() {
-        let scripts = LoadedScripts::new(&Scripts::default());
-        let calls = [
-            call(Kind::Release, &["a"]),
-            call(Kind::Release, &["b"]),
-            call(Kind::Acquire, &["x", "b"]),
-            call(Kind::Release, &["c"]),
-            call(Kind::Extend, &["c"]),
-            call(Kind::Release, &["d"]),
-        ];
-        assert_eq!(
-            plan(&calls, &scripts),
-            vec![
-                Entry::Releases(vec![0, 1]),
-                Entry::One(2),
-                Entry::One(3),
-                Entry::One(4),
-                Entry::One(5),
-            ]
-        );
-    }
-
-    #[test]
-    fn a_substitute_release_script_is_sent_as_it_is() {
-        let scripts = LoadedScripts::new(&Scripts::default().with_release("return 0"));
-        let calls = [call(Kind::Release, &["a"]), call(Kind::Release, &["b"])];
-        assert_eq!(plan(&calls, &scripts), vec![Entry::One(0), Entry::One(1)]);
-    }
-}

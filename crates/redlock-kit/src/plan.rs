@@ -1,0 +1,531 @@
+//! The wire plan: how a batch of [`Call`]s goes on the wire, in terms of
+//! no particular client.
+//!
+//! [`Planner::plan`] turns a batch into [`Entry`]s, one per command to send, each an
+//! abstract [`Command`] plus the calls its reply answers. An adapter
+//! translates each command into its client's command (one `match` over
+//! [`Command`]), sends them as one pipeline in order, decodes each reply
+//! into a [`Reply`] and hands it back with [`Entry::distribute`]. The
+//! planner knows the batch's meaning; the adapter knows only its client.
+//!
+//! A new way of sending something (a server's native compare-and-delete,
+//! a trailing `WAIT`) is one more [`Command`] variant, chosen here from the
+//! connection's [`Capabilities`], plus one arm in each adapter's
+//! translator.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use redlock_core::{Acquire, Durability, Extend, NodeError};
+
+use crate::call::{Call, Kind, LoadedScripts, Script};
+use crate::reply::Reply;
+
+/// What a connection's server can do beyond what every supported server
+/// does; an input of the [`Planner`], so that detecting it per connection changes
+/// nothing else. All `false` by default (and for now).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The server has native compare-and-delete and `SET … IFEQ`
+    /// (`DELIFEQ`, Valkey 9). Not used by the planner yet.
+    pub native_ifeq: bool,
+}
+
+/// One command on the wire, in no particular client's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// `PING`.
+    Ping,
+    /// `SET key token NX PX ttl_ms`: a one-key acquire with the built-in
+    /// acquire script; the same atomic effect, and a reply (`OK` / nil)
+    /// that [`reply::acquire`](crate::reply::acquire) reads as the script's.
+    SetNx {
+        /// The key.
+        key: &'a str,
+        /// The lock's token.
+        token: &'a str,
+        /// The TTL in ms.
+        ttl_ms: u64,
+    },
+    /// One call's script: `EVALSHA sha numkeys keys… args…` (the args are
+    /// [`Call::args`]), or `EVAL source numkeys keys… args…` when `source`.
+    Script {
+        /// The script.
+        script: &'a Script,
+        /// The call: its keys and args.
+        call: &'a Call,
+        /// Send the source (`EVAL`) rather than the digest (`EVALSHA`).
+        source: bool,
+    },
+    /// Several releases as one [`RELEASE_MANY`](crate::call::RELEASE_MANY)
+    /// call: `EVALSHA sha numkeys keys-of-each-release…` then, per release,
+    /// its number of keys and its token (`EVAL source …` when `source`).
+    /// Replies one entry per release.
+    ReleaseMany {
+        /// The `RELEASE_MANY` script.
+        script: &'a Script,
+        /// The releases, in order.
+        releases: Vec<&'a Call>,
+        /// Send the source (`EVAL`) rather than the digest (`EVALSHA`).
+        source: bool,
+    },
+    /// `SCRIPT LOAD source`.
+    ScriptLoad {
+        /// The script to load.
+        script: &'a Script,
+    },
+    /// `CLIENT ID`: the connection's id on its server (for a fence).
+    ClientId,
+    /// `INFO server`: the server's `run_id` (for a fence).
+    InfoServer,
+    /// `CLIENT KILL ID id`: ends a connection given up on (a fence).
+    ClientKill {
+        /// The connection's `CLIENT ID`.
+        id: i64,
+    },
+    /// `WAIT replicas timeout_ms`: waits until `replicas` replicas
+    /// acknowledged every write sent before it on this connection, or
+    /// `timeout_ms` passed; replies how many did. Ends a batch with
+    /// acquires or extends when the planner's [`Durability`] asks for
+    /// replicas.
+    Wait {
+        /// Replicas required.
+        replicas: u32,
+        /// The server-side timeout in ms (above zero: `WAIT` with 0
+        /// blocks until the replicas answer).
+        timeout_ms: u64,
+    },
+}
+
+impl Command<'_> {
+    /// The same command sending the script's source instead of its digest
+    /// (after `NOSCRIPT`); other commands are returned as they are.
+    pub fn by_source(mut self) -> Self {
+        if let Command::Script { source, .. } | Command::ReleaseMany { source, .. } = &mut self {
+            *source = true;
+        }
+        self
+    }
+}
+
+/// Which calls of the batch a command's reply answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answers {
+    /// None (a command of the connection's own).
+    Nothing,
+    /// The call at this index.
+    One(usize),
+    /// These calls, one entry of an array reply each.
+    Each(Vec<usize>),
+    /// The acquires and extends a [`Command::Wait`] covers: its reply
+    /// answers none of them, but when fewer replicas than required
+    /// acknowledged, each of them that took effect fails with
+    /// [`NodeError::NotReplicated`] (see [`Entry::distribute`]).
+    Replicated(Vec<usize>),
+}
+
+impl Answers {
+    /// The indices of the calls answered, in order (none for
+    /// [`Replicated`](Self::Replicated): a `WAIT` only amends answers).
+    pub fn calls(&self) -> &[usize] {
+        match self {
+            Answers::Nothing | Answers::Replicated(_) => &[],
+            Answers::One(i) => std::slice::from_ref(i),
+            Answers::Each(calls) => calls,
+        }
+    }
+}
+
+/// One command of a plan and the calls its reply answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry<'a> {
+    /// What to send.
+    pub command: Command<'a>,
+    /// Which calls its reply answers.
+    pub answers: Answers,
+}
+
+impl Entry<'_> {
+    /// Hands this entry's reply to its calls' slots in `results` (indexed
+    /// like the batch): the reply itself to a single call; to several
+    /// calls, one entry of the array each ([`Reply::Error`] entries as
+    /// [`NodeError::Server`]); a reply of the wrong shape fails them all
+    /// with [`NodeError::Protocol`]. A `WAIT`'s reply
+    /// ([`Answers::Replicated`]) is handed out last, over the answers
+    /// already in `results`: below the required count, every acquire that
+    /// took its keys and every extend that extended them becomes
+    /// [`NodeError::NotReplicated`] (an error reply, or any other reply,
+    /// fails them too). Out-of-range indices are ignored.
+    pub fn distribute(
+        &self,
+        reply: Result<Reply, NodeError>,
+        results: &mut [Result<Reply, NodeError>],
+    ) {
+        let mut set = |i: usize, r: Result<Reply, NodeError>| {
+            if let Some(slot) = results.get_mut(i) {
+                *slot = r;
+            }
+        };
+        match &self.answers {
+            Answers::Nothing => {}
+            Answers::Replicated(writes) => {
+                let required = match self.command {
+                    Command::Wait { replicas, .. } => replicas,
+                    _ => 0,
+                };
+                let error = match reply {
+                    Ok(Reply::Int(n)) if n >= i64::from(required) => return,
+                    Ok(Reply::Int(n)) => NodeError::NotReplicated {
+                        required,
+                        reached: u64::try_from(n).unwrap_or(0),
+                    },
+                    Ok(Reply::Error(e)) => NodeError::Server(e),
+                    Ok(other) => {
+                        let mut text = format!("{other:?}");
+                        crate::reply::truncate(&mut text, 200);
+                        NodeError::Protocol(format!(
+                            "expected a replica count from WAIT, got {text}"
+                        ))
+                    }
+                    Err(e) => e,
+                };
+                for &i in writes {
+                    if let Some(slot) = results.get_mut(i) {
+                        if took_effect(slot) {
+                            *slot = Err(error.clone());
+                        }
+                    }
+                }
+            }
+            Answers::One(i) => set(*i, reply),
+            Answers::Each(calls) => match reply {
+                Ok(Reply::Array(items)) if items.len() == calls.len() => {
+                    for (&i, item) in calls.iter().zip(items) {
+                        set(i, item.into_result());
+                    }
+                }
+                Ok(other) => {
+                    let mut text = format!("{other:?}");
+                    crate::reply::truncate(&mut text, 200);
+                    let e = NodeError::Protocol(format!(
+                        "expected {} replies in an array, got {text}",
+                        calls.len()
+                    ));
+                    for &i in calls {
+                        set(i, Err(e.clone()));
+                    }
+                }
+                Err(e) => {
+                    for &i in calls {
+                        set(i, Err(e.clone()));
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// Whether an acquire's or extend's answer says it took effect: the keys
+/// were taken, or their TTL set.
+fn took_effect(answer: &Result<Reply, NodeError>) -> bool {
+    let Ok(reply) = answer else {
+        return false;
+    };
+    crate::reply::acquire(reply) == Ok(Acquire::Acquired)
+        || crate::reply::extend(reply) == Ok(Extend::Extended)
+}
+
+/// Plans batches for one connection: its scripts (with their digests),
+/// what its server can do, and what a write waits for. Cheap to clone.
+///
+/// ```
+/// use redlock_kit::plan::{Command, Planner};
+/// use redlock_kit::{Call, Kind, LoadedScripts};
+///
+/// let planner = Planner::new(LoadedScripts::new(&Default::default()));
+/// let keys = ["job".to_owned()];
+/// let calls = [
+///     Call::new(Kind::Acquire, &keys, Some("tok"), Some(3000)),
+///     Call::ping(),
+/// ];
+/// let entries = planner.plan(&calls);
+/// assert_eq!(
+///     entries[0].command,
+///     Command::SetNx { key: "job", token: "tok", ttl_ms: 3000 }
+/// );
+/// assert_eq!(entries[1].command, Command::Ping);
+/// assert_eq!(entries[1].answers.calls(), [1]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Planner {
+    scripts: Arc<LoadedScripts>,
+    capabilities: Capabilities,
+    durability: Durability,
+}
+
+impl Planner {
+    /// A planner for `scripts`, with no [`Capabilities`] and
+    /// [`Durability::Master`].
+    pub fn new(scripts: LoadedScripts) -> Self {
+        Planner {
+            scripts: Arc::new(scripts),
+            capabilities: Capabilities::default(),
+            durability: Durability::Master,
+        }
+    }
+
+    /// The same, ending every batch that holds an acquire or extend with a
+    /// [`Command::Wait`] when `durability` asks for replicas.
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// What a write waits for, as the planner plans it.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// The same, for a server that can do what `capabilities` says.
+    pub fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = capabilities;
+        self
+    }
+
+    /// What the server can do, as the planner assumes it.
+    pub fn capabilities(&self) -> Capabilities {
+        self.capabilities
+    }
+
+    /// The scripts.
+    pub fn scripts(&self) -> &LoadedScripts {
+        &self.scripts
+    }
+
+    /// The command one call needs on its own: `PING`, the one-key
+    /// `SET NX PX` acquire where the built-in script allows it, or the
+    /// call's script.
+    pub fn single<'a>(&'a self, call: &'a Call) -> Command<'a> {
+        match (call.kind, call.keys.as_slice(), &call.token, call.number) {
+            (Kind::Ping, ..) => Command::Ping,
+            (Kind::Acquire, [key], Some(token), Some(ttl_ms)) if self.scripts.plain_acquire() => {
+                Command::SetNx { key, token, ttl_ms }
+            }
+            _ => Command::Script {
+                script: self.scripts.get(call.kind),
+                call,
+                source: false,
+            },
+        }
+    }
+
+    /// How `calls` go on the wire, in order: one command per call
+    /// ([`single`](Self::single)), except that releases (with the built-in
+    /// release script) are gathered into one [`Command::ReleaseMany`] where
+    /// that keeps the batch's meaning. A release may move later in the
+    /// batch, past calls on other keys only, so every call still meets the
+    /// keys in the state the original order gives (a release deletes only
+    /// keys that hold its own token). With a replica wait
+    /// ([`with_durability`](Self::with_durability)), a batch holding
+    /// acquires or extends ends with one [`Command::Wait`] that covers them
+    /// all ([`Answers::Replicated`]).
+    pub fn plan<'a>(&'a self, calls: &'a [Call]) -> Vec<Entry<'a>> {
+        let mut entries = self.plan_calls(calls);
+        if let Some((replicas, timeout)) = self.durability.replica_wait() {
+            let writes: Vec<usize> = calls
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| matches!(c.kind, Kind::Acquire | Kind::Extend))
+                .map(|(i, _)| i)
+                .collect();
+            if !writes.is_empty() {
+                entries.push(Entry {
+                    command: Command::Wait {
+                        replicas,
+                        timeout_ms: redlock_core::node::ttl_millis(timeout),
+                    },
+                    answers: Answers::Replicated(writes),
+                });
+            }
+        }
+        entries
+    }
+
+    fn plan_calls<'a>(&'a self, calls: &'a [Call]) -> Vec<Entry<'a>> {
+        let one = |i: usize| Entry {
+            command: self.single(&calls[i]),
+            answers: Answers::One(i),
+        };
+        let mut entries = Vec::with_capacity(calls.len());
+        let Some(many) = self.scripts.release_many().filter(|_| calls.len() > 1) else {
+            entries.extend((0..calls.len()).map(one));
+            return entries;
+        };
+        let mut group: Vec<usize> = Vec::new();
+        let mut group_keys: HashSet<&str> = HashSet::new();
+        let flush = |group: &mut Vec<usize>, entries: &mut Vec<Entry<'a>>| match group.len() {
+            0 => {}
+            1 => entries.push(one(group.remove(0))),
+            _ => {
+                let members = std::mem::take(group);
+                entries.push(Entry {
+                    command: Command::ReleaseMany {
+                        script: many,
+                        releases: members.iter().map(|&i| &calls[i]).collect(),
+                        source: false,
+                    },
+                    answers: Answers::Each(members),
+                });
+            }
+        };
+        for (i, call) in calls.iter().enumerate() {
+            if call.kind == Kind::Release {
+                group.push(i);
+                group_keys.extend(call.keys.iter().map(String::as_str));
+                continue;
+            }
+            if !group.is_empty() && call.keys.iter().any(|k| group_keys.contains(k.as_str())) {
+                flush(&mut group, &mut entries);
+                group_keys.clear();
+            }
+            entries.push(one(i));
+        }
+        flush(&mut group, &mut entries);
+        entries
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redlock_core::Scripts;
+
+    fn call(kind: Kind, keys: &[&str]) -> Call {
+        Call {
+            kind,
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            token: Some("tok".into()),
+            number: None,
+        }
+    }
+
+    /// The plan as (kind of command, answered calls).
+    fn shape(entries: &[Entry<'_>]) -> Vec<(&'static str, Vec<usize>)> {
+        entries
+            .iter()
+            .map(|e| {
+                let what = match &e.command {
+                    Command::Ping => "ping",
+                    Command::SetNx { .. } => "set",
+                    Command::Script { .. } => "script",
+                    Command::ReleaseMany { .. } => "many",
+                    _ => "other",
+                };
+                (what, e.answers.calls().to_vec())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn releases_on_other_keys_share_one_entry() {
+        let scripts = LoadedScripts::new(&Scripts::default());
+        let calls = [
+            call(Kind::Release, &["a"]),
+            call(Kind::Acquire, &["x"]),
+            call(Kind::Release, &["b", "c"]),
+            call(Kind::Ping, &[]),
+            call(Kind::Release, &["d"]),
+        ];
+        assert_eq!(
+            shape(&Planner::new(scripts).plan(&calls)),
+            vec![
+                ("script", vec![1]),
+                ("ping", vec![3]),
+                ("many", vec![0, 2, 4])
+            ]
+        );
+    }
+
+    #[test]
+    fn a_release_never_moves_past_a_call_on_its_keys() {
+        let scripts = LoadedScripts::new(&Scripts::default());
+        let calls = [
+            call(Kind::Release, &["a"]),
+            call(Kind::Release, &["b"]),
+            call(Kind::Acquire, &["x", "b"]),
+            call(Kind::Release, &["c"]),
+            call(Kind::Extend, &["c"]),
+            call(Kind::Release, &["d"]),
+        ];
+        assert_eq!(
+            shape(&Planner::new(scripts).plan(&calls)),
+            vec![
+                ("many", vec![0, 1]),
+                ("script", vec![2]),
+                ("script", vec![3]),
+                ("script", vec![4]),
+                ("script", vec![5]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_substitute_release_script_is_sent_as_it_is() {
+        let scripts = LoadedScripts::new(&Scripts::default().with_release("return 0"));
+        let calls = [call(Kind::Release, &["a"]), call(Kind::Release, &["b"])];
+        assert_eq!(
+            shape(&Planner::new(scripts).plan(&calls)),
+            vec![("script", vec![0]), ("script", vec![1])]
+        );
+    }
+
+    #[test]
+    fn a_one_key_acquire_is_a_plain_set_with_the_built_in_script() {
+        let builtin = Planner::new(LoadedScripts::new(&Scripts::default()));
+        let custom = Planner::new(LoadedScripts::new(
+            &Scripts::default().with_acquire("return 1"),
+        ));
+        let one = Call::new(Kind::Acquire, &["k".to_owned()], Some("t"), Some(500));
+        assert_eq!(
+            builtin.single(&one),
+            Command::SetNx {
+                key: "k",
+                token: "t",
+                ttl_ms: 500
+            }
+        );
+        assert!(matches!(custom.single(&one), Command::Script { .. }));
+        let two = Call::new(Kind::Acquire, &["k".into(), "l".into()], Some("t"), Some(5));
+        assert!(matches!(builtin.single(&two), Command::Script { .. }));
+        let resent = builtin.single(&two).by_source();
+        assert!(matches!(resent, Command::Script { source: true, .. }));
+    }
+
+    #[test]
+    fn replies_reach_their_calls() {
+        let scripts = LoadedScripts::new(&Scripts::default());
+        let calls = [
+            call(Kind::Release, &["a"]),
+            call(Kind::Ping, &[]),
+            call(Kind::Release, &["b"]),
+        ];
+        let planner = Planner::new(scripts);
+        let entries = planner.plan(&calls);
+        let mut results: Vec<Result<Reply, NodeError>> =
+            calls.iter().map(|_| Err(NodeError::Closed)).collect();
+        entries[0].distribute(Ok(Reply::Text("PONG".into())), &mut results);
+        entries[1].distribute(
+            Ok(Reply::Array(vec![
+                Reply::Int(1),
+                Reply::Error("OOM".into()),
+            ])),
+            &mut results,
+        );
+        assert_eq!(results[0], Ok(Reply::Int(1)));
+        assert_eq!(results[1], Ok(Reply::Text("PONG".into())));
+        assert_eq!(results[2], Err(NodeError::Server("OOM".into())));
+        entries[1].distribute(Ok(Reply::Int(3)), &mut results);
+        assert!(matches!(results[0], Err(NodeError::Protocol(_))));
+        assert!(matches!(results[2], Err(NodeError::Protocol(_))));
+    }
+}
