@@ -528,4 +528,87 @@ mod tests {
         assert!(matches!(results[0], Err(NodeError::Protocol(_))));
         assert!(matches!(results[2], Err(NodeError::Protocol(_))));
     }
+
+    fn waiting() -> Planner {
+        let wait = Durability::replicas(1, std::time::Duration::from_millis(50)).expect("valid");
+        Planner::new(LoadedScripts::new(&Scripts::default())).with_durability(wait)
+    }
+
+    #[test]
+    fn a_replica_wait_ends_a_batch_with_writes_and_only_such_a_batch() {
+        let planner = waiting();
+        let calls = [
+            call(Kind::Acquire, &["x", "y"]),
+            call(Kind::Release, &["a"]),
+            call(Kind::Extend, &["b"]),
+            call(Kind::Inspect, &["c"]),
+        ];
+        let entries = planner.plan(&calls);
+        let last = entries.last().expect("entries");
+        assert_eq!(
+            last.command,
+            Command::Wait {
+                replicas: 1,
+                timeout_ms: 50
+            }
+        );
+        assert_eq!(last.answers, Answers::Replicated(vec![0, 2]));
+        assert!(last.answers.calls().is_empty(), "a WAIT answers no call");
+        let reads = [call(Kind::Release, &["a"]), call(Kind::Inspect, &["c"])];
+        assert!(planner
+            .plan(&reads)
+            .iter()
+            .all(|e| !matches!(e.command, Command::Wait { .. })));
+        let plain = Planner::new(LoadedScripts::new(&Scripts::default()));
+        assert!(plain
+            .plan(&calls)
+            .iter()
+            .all(|e| !matches!(e.command, Command::Wait { .. })));
+    }
+
+    #[test]
+    fn too_few_replicas_fail_the_writes_that_took_effect() {
+        let planner = waiting();
+        let calls = [
+            call(Kind::Acquire, &["x"]),
+            call(Kind::Acquire, &["held"]),
+            call(Kind::Extend, &["y"]),
+            call(Kind::Release, &["z"]),
+        ];
+        let entries = planner.plan(&calls);
+        let wait = entries.last().expect("the WAIT");
+        let answered = || -> Vec<Result<Reply, NodeError>> {
+            vec![
+                Ok(Reply::Text("OK".into())),
+                Ok(Reply::Nil),
+                Ok(Reply::Int(1)),
+                Ok(Reply::Int(1)),
+            ]
+        };
+        let mut enough = answered();
+        wait.distribute(Ok(Reply::Int(1)), &mut enough);
+        assert_eq!(enough, answered(), "enough replicas change nothing");
+
+        let mut short = answered();
+        wait.distribute(Ok(Reply::Int(0)), &mut short);
+        let not = Err(NodeError::NotReplicated {
+            required: 1,
+            reached: 0,
+        });
+        assert_eq!(short[0], not, "the acquire that took its key");
+        assert_eq!(short[1], Ok(Reply::Nil), "a held key was not taken");
+        assert_eq!(short[2], not, "the extend that extended");
+        assert_eq!(short[3], Ok(Reply::Int(1)), "a release is not covered");
+
+        let mut refused = answered();
+        wait.distribute(
+            Ok(Reply::Error("ERR WAIT cannot be used".into())),
+            &mut refused,
+        );
+        assert!(matches!(refused[0], Err(NodeError::Server(_))));
+        let mut broken = answered();
+        wait.distribute(Err(NodeError::Connection("reset".into())), &mut broken);
+        assert_eq!(broken[2], Err(NodeError::Connection("reset".into())));
+        assert_eq!(broken[1], Ok(Reply::Nil));
+    }
 }
