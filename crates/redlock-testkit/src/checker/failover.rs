@@ -194,7 +194,7 @@ where
         let counts = counts.clone();
         move |stop| failover_loop(deployment, key, failovers, counts, stop)
     };
-    let report = run_clients(clients, config, fault).await?;
+    let report = run_with(clients, config, fault, true).await?;
     let errors = std::mem::take(&mut *counts.errors.lock().unwrap_or_else(PoisonError::into_inner));
     let run = FailoverReport {
         report,

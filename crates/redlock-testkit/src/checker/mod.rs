@@ -58,7 +58,7 @@ pub use run::*;
 pub use scenarios::*;
 
 pub(crate) use faults::blocking;
-pub(crate) use run::{error_kind, keys_left, options};
+pub(crate) use run::{error_kind, keys_left, options, run_with};
 
 /// Why a run could not be carried out.
 #[derive(Debug, thiserror::Error)]

@@ -75,9 +75,8 @@ pub(crate) fn error_kind(e: &LockError) -> &'static str {
 
 /// Runs the checker: contenders on `nodes` while `fault` runs beside them.
 /// The fault gets a [`Stop`] and must return soon after it fires, leaving
-/// the nodes healthy (resumed, restarted, healed). A fault that returns
-/// before, on its own, ends the run (contenders finish their holds). Keys
-/// are counted after it returned.
+/// the nodes healthy (resumed, restarted, healed). Keys are counted after it
+/// returned.
 pub async fn run<F, Fut>(
     nodes: Vec<Arc<dyn Node>>,
     config: Config,
@@ -100,6 +99,22 @@ pub async fn run_clients<F, Fut>(
     clients: Vec<Vec<Arc<dyn Node>>>,
     config: Config,
     fault: F,
+) -> Result<Report, CheckError>
+where
+    F: FnOnce(Stop) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    run_with(clients, config, fault, false).await
+}
+
+/// [`run_clients`]; with `fault_ends_run`, a fault that returns on its own
+/// (after a fixed number of failovers, say) also ends the run: contenders
+/// finish their holds and stop.
+pub(crate) async fn run_with<F, Fut>(
+    clients: Vec<Vec<Arc<dyn Node>>>,
+    config: Config,
+    fault: F,
+    fault_ends_run: bool,
 ) -> Result<Report, CheckError>
 where
     F: FnOnce(Stop) -> Fut,
@@ -138,11 +153,11 @@ where
     let (stop_tx, stop_rx) = watch::channel(false);
     let fault = fault(Stop(stop_rx));
     let ends = shared.clone();
-    // A fault that returns on its own (a fixed number of failovers, say)
-    // ends the run.
     let fault_task = tokio::spawn(async move {
         fault.await;
-        ends.done.store(true, Ordering::Relaxed);
+        if fault_ends_run {
+            ends.done.store(true, Ordering::Relaxed);
+        }
     });
     let mut tasks = Vec::with_capacity(config.contenders);
     for i in 0..config.contenders.max(1) {
