@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use fred::clients::{Client, Pool};
-use fred::interfaces::ClientLike;
+use fred::interfaces::{ClientLike, EventInterface};
 use fred::types::config::{Config, Options, ReconnectPolicy};
 use fred::types::{Builder as ClientBuilder, ClientState, ConnectHandle};
 use redlock_core::backlog::{self, Backlog};
@@ -15,13 +15,16 @@ use crate::error::{node_error, Error, Secrets};
 use crate::node::Settings;
 use crate::FredNode;
 
-/// Default bound on how long a caller waits for one lock command (the
-/// core's own per-node timeout is usually much shorter and decides first),
-/// and on how long [`quit`](redlock_core::Node::quit) waits for the answers
-/// still owed.
-pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-/// Default time to open a connection (and to wait for a given client).
-pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default bound on how long the node waits for the answer to one request
+/// (the core's own per-node timeout is usually much shorter and decides
+/// first), and on how long [`quit`](redlock_core::Node::quit) waits for the
+/// answers still owed: 10 s, as in `redlock-redis-rs`.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The former name of [`DEFAULT_RESPONSE_TIMEOUT`].
+#[doc(hidden)]
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = DEFAULT_RESPONSE_TIMEOUT;
+/// Default time to open a connection: 1 s, as in `redlock-redis-rs`.
+pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The reconnect policy [`Builder::connect`] uses unless told
 /// otherwise: retry forever, exponential backoff from 10 ms to 2 s, with
@@ -43,6 +46,18 @@ pub fn default_reconnect_policy() -> ReconnectPolicy {
 /// they fail at once while the connection is down, and how many may be
 /// outstanding at once ([`max_outstanding`](Self::max_outstanding)).
 ///
+/// fred's settings for clients made from a URL ([`open`](Self::open),
+/// [`connect`](Self::connect)): `max_command_attempts = 1`; fred's
+/// `connection_timeout` and `internal_command_timeout` are
+/// [`connection_timeout`](Self::connection_timeout); `TCP_NODELAY`; the
+/// [`reconnect_policy`](Self::reconnect_policy), also for the first
+/// connection (the client's `fail_fast` is off, so a server that is down
+/// at start is connected later); per lock command: one attempt, fail fast,
+/// and no fred timeout (see [`response_timeout`](Self::response_timeout));
+/// releases one more attempt and no fail fast, so fred writes them again
+/// after a reconnect. fred's buffers and backpressure keep their defaults:
+/// the node's queue and backlog bound what is handed to fred.
+///
 /// ```no_run
 /// use std::time::Duration;
 /// use redlock_core::Scripts;
@@ -50,7 +65,7 @@ pub fn default_reconnect_policy() -> ReconnectPolicy {
 ///
 /// # async fn run() -> Result<(), redlock_fred::Error> {
 /// let node = FredNode::builder()
-///     .command_timeout(Duration::from_secs(1))
+///     .response_timeout(Duration::from_secs(1))
 ///     .pool_size(4)
 ///     .max_outstanding(4096)
 ///     .scripts(Scripts::default())
@@ -63,7 +78,7 @@ pub fn default_reconnect_policy() -> ReconnectPolicy {
 #[must_use = "a builder does nothing until a node is made from it"]
 pub struct Builder {
     scripts: Scripts,
-    command_timeout: Duration,
+    response_timeout: Duration,
     fail_fast: bool,
     reconnect: ReconnectPolicy,
     connection_timeout: Duration,
@@ -75,7 +90,7 @@ pub struct Builder {
 impl fmt::Debug for Builder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
-            .field("command_timeout", &self.command_timeout)
+            .field("response_timeout", &self.response_timeout)
             .field("fail_fast", &self.fail_fast)
             .field("reconnect", &self.reconnect)
             .field("connection_timeout", &self.connection_timeout)
@@ -97,13 +112,13 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// The defaults: built-in scripts, [`DEFAULT_COMMAND_TIMEOUT`], fail
+    /// The defaults: built-in scripts, [`DEFAULT_RESPONSE_TIMEOUT`], fail
     /// fast, [`default_reconnect_policy`], [`DEFAULT_CONNECTION_TIMEOUT`],
     /// one client, at most [`backlog::DEFAULT_LIMIT`] outstanding requests.
     pub fn new() -> Self {
         Builder {
             scripts: Scripts::default(),
-            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             fail_fast: true,
             reconnect: default_reconnect_policy(),
             connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
@@ -120,22 +135,30 @@ impl Builder {
         self
     }
 
-    /// How long a caller waits for the answer to one lock command, so that
-    /// a call never waits forever even when used without the core; also
-    /// how long [`quit`](redlock_core::Node::quit) waits for the answers
-    /// still owed before it closes the connections anyway (default
-    /// [`DEFAULT_COMMAND_TIMEOUT`]). Zero makes building the node fail
-    /// with [`Error::InvalidConfig`].
+    /// How long the node waits for the answer to one request (default
+    /// [`DEFAULT_RESPONSE_TIMEOUT`], 10 s, as in `redlock-redis-rs`), so that
+    /// a call never waits forever even when used without the core; also how
+    /// long [`quit`](redlock_core::Node::quit) waits for the answers still
+    /// owed before it closes the connections anyway. The core bounds every
+    /// request by its own, much shorter per-node timeout. Zero makes
+    /// building the node fail with [`Error::InvalidConfig`].
     ///
     /// A request whose caller stopped waiting is not withdrawn: once handed
     /// to fred it stays in the node's order (a release sent later must
     /// never overtake it) and keeps its place in the backlog
     /// ([`max_outstanding`](Self::max_outstanding)) until the server answers
     /// it or its connection is closed. fred's own per-command timeout is
-    /// therefore not used.
-    pub fn command_timeout(mut self, timeout: Duration) -> Self {
-        self.command_timeout = timeout;
+    /// therefore not used (fred skips writing a command whose timeout
+    /// fired, and forgets one it wrote).
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
         self
+    }
+
+    /// The former name of [`response_timeout`](Self::response_timeout).
+    #[doc(hidden)]
+    pub fn command_timeout(self, timeout: Duration) -> Self {
+        self.response_timeout(timeout)
     }
 
     /// Whether a lock command fails at once while its connection is down
@@ -155,9 +178,12 @@ impl Builder {
         self
     }
 
-    /// Time to open a connection for [`connect`](Self::connect), and how
-    /// long [`from_client`](Self::from_client) waits for a client that is still
-    /// connecting (default [`DEFAULT_CONNECTION_TIMEOUT`]). Zero makes
+    /// Time to open a connection (fred's `connection_timeout`, also used
+    /// for the commands fred sends while connecting), how long
+    /// [`connect`](Self::connect) waits for the first connection, and how
+    /// long [`from_client`](Self::from_client) waits for a client that is
+    /// still connecting (default [`DEFAULT_CONNECTION_TIMEOUT`], 1 s, as in
+    /// `redlock-redis-rs`). Zero makes
     /// building the node fail with [`Error::InvalidConfig`].
     pub fn connection_timeout(mut self, timeout: Duration) -> Self {
         self.connection_timeout = timeout;
@@ -201,7 +227,7 @@ impl Builder {
     /// The per-command options of lock commands: one write attempt, no
     /// timeout inside fred (a timed-out command would stay in fred's
     /// buffers after its caller was told it failed; see
-    /// [`command_timeout`](Self::command_timeout)), and the fail-fast flag.
+    /// [`response_timeout`](Self::response_timeout)), and the fail-fast flag.
     fn command_options(&self) -> Options {
         Options {
             max_attempts: Some(1),
@@ -214,14 +240,14 @@ impl Builder {
     /// Refuses settings that cannot work, before anything is connected.
     fn check(&self) -> Result<(), Error> {
         for (name, value) in [
-            ("command_timeout", self.command_timeout),
+            ("response_timeout", self.response_timeout),
             ("connection_timeout", self.connection_timeout),
         ] {
             if value.is_zero() {
                 return Err(Error::InvalidConfig(format!(
                     "{name} is zero: give a positive duration (the default is {:?})",
-                    if name == "command_timeout" {
-                        DEFAULT_COMMAND_TIMEOUT
+                    if name == "response_timeout" {
+                        DEFAULT_RESPONSE_TIMEOUT
                     } else {
                         DEFAULT_CONNECTION_TIMEOUT
                     }
@@ -239,7 +265,8 @@ impl Builder {
     ) -> Result<Settings, Error> {
         Ok(Settings {
             options: self.command_options(),
-            command_timeout: self.command_timeout,
+            response_timeout: self.response_timeout,
+            connection_timeout: self.connection_timeout,
             scripts: self.scripts.clone(),
             secrets,
             wake_on_release: self.wake_on_release,
@@ -248,60 +275,92 @@ impl Builder {
         })
     }
 
-    /// Connects to the deployment `url` names (see [`FredNode::connect`] for
-    /// the schemes) and preloads the scripts. Fails when the first
-    /// connection cannot be made; later outages are reconnected by the
-    /// reconnect policy.
-    pub async fn connect(self, url: &str) -> Result<FredNode, Error> {
+    /// A node for the deployment `url` names (see [`FredNode::connect`] for
+    /// the schemes), without waiting for it: the connections are opened,
+    /// and the scripts loaded, in the background, so a server that is down
+    /// now is not an error here. Until a client is connected its requests
+    /// fail at once, unsent ([`NodeError::NotConnected`](redlock_core::NodeError)),
+    /// and the reconnect policy keeps trying. Must be called within a tokio
+    /// runtime ([`Error::NoRuntime`] otherwise).
+    pub fn open(self, url: &str) -> Result<FredNode, Error> {
         self.check()?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::NoRuntime);
+        }
         let mut secrets = Secrets::default();
         secrets.add_from_url(url);
-        let config =
+        let mut config =
             Config::from_url(url).map_err(|e| Error::InvalidUrl(secrets.redact(&e.to_string())))?;
         if let Some(p) = &config.password {
             secrets.add(p);
         }
+        // The first connection is retried by the reconnect policy like any
+        // later one; lock commands still fail fast (see `command_options`).
+        config.fail_fast = false;
         let id = crate::node::node_id(&config);
-        let connect_error = |e: fred::error::Error, secrets: &Secrets| Error::Connect {
-            node: id.clone(),
-            cause: node_error(&e, secrets),
-        };
         let mut builder = ClientBuilder::from_config(config);
         builder.set_policy(self.reconnect.clone());
-        let connection_timeout = self.connection_timeout;
         builder.with_connection_config(|c| {
-            c.connection_timeout = connection_timeout;
-            c.internal_command_timeout = connection_timeout;
+            c.connection_timeout = self.connection_timeout;
+            c.internal_command_timeout = self.connection_timeout;
             c.max_command_attempts = 1;
             // Lock requests are small and latency-bound: no Nagle delay.
             c.tcp.nodelay = Some(true);
         });
+        let built = if self.pool_size > 1 {
+            builder
+                .build_pool(self.pool_size)
+                .map(|pool| pool.clients().to_vec())
+        } else {
+            builder.build().map(|client| vec![client])
+        };
+        let clients = built.map_err(|e| Error::Connect {
+            node: id,
+            cause: node_error(&e, &secrets),
+        })?;
         // The clients are the node's own: it keeps their connection tasks,
         // so that `quit` (and dropping the last handle) can close their
         // connections even when a server no longer answers.
-        let clients = if self.pool_size > 1 {
-            builder
-                .build_pool(self.pool_size)
-                .map_err(|e| connect_error(e, &secrets))?
-                .clients()
-                .to_vec()
-        } else {
-            vec![builder.build().map_err(|e| connect_error(e, &secrets))?]
-        };
-        let mut tasks = Vec::with_capacity(clients.len());
-        for client in &clients {
-            match client.init().await {
-                Ok(task) => tasks.push(Some(task)),
-                Err(e) => {
-                    for task in tasks.iter().flatten() {
-                        task.abort();
-                    }
-                    return Err(connect_error(e, &secrets));
-                }
+        let tasks = clients.iter().map(|c| Some(c.connect())).collect();
+        let settings = self.settings(secrets, tasks)?;
+        FredNode::new(clients, settings)
+    }
+
+    /// Like [`open`](Self::open), then waits up to the connection timeout
+    /// until every client is connected; fails when one cannot connect (a
+    /// server down, refused credentials).
+    pub async fn connect(self, url: &str) -> Result<FredNode, Error> {
+        let timeout = self.connection_timeout;
+        let node = self.open(url)?;
+        for client in node.clients() {
+            let mut errors = client.error_rx();
+            let failed = tokio::select! {
+                connected = client.wait_for_connect() => connected.err(),
+                error = errors.recv() => error.ok().map(|(e, _)| e),
+                () = tokio::time::sleep(timeout) => Some(fred::error::Error::new(
+                    fred::error::ErrorKind::Timeout,
+                    format!("not connected within {timeout:?}"),
+                )),
+            };
+            if let Some(e) = failed {
+                let cause = node_error(&e, node.secrets());
+                let node_id = redlock_core::Node::id(&node).to_owned();
+                node.abort();
+                return Err(Error::Connect {
+                    node: node_id,
+                    cause,
+                });
             }
         }
-        let settings = self.settings(secrets, tasks)?;
-        FredNode::new(clients, settings).await
+        if let Err(cause) = node.ping().await {
+            let node_id = redlock_core::Node::id(&node).to_owned();
+            node.abort();
+            return Err(Error::Connect {
+                node: node_id,
+                cause,
+            });
+        }
+        Ok(node)
     }
 
     /// Wraps a client the application built. It is initialised here when it
@@ -319,7 +378,7 @@ impl Builder {
         self.check()?;
         self.ensure_connected(&client).await?;
         let settings = self.settings(Secrets::default(), vec![None])?;
-        FredNode::new(vec![client], settings).await
+        FredNode::new(vec![client], settings)
     }
 
     /// Wraps a pool the application built, initialising it like
@@ -336,7 +395,7 @@ impl Builder {
         }
         let tasks = clients.iter().map(|_| None).collect();
         let settings = self.settings(Secrets::default(), tasks)?;
-        FredNode::new(clients, settings).await
+        FredNode::new(clients, settings)
     }
 
     /// The former name of [`from_client`](Self::from_client).
@@ -401,7 +460,7 @@ mod tests {
     fn zero_timeouts_are_refused_not_replaced() {
         let zero = Duration::ZERO;
         for (builder, name) in [
-            (Builder::new().command_timeout(zero), "command_timeout"),
+            (Builder::new().response_timeout(zero), "response_timeout"),
             (
                 Builder::new().connection_timeout(zero),
                 "connection_timeout",

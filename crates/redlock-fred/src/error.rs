@@ -25,6 +25,11 @@ pub enum Error {
         /// What went wrong.
         cause: NodeError,
     },
+    /// No tokio runtime is running; a node's connections run as tasks on
+    /// it. Make nodes (and call [`redlock`](crate::redlock)) from within a
+    /// tokio runtime.
+    #[error("no tokio runtime: create nodes from within a tokio runtime")]
+    NoRuntime,
     /// A pool without clients was given.
     #[error("the pool has no clients")]
     EmptyPool,

@@ -28,27 +28,34 @@
 //!   cluster `MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`) is sent again, an
 //!   acquire only while no release went out on the node since
 //!   ([`redlock_kit::slots::Resends`]).
-//! - **Ordered, also when dropped.** fred hands a command to its connection
-//!   task over a channel the moment the request future is first polled, and
-//!   the task writes commands in that order; so once the core has polled an
-//!   acquire, a release sent after it cannot overtake it, even if the core
-//!   dropped the acquire's future. In a pool, requests for the same keys
+//! - **Ordered and batched.** Each client has a queue
+//!   ([`redlock_kit::Queue`]): a request to an idle client is sent from the
+//!   caller's task; requests that arrive while a batch is on the wire wait
+//!   and go out together as the next batch, one batch at a time, so a
+//!   release can never overtake the acquire before it, even if the core
+//!   dropped the acquire's future. A batch is the kit's wire plan in fred's
+//!   terms: a one-key acquire as fred's own `SET … NX PX` (which fred
+//!   writes without flushing while more commands follow) and the batch's
+//!   releases as one script call, so a batch costs one or two socket writes
+//!   rather than one per command. In a pool, requests for the same keys
 //!   always use the same client.
 //! - **Bounded.** A node owes at most
 //!   [`Builder::max_outstanding`] requests (sent or queued in fred,
 //!   not answered yet); beyond it acquires, extends and reads fail at once
 //!   without being sent ([`NodeError::Backlog`](redlock_core::NodeError)),
 //!   so a stopped server costs flat memory. A caller waits at most
-//!   [`Builder::command_timeout`] (the core's shorter per-node
+//!   [`Builder::response_timeout`] (the core's shorter per-node
 //!   timeout usually decides first); a request it stopped waiting for still
 //!   keeps its place in the node's order and in the count until fred
 //!   answers it. By default a command fails at once, unsent
 //!   ([`NodeError::NotConnected`](redlock_core::NodeError)), while its
-//!   connection is down (fail fast). Clients made from a URL reconnect
-//!   forever with exponential backoff ([`default_reconnect_policy`]);
+//!   connection is down (fail fast), also before the first connection:
+//!   [`redlock`] and [`Builder::open`] do not wait for the servers. Clients
+//!   made from a URL reconnect forever with exponential backoff
+//!   ([`default_reconnect_policy`]);
 //!   [`quit`](redlock_core::Node::quit), or dropping the last handle,
 //!   closes their connections after the answers still owed, within the
-//!   command timeout.
+//!   response timeout.
 //! - **Cluster keys.** A multi-resource lock whose keys live in different
 //!   hash slots is split with [`redlock_kit::slots`], one request per slot, all sent at once. If any slot conflicts or fails, what
 //!   the others took is released before answering: all or nothing, and never
@@ -72,7 +79,7 @@
 //! - [`FredNode::connect`] from a URL; [`FredNode::from_client`] and
 //!   [`FredNode::from_pool`] for clients the application built (any
 //!   `ServerConfig`: centralized, clustered, sentinel).
-//! - [`Builder`] for the command timeout, fail-fast, reconnect
+//! - [`Builder`] for the response and connection timeouts, fail-fast, reconnect
 //!   policy, pool size and custom [`Scripts`](redlock_core::Scripts).
 //! - [`Error`] when a node cannot be made.
 //!
@@ -108,15 +115,14 @@
 mod builder;
 mod error;
 mod node;
-mod reply;
-mod scripts;
 mod watch;
+mod wire;
 
-#[doc(hidden)]
-pub use builder::FredNodeBuilder;
 pub use builder::{
-    default_reconnect_policy, Builder, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECTION_TIMEOUT,
+    default_reconnect_policy, Builder, DEFAULT_CONNECTION_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
 };
+#[doc(hidden)]
+pub use builder::{FredNodeBuilder, DEFAULT_COMMAND_TIMEOUT};
 #[doc(hidden)]
 pub use error::ConnectError;
 pub use error::Error;
@@ -129,17 +135,19 @@ pub use redlock_kit::{redact_url, Subscriptions};
 pub use fred;
 
 /// A [`Redlock`] over one independent Redis server per URL, with default
-/// options, once every node is connected (see [`FredNode::connect`]).
+/// options. Nodes connect in the background ([`Builder::open`]), so servers
+/// that are down now count as failed nodes until they come up. Must be
+/// called within a tokio runtime ([`Error::NoRuntime`] otherwise).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// let redlock = redlock_fred::redlock(&["redis://a:6379", "redis://b:6379", "redis://c:6379"]).await?;
+/// let redlock = redlock_fred::redlock(&["redis://a:6379", "redis://b:6379", "redis://c:6379"])?;
 /// let lock = redlock.lock("account:322456", std::time::Duration::from_secs(5)).await?;
 /// lock.unlock().await?;
 /// # Ok(()) }
 /// ```
-pub async fn redlock<S: AsRef<str>>(urls: &[S]) -> Result<Redlock, Error> {
-    redlock_with(urls, Options::default()).await
+pub fn redlock<S: AsRef<str>>(urls: &[S]) -> Result<Redlock, Error> {
+    redlock_with(urls, Options::default())
 }
 
 /// Like [`redlock`], with [`Options`].
@@ -150,15 +158,14 @@ pub async fn redlock<S: AsRef<str>>(urls: &[S]) -> Result<Redlock, Error> {
 /// let redlock = redlock_fred::redlock_with(
 ///     &["redis://a:6379", "redis://b:6379", "redis://c:6379"],
 ///     Options::new().retry_count(3).key_prefix("locks:"),
-/// )
-/// .await?;
+/// )?;
 /// # let _ = redlock; Ok(()) }
 /// ```
-pub async fn redlock_with<S: AsRef<str>>(urls: &[S], options: Options) -> Result<Redlock, Error> {
-    let mut nodes = Vec::with_capacity(urls.len());
-    for url in urls {
-        nodes.push(FredNode::connect(url.as_ref()).await?);
-    }
+pub fn redlock_with<S: AsRef<str>>(urls: &[S], options: Options) -> Result<Redlock, Error> {
+    let nodes = urls
+        .iter()
+        .map(|u| FredNode::open(u.as_ref()))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Redlock::new(nodes, options)?)
 }
 

@@ -1,6 +1,9 @@
-//! [`FredNode`]: the [`Node`] implementation over fred clients.
+//! [`FredNode`]: the [`Node`] implementation over fred clients, each
+//! client behind a [`redlock_kit::Queue`] that sends what waits as one
+//! batch ([`crate::wire`]).
 
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,20 +11,20 @@ use std::time::Duration;
 use fred::clients::{Client, Pool};
 use fred::interfaces::ClientLike;
 use fred::types::config::{Config, Options, ServerConfig};
-use fred::types::{ClusterHash, ConnectHandle, CustomCommand, Value};
+use fred::types::ConnectHandle;
 use futures_util::future::join_all;
-use redlock_core::backlog::{Backlog, Permit};
+use redlock_core::backlog::Backlog;
 use redlock_core::node::ttl_millis;
+use redlock_core::slot::hash_slot;
 use redlock_core::{async_trait, Acquire, Extend, KeyState, Node, NodeError};
-use redlock_kit::reply::{self, Reply};
-use redlock_kit::slots::{self, is_redirect, Resends, SlotSender, MAX_REDIRECTS};
+use redlock_kit::slots::{self, Resends, SlotSender};
 use redlock_kit::watch::ReleaseHub;
-use redlock_kit::{FinishOnDrop, Subscriptions};
+use redlock_kit::{FinishOnDrop, LoadedScripts, Planner, Queue, Subscriptions};
 
 use crate::builder::Builder;
-use crate::error::{is_noscript, node_error, Error, Secrets};
-use crate::scripts::{self, LoadedScripts, Op};
+use crate::error::{Error, Secrets};
 use crate::watch::Recipe;
+use crate::wire::Wire;
 
 /// One Redlock node over a fred client or pool: an independent Redis server,
 /// or one whole Redis Cluster or Sentinel deployment.
@@ -54,72 +57,62 @@ use crate::watch::Recipe;
 pub struct FredNode {
     inner: Arc<Inner>,
     /// Closes the node when the application's last handle goes; `None` in
-    /// the handles the node's own background work keeps (see
-    /// [`FredNode::detached`]).
+    /// the handles the node's own background work keeps.
     _owner: Option<Arc<Owner>>,
 }
 
 /// What a node is built from (see [`Builder`]).
 pub(crate) struct Settings {
     pub(crate) options: Options,
-    pub(crate) command_timeout: Duration,
+    pub(crate) response_timeout: Duration,
+    pub(crate) connection_timeout: Duration,
     pub(crate) scripts: redlock_core::Scripts,
     pub(crate) secrets: Secrets,
     pub(crate) wake_on_release: bool,
     pub(crate) backlog: Backlog,
     /// The connection task of each client when the node owns it (made by
-    /// [`Builder::connect`]), `None` for an application's client.
+    /// [`Builder::open`]), `None` for an application's client.
     pub(crate) tasks: Vec<Option<ConnectHandle>>,
 }
 
 struct Inner {
     id: String,
-    kind: Kind,
+    clustered: bool,
     clients: Vec<Client>,
+    /// One per client, in the same order.
+    queues: Vec<Queue>,
     options: Options,
     /// How long a caller waits for one request, and `quit` for the answers
     /// still owed.
-    command_timeout: Duration,
-    /// The requests sent and not answered yet, bounded.
+    response_timeout: Duration,
+    /// The requests admitted and not answered yet, bounded; shared by the
+    /// queues.
     backlog: Backlog,
-    /// The connection tasks of the clients the node owns (see
-    /// [`Settings::tasks`]); taken by the first `quit`.
+    /// The connection tasks of the clients the node owns; taken by the
+    /// first `quit`.
     tasks: Mutex<Vec<Option<ConnectHandle>>>,
-    /// `options` with one more attempt: a release whose connection broke is
-    /// written again after fred reconnected (see [`FredNode::run`]).
-    release_options: Options,
-    scripts: LoadedScripts,
     secrets: Secrets,
-    /// When a refused acquire may be sent again; see [`FredNode::run`].
-    resends: Resends,
     closed: AtomicBool,
     /// Wake-on-release for a single server; `None` otherwise or when turned
     /// off.
     watch: Option<ReleaseHub>,
 }
 
-/// What the clients are connected to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Centralized,
-    Cluster,
-    Sentinel,
-}
-
 impl fmt::Debug for FredNode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FredNode")
             .field("id", &self.inner.id)
-            .field("kind", &self.inner.kind)
+            .field("clustered", &self.inner.clustered)
             .field("clients", &self.inner.clients.len())
-            .field("command_timeout", &self.inner.command_timeout)
-            .field("fail_fast", &self.inner.options.fail_fast)
+            .field("response_timeout", &self.inner.response_timeout)
             .field("backlog", &self.inner.backlog)
             .field("closed", &self.inner.closed.load(Ordering::Relaxed))
-            .field("wake_on_release", &self.inner.watch.is_some())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
+
+/// What a node answers.
+type Answer<T> = Result<T, NodeError>;
 
 impl FredNode {
     /// Connects to the deployment a URL names, with the defaults of
@@ -138,6 +131,20 @@ impl FredNode {
     /// ```
     pub async fn connect(url: &str) -> Result<Self, Error> {
         Builder::new().connect(url).await
+    }
+
+    /// A node for the deployment a URL names, with the defaults of
+    /// [`Builder`], without waiting for the server (see [`Builder::open`]).
+    /// Must be called within a tokio runtime.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), redlock_fred::Error> {
+    /// let node = redlock_fred::FredNode::open("redis://10.0.0.1:6379")?;
+    /// # let _ = node; Ok(())
+    /// # }
+    /// ```
+    pub fn open(url: &str) -> Result<Self, Error> {
+        Builder::new().open(url)
     }
 
     /// Wraps a client the application built (centralized, clustered or
@@ -213,117 +220,7 @@ impl FredNode {
 
     /// Whether the node is a Redis Cluster (keys are then split by slot).
     pub fn is_clustered(&self) -> bool {
-        self.inner.kind == Kind::Cluster
-    }
-
-    /// The per-command options every lock command is sent with: one write
-    /// attempt, no timeout inside fred (the node applies
-    /// [`Builder::command_timeout`] itself, without withdrawing the
-    /// request) and the fail-fast flag.
-    pub fn command_options(&self) -> &Options {
-        &self.inner.options
-    }
-
-    /// Loads the node's scripts into the server's script cache again (on
-    /// every primary of a cluster). Done at connect time; only needed by
-    /// hand after a `SCRIPT FLUSH`, and not even then: a missing script is
-    /// sent in full once and cached again.
-    pub async fn load_scripts(&self) -> Result<(), NodeError> {
-        if self.inner.closed.load(Ordering::Acquire) {
-            return Err(NodeError::Closed);
-        }
-        let clustered = self.is_clustered();
-        for script in self.inner.scripts.all() {
-            scripts::load(self.client(), clustered, script)
-                .await
-                .map_err(|e| node_error(&e, &self.inner.secrets))?;
-        }
-        Ok(())
-    }
-
-    /// The most requests this node may owe at once (see
-    /// [`Builder::max_outstanding`]).
-    pub fn max_outstanding(&self) -> usize {
-        self.inner.backlog.limit()
-    }
-
-    pub(crate) async fn new(clients: Vec<Client>, settings: Settings) -> Result<Self, Error> {
-        let Settings {
-            options,
-            command_timeout,
-            scripts,
-            mut secrets,
-            wake_on_release,
-            backlog,
-            mut tasks,
-        } = settings;
-        let Some(first) = clients.first() else {
-            return Err(Error::EmptyPool);
-        };
-        tasks.resize_with(clients.len(), || None);
-        let config = first.client_config();
-        add_config_secrets(&mut secrets, &config);
-        let kind = if config.server.is_clustered() {
-            Kind::Cluster
-        } else if config.server.is_sentinel() {
-            Kind::Sentinel
-        } else {
-            Kind::Centralized
-        };
-        let id = node_id(&config);
-        let watch = if wake_on_release && kind == Kind::Centralized {
-            ReleaseHub::spawn(Recipe::from_client(first), secrets.clone(), id.clone())
-        } else {
-            None
-        };
-        let backlog = backlog.with_gauge(&id);
-        let inner = Arc::new(Inner {
-            id,
-            kind,
-            clients,
-            command_timeout,
-            backlog,
-            tasks: Mutex::new(tasks),
-            // `fail_fast` would take precedence over the second attempt.
-            release_options: Options {
-                max_attempts: Some(options.max_attempts.unwrap_or(1).saturating_add(1)),
-                fail_fast: false,
-                ..options.clone()
-            },
-            options,
-            scripts: LoadedScripts::new(&scripts),
-            secrets,
-            resends: Resends::default(),
-            closed: AtomicBool::new(false),
-            watch,
-        });
-        let node = FredNode {
-            _owner: Some(Arc::new(Owner {
-                inner: inner.clone(),
-            })),
-            inner,
-        };
-        if !node.client().has_reconnect_policy() {
-            tracing::warn!(
-                node = %node.inner.id,
-                "fred client has no reconnect policy: after a restart this node stays unreachable"
-            );
-        }
-        if let Err(e) = node.load_scripts().await {
-            tracing::warn!(
-                node = %node.inner.id,
-                error = %e,
-                "could not preload the redlock scripts; they will be sent in full on first use"
-            );
-        }
-        Ok(node)
-    }
-
-    /// The client that carries requests for `slot`: always the same one for
-    /// the same keys, so requests for them stay in order.
-    fn client_for(&self, slot: u16) -> &Client {
-        let clients = &self.inner.clients;
-        &clients[usize::from(slot) % clients.len()]
+        self.inner.clustered
     }
 
     /// A handle for the node's own background work: it shares the clients
@@ -335,235 +232,191 @@ impl FredNode {
         }
     }
 
-    /// Admits a request that takes something (acquire, extend, reads), or
-    /// refuses it with [`NodeError::Backlog`] when the node already owes its
-    /// limit. Nothing is sent then, so no release is owed.
-    fn admit(&self) -> Result<Permit, NodeError> {
-        let backlog = &self.inner.backlog;
-        backlog.try_admit().ok_or_else(|| backlog.full_error())
+    /// The per-command options every lock command is sent with: one write
+    /// attempt, no timeout inside fred (the node applies
+    /// [`Builder::response_timeout`] itself, without withdrawing the
+    /// request) and the fail-fast flag.
+    pub fn command_options(&self) -> &Options {
+        &self.inner.options
     }
 
-    /// Sends one request under `permit` and waits for its answer up to the
-    /// command timeout.
-    ///
-    /// The request is handed to fred on the first poll (no await comes
-    /// before it), which fixes its place in this client's order. If the
-    /// caller stops waiting (dropped, as the core does once a quorum
-    /// answered, or timed out here), the rest goes on in a task of its own
-    /// ([`FinishOnDrop`]) that keeps the permit until fred answers: the
-    /// server replied, or the connection carrying the request was closed.
-    /// So the backlog counts what fred really holds, and a request is never
-    /// silently withdrawn (fred skips writing a command whose own timeout
-    /// fired; none is set, see [`Builder::command_timeout`]).
-    async fn send(
-        &self,
-        permit: Permit,
-        slot: u16,
-        op: Op,
-        keys: Vec<String>,
-        args: Vec<String>,
-    ) -> Result<Reply, NodeError> {
-        if self.inner.closed.load(Ordering::Acquire) {
-            return Err(NodeError::Closed);
-        }
-        let node = self.detached();
-        let request = FinishOnDrop::new(async move {
-            let answer = node.run(slot, op, &keys, &args).await;
-            drop(permit);
-            answer.map(crate::reply::from_fred)
-        });
-        let timeout = self.inner.command_timeout;
-        match tokio::time::timeout(timeout, request).await {
-            Ok(answer) => answer,
-            Err(_) => Err(NodeError::Connection(format!(
-                "no answer within {timeout:?}; the request keeps its place in the node's order"
-            ))),
-        }
-    }
-
-    /// Runs the script of `op` with EVALSHA, falling back to EVAL on
-    /// `NOSCRIPT`; a one-key acquire with the built-in script is a plain
-    /// `SET NX PX` instead ([`redlock_kit::reply::plain_set`]).
-    ///
-    /// Ordering: fred hands the command to its router over a channel when
-    /// the returned future is first polled (no await comes before that), so
-    /// the request is committed to this client's order even if the future is
-    /// dropped right after. A resend (the full script after `NOSCRIPT`, the
-    /// same request after a cluster redirection) is a second request,
-    /// though; for an acquire it is only sent when no release went out on
-    /// this node in between ([`Resends`]), so an acquire can never land
-    /// after a release that was meant to follow it.
-    async fn run(
-        &self,
-        slot: u16,
-        op: Op,
-        keys: &[String],
-        args: &[String],
-    ) -> Result<Value, NodeError> {
-        let inner = &self.inner;
-        let script = inner.scripts.get(op);
-        let plain = match (op, args) {
-            (Op::Acquire, [token, ttl]) => ttl
-                .parse()
-                .ok()
-                .and_then(|ttl| redlock_kit::reply::plain_set(&script.source, keys, token, ttl)),
-            _ => None,
-        };
-        // `custom` rather than `evalsha`: fred's `WithOptions` applies the
-        // per-command options (one attempt, no fred timeout, fail fast) to
-        // `ClientLike` commands, while `LuaInterface` calls on it would go to
-        // the plain client and silently drop them.
-        // A release is the one request fred may write again after a broken
-        // connection (also when the core no longer waits for it): deleting
-        // our own token is harmless to repeat, it still follows everything
-        // sent before it, and without it the key would outlive a reset by
-        // up to its TTL, blocking every contender.
-        let options = if op == Op::Release {
-            &inner.release_options
-        } else {
-            &inner.options
-        };
-        let client = self.client_for(slot).with_options(options);
-        let sent = inner.resends.sending();
-        let mut eval = false;
-        let mut redirects = 0;
-        loop {
-            let (command, argv) = match &plain {
-                Some((set, ttl)) => {
-                    let mut argv: Vec<Value> = set[1..].iter().map(|a| Value::from(*a)).collect();
-                    argv.push(Value::from(ttl.as_str()));
-                    (
-                        CustomCommand::new_static("SET", ClusterHash::Custom(slot), false),
-                        argv,
-                    )
-                }
-                None if eval => (
-                    script_command("EVAL", slot),
-                    script_args(&script.source, keys, args),
-                ),
-                None => (
-                    script_command("EVALSHA", slot),
-                    script_args(&script.sha, keys, args),
-                ),
-            };
-            let e = match client.custom::<Value, Value>(command, argv).await {
-                Ok(v) => return Ok(v),
-                Err(e) => e,
-            };
-            let noscript = !eval && plain.is_none() && is_noscript(&e);
-            let redirect = redirects < MAX_REDIRECTS && is_redirect(e.details());
-            if !noscript && !redirect {
-                return Err(node_error(&e, &inner.secrets));
-            }
-            if op == Op::Acquire && !inner.resends.may_resend_acquire(sent) {
-                if noscript {
-                    // Cache the script again for the next attempt, but do not
-                    // send this acquire a second time.
-                    let _ = scripts::load(self.client_for(slot), self.is_clustered(), script).await;
-                }
-                return Err(NodeError::Server(format!(
-                    "{}; the acquire was not sent again because a release followed it",
-                    inner.secrets.redact(e.details())
-                )));
-            }
-            if noscript {
-                tracing::debug!(node = %inner.id, script = script.name, "NOSCRIPT: sending the script in full");
-                eval = true;
-            } else {
-                tracing::debug!(node = %inner.id, error = %inner.secrets.redact(e.details()), "redirected: sending again");
-                redirects += 1;
-            }
-        }
+    /// The most requests this node may owe at once (see
+    /// [`Builder::max_outstanding`]).
+    pub fn max_outstanding(&self) -> usize {
+        self.inner.backlog.limit()
     }
 
     /// The pub/sub status of wake-on-release: which release channels the
     /// server confirmed, how many connections were opened and lost. `None`
     /// when the node does not watch (a cluster, a sentinel, or
     /// [`Builder::wake_on_release`] off).
-    ///
-    /// ```no_run
-    /// use redlock_core::Node;
-    ///
-    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    /// let node = redlock_fred::FredNode::connect("redis://127.0.0.1:6379").await?;
-    /// let keys = vec!["job".to_owned()];
-    /// let woken = node.watch_release(&keys);
-    /// if let Some(mut subscriptions) = node.release_subscriptions() {
-    ///     let channel = redlock_core::scripts::release_channel("job");
-    ///     subscriptions.until(|s| s.subscribed.contains(&channel)).await;
-    ///     // From here on a release of "job" on this server wakes `woken`.
-    /// }
-    /// # drop(woken); Ok(())
-    /// # }
-    /// ```
     pub fn release_subscriptions(&self) -> Option<Subscriptions> {
         self.inner.watch.as_ref().map(ReleaseHub::subscriptions)
     }
+
+    pub(crate) fn new(clients: Vec<Client>, settings: Settings) -> Result<Self, Error> {
+        let Settings {
+            options,
+            response_timeout,
+            connection_timeout,
+            scripts,
+            mut secrets,
+            wake_on_release,
+            backlog,
+            mut tasks,
+        } = settings;
+        let first = clients.first().ok_or(Error::EmptyPool)?;
+        tasks.resize_with(clients.len(), || None);
+        let config = first.client_config();
+        if let Some(p) = &config.password {
+            secrets.add(p);
+        }
+        let id = node_id(&config);
+        let clustered = config.server.is_clustered();
+        let watch = (wake_on_release && !clustered && !config.server.is_sentinel())
+            .then(|| ReleaseHub::spawn(Recipe::from_client(first), secrets.clone(), id.clone()))
+            .flatten();
+        let backlog = backlog.with_gauge(&id);
+        // `fail_fast` would take precedence over the second attempt.
+        let release_options = Options {
+            max_attempts: Some(2),
+            fail_fast: false,
+            ..options.clone()
+        };
+        let planner = Planner::new(LoadedScripts::new(&scripts));
+        let mut queues = Vec::with_capacity(clients.len());
+        for client in &clients {
+            let wire = Wire {
+                client: client.clone(),
+                options: options.clone(),
+                release_options: release_options.clone(),
+                planner: planner.clone(),
+                secrets: secrets.clone(),
+                clustered,
+                resends: Resends::default(),
+                id: id.clone(),
+                connection_timeout,
+                held: false,
+            };
+            queues.push(
+                Queue::spawn(wire, MAX_BATCH, backlog.clone()).map_err(|_| Error::NoRuntime)?,
+            );
+        }
+        let inner = Arc::new(Inner {
+            id,
+            clustered,
+            clients,
+            queues,
+            options,
+            response_timeout,
+            backlog,
+            tasks: Mutex::new(tasks),
+            secrets,
+            closed: AtomicBool::new(false),
+            watch,
+        });
+        if !inner.clients[0].has_reconnect_policy() {
+            tracing::warn!(node = %inner.id, "fred client has no reconnect policy: after a restart this node stays unreachable");
+        }
+        Ok(FredNode {
+            _owner: Some(Arc::new(Owner {
+                inner: inner.clone(),
+            })),
+            inner,
+        })
+    }
+
+    /// A read of no keys through every queue: answered once each client
+    /// is connected and its scripts are loaded.
+    pub(crate) async fn ping(&self) -> Result<(), NodeError> {
+        for queue in &self.inner.queues {
+            self.bounded(queue.inspect(&[])).await?;
+        }
+        Ok(())
+    }
+
+    /// The secrets to remove from error texts.
+    pub(crate) fn secrets(&self) -> &Secrets {
+        &self.inner.secrets
+    }
+
+    /// Stops the connection tasks the node owns at once (a node that could
+    /// not connect).
+    pub(crate) fn abort(self) {
+        self.inner.closed.store(true, Ordering::Release);
+        close_queues(&self.inner);
+        for task in lock_tasks(&self.inner).drain(..).flatten() {
+            task.abort();
+        }
+    }
+
+    /// The queue of the client that carries requests for `keys`: always
+    /// the same one for the same keys, so requests for them stay in order.
+    fn queue(&self, keys: &[String]) -> Result<&Queue, NodeError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(NodeError::Closed);
+        }
+        let queues = &self.inner.queues;
+        let slot = keys.first().map_or(0, |k| hash_slot(k.as_bytes()));
+        Ok(&queues[usize::from(slot) % queues.len()])
+    }
+
+    /// Waits for `answer` up to the response timeout; a request whose
+    /// caller stops waiting keeps its place in the node's order.
+    async fn bounded<T>(
+        &self,
+        answer: impl Future<Output = Result<T, NodeError>>,
+    ) -> Result<T, NodeError> {
+        let timeout = self.inner.response_timeout;
+        tokio::time::timeout(timeout, answer)
+            .await
+            .unwrap_or_else(|_| {
+                Err(NodeError::Connection(format!(
+                    "no answer within {timeout:?}; the request keeps its place in the node's order"
+                )))
+            })
+    }
 }
 
-/// What a node answers.
-type Answer<T> = Result<T, NodeError>;
+/// The most calls sent as one batch.
+const MAX_BATCH: usize = 256;
 
-/// One request per slot (see [`redlock_kit::slots`]).
-#[redlock_core::async_trait]
+/// One request per slot (see [`redlock_kit::slots`]), each through the
+/// queue of its keys.
+#[async_trait]
 impl SlotSender for FredNode {
     fn clustered(&self) -> bool {
-        self.is_clustered()
+        self.inner.clustered
     }
 
     async fn acquire(
         &self,
-        slot: u16,
+        _: u16,
         keys: Vec<String>,
         token: &str,
         ttl_ms: u64,
-    ) -> Result<Acquire, NodeError> {
-        let args = vec![token.to_owned(), ttl_ms.to_string()];
-        let v = self
-            .send(self.admit()?, slot, Op::Acquire, keys, args)
-            .await?;
-        reply::acquire(&v)
+    ) -> Answer<Acquire> {
+        let ttl = Duration::from_millis(ttl_ms);
+        self.bounded(self.queue(&keys)?.acquire(&keys, token, ttl))
+            .await
     }
 
-    /// Releases are always admitted: one may be what deletes a key already
-    /// on the server, and there are never more of them than acquires
-    /// admitted before.
-    async fn release(&self, slot: u16, keys: Vec<String>, token: &str) -> Result<u64, NodeError> {
-        self.inner.resends.releasing();
-        let permit = self.inner.backlog.admit();
-        let v = self
-            .send(permit, slot, Op::Release, keys, vec![token.to_owned()])
-            .await?;
-        reply::release(&v)
+    async fn release(&self, _: u16, keys: Vec<String>, token: &str) -> Answer<u64> {
+        self.bounded(self.queue(&keys)?.release(&keys, token)).await
     }
 
-    async fn extend(
-        &self,
-        slot: u16,
-        keys: Vec<String>,
-        token: &str,
-        ttl_ms: u64,
-    ) -> Result<Extend, NodeError> {
-        let args = vec![token.to_owned(), ttl_ms.to_string()];
-        let v = self
-            .send(self.admit()?, slot, Op::Extend, keys, args)
-            .await?;
-        reply::extend(&v)
+    async fn extend(&self, _: u16, keys: Vec<String>, token: &str, ttl_ms: u64) -> Answer<Extend> {
+        let ttl = Duration::from_millis(ttl_ms);
+        self.bounded(self.queue(&keys)?.extend(&keys, token, ttl))
+            .await
     }
 
-    async fn inspect(&self, slot: u16, keys: Vec<String>) -> Result<Vec<KeyState>, NodeError> {
-        let v = self
-            .send(self.admit()?, slot, Op::Inspect, keys.clone(), Vec::new())
-            .await?;
-        reply::inspect(&keys, v)
+    async fn inspect(&self, _: u16, keys: Vec<String>) -> Answer<Vec<KeyState>> {
+        self.bounded(self.queue(&keys)?.inspect(&keys)).await
     }
 
-    async fn fence(&self, slot: u16, keys: Vec<String>, floor: u64) -> Result<u64, NodeError> {
-        let args = vec![floor.to_string()];
-        let v = self
-            .send(self.admit()?, slot, Op::Fence, keys, args)
-            .await?;
-        reply::fence(&v)
+    async fn fence(&self, _: u16, keys: Vec<String>, floor: u64) -> Answer<u64> {
+        self.bounded(self.queue(&keys)?.fence(&keys, floor)).await
     }
 }
 
@@ -581,13 +434,10 @@ impl Node for FredNode {
         slots::acquire(self, keys, token, ttl_millis(ttl)).await
     }
 
-    /// Sent on the first poll like every request; if the caller drops the
-    /// future before the answer, the rest (waiting for the reply, and the
-    /// full-text resend after NOSCRIPT, as after a server restart) goes on
-    /// in a task of its own. Otherwise a release refused with NOSCRIPT after
-    /// its caller moved on would never be sent again, and the key it was
-    /// meant to delete would stay until its TTL.
-    async fn release(&self, keys: &[String], token: &str) -> Result<u64, NodeError> {
+    /// Committed to the node's order on the first poll; on a cluster with
+    /// keys in several slots, the rest goes on in a task of its own if the
+    /// caller drops the future.
+    async fn release(&self, keys: &[String], token: &str) -> Answer<u64> {
         let node = self.detached();
         let (keys, token) = (keys.to_vec(), token.to_owned());
         FinishOnDrop::new(async move { slots::release(&node, &keys, &token).await }).await
@@ -600,22 +450,20 @@ impl Node for FredNode {
         slots::extend(self, keys, token, ttl_millis(ttl)).await
     }
 
-    async fn inspect(&self, keys: &[String]) -> Result<Vec<KeyState>, NodeError> {
+    async fn inspect(&self, keys: &[String]) -> Answer<Vec<KeyState>> {
         slots::inspect(self, keys).await
     }
 
     /// On a cluster with counters in several slots, each slot is read and
     /// raised on its own; the answer is the largest value any slot had.
-    async fn fence(&self, keys: &[String], floor: u64) -> Result<u64, NodeError> {
+    async fn fence(&self, keys: &[String], floor: u64) -> Answer<u64> {
         slots::fence(self, keys, floor).await
     }
 
     /// Single servers only: a future that completes once the node
-    /// announces a release of any of `keys` on their release channels. The
-    /// node keeps one extra pub/sub connection for this, subscribed only to
-    /// channels someone watches (see [`Builder::wake_on_release`]).
-    /// Redis Cluster and Sentinel nodes return `None`: their waiters poll
-    /// with the retry delay.
+    /// announces a release of any of `keys` (see
+    /// [`Builder::wake_on_release`]). Redis Cluster and Sentinel nodes
+    /// return `None`: their waiters poll with the retry delay.
     fn watch_release(&self, keys: &[String]) -> Option<redlock_core::BoxFuture<'static, ()>> {
         if self.inner.closed.load(Ordering::Acquire) {
             return None;
@@ -630,26 +478,25 @@ impl Node for FredNode {
         Some(self.inner.backlog.outstanding())
     }
 
-    /// Refuses new requests, waits up to the command timeout for the
-    /// answers still owed (releases in flight), then sends `QUIT` on every
-    /// connection. When the answers do not come in time (a stopped server),
-    /// a node made by [`FredNode::connect`] stops its clients' connection
-    /// tasks, which closes their sockets at once; an application's client
-    /// keeps its connection then, and the error says so. The closing runs
-    /// in a task of its own, so it completes even if the caller stops
-    /// waiting (as `Redlock::quit` does after its own bound).
+    /// Refuses new requests, waits up to the response timeout for the
+    /// queued ones and the answers still owed (releases in flight), then
+    /// sends `QUIT` on every connection. When the answers do not come in
+    /// time (a stopped server), a node made by [`FredNode::connect`] stops
+    /// its clients' connection tasks, which closes their sockets at once;
+    /// an application's client keeps its connection then, and the error
+    /// says so. The closing runs in a task of its own, so it completes
+    /// even if the caller stops waiting.
     async fn quit(&self) -> Result<(), NodeError> {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
         let inner = self.inner.clone();
         match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => match runtime.spawn(close(inner)).await {
-                Ok(result) => result,
-                Err(e) => Err(NodeError::Connection(format!(
+            Ok(runtime) => runtime.spawn(close(inner)).await.unwrap_or_else(|e| {
+                Err(NodeError::Connection(format!(
                     "closing the node failed: {e}"
-                ))),
-            },
+                )))
+            }),
             Err(_) => close(inner).await,
         }
     }
@@ -667,9 +514,7 @@ impl Drop for Owner {
         if inner.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        if let Some(hub) = &inner.watch {
-            hub.close();
-        }
+        close_queues(inner);
         let owned = lock_tasks(inner).iter().any(Option::is_some);
         if !owned {
             // The application's clients: theirs to close.
@@ -704,12 +549,12 @@ fn lock_tasks(inner: &Inner) -> std::sync::MutexGuard<'_, Vec<Option<ConnectHand
 
 /// Closes every client of the node: see [`Node::quit`] on [`FredNode`].
 async fn close(inner: Arc<Inner>) -> Result<(), NodeError> {
-    if let Some(hub) = &inner.watch {
-        hub.close();
-    }
+    close_queues(&inner);
+    let bound = inner.response_timeout;
+    let drained = join_all(inner.queues.iter().map(Queue::drain));
+    let _ = tokio::time::timeout(bound, drained).await;
     let tasks = std::mem::take(&mut *lock_tasks(&inner));
     let mut tasks = tasks.into_iter();
-    let bound = inner.command_timeout;
     let results = join_all(
         inner
             .clients
@@ -768,26 +613,14 @@ async fn close_client(
     }
 }
 
-/// `EVALSHA` / `EVAL` routed to `slot` on a cluster.
-fn script_command(name: &'static str, slot: u16) -> CustomCommand {
-    CustomCommand::new_static(name, ClusterHash::Custom(slot), false)
-}
-
-/// `script numkeys key... arg...`
-fn script_args(script: &str, keys: &[String], args: &[String]) -> Vec<Value> {
-    let mut argv = Vec::with_capacity(2 + keys.len() + args.len());
-    argv.push(Value::from(script));
-    argv.push(Value::Integer(
-        i64::try_from(keys.len()).unwrap_or(i64::MAX),
-    ));
-    argv.extend(keys.iter().map(|k| Value::from(k.as_str())));
-    argv.extend(args.iter().map(|a| Value::from(a.as_str())));
-    argv
-}
-
-fn add_config_secrets(secrets: &mut Secrets, config: &Config) {
-    if let Some(p) = &config.password {
-        secrets.add(p);
+/// Stops the queues taking requests (what they hold is still sent) and
+/// the release watch.
+fn close_queues(inner: &Inner) {
+    for queue in &inner.queues {
+        queue.close();
+    }
+    if let Some(hub) = &inner.watch {
+        hub.close();
     }
 }
 

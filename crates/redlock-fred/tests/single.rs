@@ -179,7 +179,7 @@ async fn dropped_acquire_never_overtakes_release() {
 async fn restarted_server_is_reconnected() {
     let server = RedisServer::start().expect("redis-server");
     let node = FredNode::builder()
-        .command_timeout(Duration::from_secs(1))
+        .response_timeout(Duration::from_secs(1))
         .connect(&server.url())
         .await
         .expect("connect");
@@ -215,7 +215,7 @@ async fn restarted_server_is_reconnected() {
 async fn paused_server_does_not_hang_a_call() {
     let server = RedisServer::start().expect("redis-server");
     let node = FredNode::builder()
-        .command_timeout(Duration::from_millis(300))
+        .response_timeout(Duration::from_millis(300))
         .connect(&server.url())
         .await
         .expect("connect");
@@ -245,4 +245,55 @@ async fn unreachable_server_is_a_connect_error() {
     assert!(began.elapsed() < Duration::from_secs(10));
     let err = FredNode::connect("not a url").await.expect_err("bad url");
     assert!(matches!(err, Error::InvalidUrl(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_opened_while_its_server_is_down_works_once_it_is_up() {
+    let server = RedisServer::start().expect("redis-server");
+    server.kill();
+    let began = Instant::now();
+    let node = FredNode::open(&server.url()).expect("opens without its server");
+    let redlock = redlock_fred::redlock(&[server.url()]).expect("made without its server");
+    assert!(
+        began.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        began.elapsed()
+    );
+    let ttl = Duration::from_secs(10);
+    let answer = node.acquire(&keys(&["lazy"]), "t0", ttl).await;
+    assert!(
+        matches!(&answer, Err(e @ NodeError::NotConnected(_)) if !e.was_sent()),
+        "{answer:?}"
+    );
+    server.restart().expect("restart");
+    let acquired = eventually(Duration::from_secs(10), || async {
+        node.acquire(&keys(&["lazy"]), "t1", ttl).await == Ok(Acquire::Acquired)
+    })
+    .await;
+    assert!(acquired, "never acquired after the server came up");
+    assert_eq!(server.text(&["GET", "lazy"]).expect("get"), "t1");
+    let locked = eventually(Duration::from_secs(10), || async {
+        redlock.try_lock("lazy:redlock", ttl).await.is_ok()
+    })
+    .await;
+    assert!(locked, "the redlock never locked after the server came up");
+}
+
+#[test]
+fn redlock_outside_a_runtime_is_a_typed_error() {
+    let err = redlock_fred::redlock(&["redis://127.0.0.1:1"]).expect_err("no runtime");
+    assert!(matches!(err, Error::NoRuntime), "{err}");
+    let err = FredNode::open("redis://127.0.0.1:1").expect_err("no runtime");
+    assert!(matches!(err, Error::NoRuntime), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_timeouts_are_refused() {
+    for builder in [
+        FredNode::builder().response_timeout(Duration::ZERO),
+        FredNode::builder().connection_timeout(Duration::ZERO),
+    ] {
+        let err = builder.open("redis://127.0.0.1:1").expect_err("zero");
+        assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+    }
 }

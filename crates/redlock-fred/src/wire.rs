@@ -1,0 +1,286 @@
+//! The kit's wire plan in fred's terms: each [`Command`] as a fred command
+//! ([`Wire::send`], the one translation), each reply as a kit [`Reply`],
+//! and the [`Executor`] that carries a node's batches through one fred
+//! client.
+//!
+//! fred writes a command without flushing the socket while more commands
+//! wait in its channel, except scripts (`EVAL`, `EVALSHA`) and custom
+//! commands, which it always flushes. So the one-key acquire goes out as
+//! fred's own `SET … NX PX` (fed, not flushed), and a batch's releases as
+//! one merged script call: a batch of acquires and releases costs one or
+//! two socket writes instead of one per command.
+
+use std::time::Duration;
+
+use fred::clients::Client;
+use fred::error::Error as FredError;
+use fred::interfaces::{ClientLike, KeysInterface, LuaInterface};
+use fred::types::config::Options;
+use fred::types::{ClientState, ClusterHash, CustomCommand, Expiration, SetOptions, Value};
+use futures_util::future::{join_all, BoxFuture};
+use redlock_core::slot::hash_slot;
+use redlock_core::NodeError;
+use redlock_kit::plan::{Command, Entry, Planner};
+use redlock_kit::reply::Reply;
+use redlock_kit::slots::{is_redirect, Resends, MAX_REDIRECTS};
+use redlock_kit::{Call, Executor, Kind};
+
+use crate::error::{is_noscript, node_error, Secrets};
+
+/// One fred client as a node's executor.
+pub(crate) struct Wire {
+    pub(crate) client: Client,
+    /// Lock commands: one write attempt, no fred timeout, fail fast.
+    pub(crate) options: Options,
+    /// Releases: one more attempt, so that fred writes a release again
+    /// after a reconnect (deleting our own token is harmless to repeat, it
+    /// still follows everything sent before it).
+    pub(crate) release_options: Options,
+    pub(crate) planner: Planner,
+    pub(crate) secrets: Secrets,
+    /// Calls of a Redis Cluster are single-slot (split above the queue) and
+    /// sent one command each; releases are not merged.
+    pub(crate) clustered: bool,
+    /// When a refused acquire may be sent again.
+    pub(crate) resends: Resends,
+    pub(crate) id: String,
+    /// How long [`warm_up`](Executor::warm_up) waits for the connection.
+    pub(crate) connection_timeout: Duration,
+    /// fred may still hold requests of a batch given up when its
+    /// connection was lost; it writes them first once it reconnects.
+    pub(crate) held: bool,
+}
+
+/// How often a batch still waiting for fred checks whether the client
+/// lost its connection.
+const DOWN_CHECK: Duration = Duration::from_millis(20);
+
+/// What fred answers for one command.
+type Sent = Result<Value, FredError>;
+
+impl Wire {
+    /// `command` as fred's command, routed to `slot` on a cluster and
+    /// handed to fred when the returned future is first polled (no await
+    /// comes before that), which fixes its place in the connection's order.
+    fn send(&self, command: &Command<'_>, slot: u16) -> BoxFuture<'static, Sent> {
+        let release = match command {
+            Command::ReleaseMany { .. } => true,
+            Command::Script { call, .. } => call.kind == Kind::Release,
+            _ => false,
+        };
+        let options = if release {
+            &self.release_options
+        } else {
+            &self.options
+        };
+        let client = self.client.with_options(options);
+        let custom = |name: &'static str, args: Vec<Value>| -> BoxFuture<'static, Sent> {
+            let command = CustomCommand::new_static(name, ClusterHash::Custom(slot), false);
+            let client = client.clone();
+            Box::pin(async move { client.custom::<Value, Value>(command, args).await })
+        };
+        let text = |s: &str| Value::from(s.to_owned());
+        let eval = |source: bool| if source { "EVAL" } else { "EVALSHA" };
+        match command {
+            Command::SetNx { key, token, ttl_ms } => {
+                let (key, token) = (key.to_string(), token.to_string());
+                let ttl = Expiration::PX(i64::try_from(*ttl_ms).unwrap_or(i64::MAX));
+                Box::pin(async move {
+                    client
+                        .set::<Value, _, _>(key, token, Some(ttl), Some(SetOptions::NX), false)
+                        .await
+                })
+            }
+            Command::Script {
+                script,
+                call,
+                source,
+            } => {
+                let mut args = vec![text(if *source { &script.source } else { &script.sha })];
+                args.push(Value::Integer(call.keys.len() as i64));
+                args.extend(call.keys.iter().map(|k| text(k)));
+                args.extend(call.args().map(|a| text(&a)));
+                custom(eval(*source), args)
+            }
+            Command::ReleaseMany {
+                script,
+                releases,
+                source,
+            } => {
+                let keys = releases.iter().flat_map(|c| &c.keys);
+                let mut args = vec![text(if *source { &script.source } else { &script.sha })];
+                args.push(Value::Integer(keys.clone().count() as i64));
+                args.extend(keys.map(|k| text(k)));
+                for c in releases {
+                    args.push(Value::Integer(c.keys.len() as i64));
+                    args.push(text(c.token.as_deref().unwrap_or_default()));
+                }
+                custom(eval(*source), args)
+            }
+            Command::Ping => custom("PING", Vec::new()),
+            Command::ScriptLoad { script } => {
+                custom("SCRIPT", vec![text("LOAD"), text(&script.source)])
+            }
+            Command::ClientId => custom("CLIENT", vec![text("ID")]),
+            Command::InfoServer => custom("INFO", vec![text("server")]),
+            Command::ClientKill { id } => custom(
+                "CLIENT",
+                vec![text("KILL"), text("ID"), Value::Integer(*id)],
+            ),
+        }
+    }
+
+    /// Sends `entry`, and sends it again where the server refused it
+    /// without running it: by source after `NOSCRIPT` (which caches the
+    /// script again), to the new owner after a cluster redirection. An
+    /// acquire is sent again only while no release went out on this node
+    /// since it was first sent ([`Resends`]): it must never land after a
+    /// release meant to follow it.
+    async fn run(&self, entry: &Entry<'_>, slot: u16) -> Result<Reply, NodeError> {
+        let kinds = || entry.answers.calls().len();
+        let acquire = matches!(&entry.command, Command::SetNx { .. })
+            || matches!(&entry.command, Command::Script { call, .. } if call.kind == Kind::Acquire);
+        if matches!(&entry.command, Command::ReleaseMany { .. })
+            || matches!(&entry.command, Command::Script { call, .. } if call.kind == Kind::Release)
+        {
+            self.resends.releasing();
+        }
+        let sent = self.resends.sending();
+        let mut command = entry.command.clone();
+        let mut redirects = 0;
+        loop {
+            let e = match self.send(&command, slot).await {
+                Ok(v) => return Ok(decode(v)),
+                Err(e) => e,
+            };
+            let noscript = is_noscript(&e) && command != command.clone().by_source();
+            let redirect = redirects < MAX_REDIRECTS && is_redirect(e.details());
+            if !noscript && !redirect {
+                return Err(node_error(&e, &self.secrets));
+            }
+            if acquire && !self.resends.may_resend_acquire(sent) {
+                return Err(NodeError::Server(format!(
+                    "{}; the acquire was not sent again because a release followed it",
+                    self.secrets.redact(e.details())
+                )));
+            }
+            tracing::debug!(node = %self.id, calls = kinds(), error = %self.secrets.redact(e.details()), "refused unrun: sending again");
+            if noscript {
+                command = command.by_source();
+            } else {
+                redirects += 1;
+            }
+        }
+    }
+}
+
+#[redlock_core::async_trait]
+impl Executor for Wire {
+    /// Waits for the connection (up to the connection timeout) and loads
+    /// the scripts; a missing script is sent in full on first use anyway.
+    async fn warm_up(&mut self) {
+        let connected =
+            tokio::time::timeout(self.connection_timeout, self.client.wait_for_connect());
+        if !matches!(connected.await, Ok(Ok(()))) {
+            return;
+        }
+        for script in self.planner.scripts().all() {
+            let load = Entry {
+                command: Command::ScriptLoad { script },
+                answers: redlock_kit::plan::Answers::Nothing,
+            };
+            let loaded = if self.clustered {
+                let source = script.source.clone();
+                self.client
+                    .script_load_cluster::<(), _>(source)
+                    .await
+                    .map_err(|e| node_error(&e, &self.secrets))
+            } else {
+                self.run(&load, 0).await.map(drop)
+            };
+            if let Err(e) = loaded {
+                tracing::warn!(node = %self.id, error = %e, "could not preload a redlock script; it is sent in full on first use");
+            }
+        }
+    }
+
+    /// Every command of the batch is handed to fred at once, in order; the
+    /// answers come back in that order on the one connection.
+    async fn execute(&mut self, calls: &[Call]) -> Vec<Result<Reply, NodeError>> {
+        if self.held && self.client.state() == ClientState::Connected {
+            // fred wrote what it held first when it reconnected.
+            self.held = false;
+        }
+        let planner = self.planner.clone();
+        let entries = if self.clustered {
+            let single = |(i, call)| Entry {
+                command: planner.single(call),
+                answers: redlock_kit::plan::Answers::One(i),
+            };
+            calls.iter().enumerate().map(single).collect()
+        } else {
+            planner.plan(calls)
+        };
+        let slot = |e: &Entry<'_>| {
+            let first = e
+                .answers
+                .calls()
+                .first()
+                .and_then(|&i| calls[i].keys.first());
+            first.map_or(0, |k| hash_slot(k.as_bytes()))
+        };
+        // A command fred took just before it noticed its connection was
+        // lost waits in fred until it reconnects. Once the client says it is
+        // down, the batch is answered as failed (fred still holds those
+        // commands, in order, ahead of anything sent later), so the node
+        // fails fast instead of holding its queue behind them. Not a batch
+        // with a release: fred writes a release again once it reconnects
+        // (see `release_options`), and it must be answered.
+        let may_give_up = calls.iter().all(|c| c.kind != Kind::Release);
+        let mut all = join_all(entries.iter().map(|e| self.run(e, slot(e))));
+        let replies = loop {
+            tokio::select! {
+                replies = &mut all => break replies,
+                () = tokio::time::sleep(DOWN_CHECK) => {
+                    if may_give_up && self.client.state() != ClientState::Connected {
+                        break Vec::new();
+                    }
+                }
+            }
+        };
+        drop(all);
+        if replies.is_empty() {
+            self.held = true;
+            let lost = format!(
+                "{}: connection lost; the request may still be sent once fred reconnects",
+                self.id
+            );
+            return vec![Err(NodeError::Connection(lost)); calls.len()];
+        }
+        let mut results = vec![Err(NodeError::Protocol("no reply".into())); calls.len()];
+        for (entry, reply) in entries.iter().zip(replies) {
+            // While fred may still hold an earlier request, a request it
+            // refused unsent is not called unsent: the release the core
+            // then sends must follow the held one.
+            let reply = match reply {
+                Err(NodeError::NotConnected(e)) if self.held => Err(NodeError::Connection(e)),
+                other => other,
+            };
+            entry.distribute(reply, &mut results);
+        }
+        results
+    }
+}
+
+/// `v` as a [`Reply`]: Lua `false` is nil, `OK` and tokens are text.
+pub(crate) fn decode(v: Value) -> Reply {
+    match v {
+        Value::Null | Value::Boolean(false) => Reply::Nil,
+        Value::Integer(i) => Reply::Int(i),
+        Value::Boolean(true) => Reply::Int(1),
+        Value::String(s) => Reply::Text(s.to_string()),
+        Value::Bytes(b) => Reply::Text(String::from_utf8_lossy(&b).into_owned()),
+        Value::Array(items) => Reply::Array(items.into_iter().map(decode).collect()),
+        other => Reply::Other(format!("{other:?}")),
+    }
+}
