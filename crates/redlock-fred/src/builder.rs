@@ -9,7 +9,7 @@ use fred::interfaces::{ClientLike, EventInterface};
 use fred::types::config::{Config, Options, ReconnectPolicy};
 use fred::types::{Builder as ClientBuilder, ClientState, ConnectHandle};
 use redlock_core::backlog::{self, Backlog};
-use redlock_core::Scripts;
+use redlock_core::{Durability, Scripts};
 
 use crate::error::{node_error, Error, Secrets};
 use crate::node::Settings;
@@ -85,6 +85,7 @@ pub struct Builder {
     pool_size: usize,
     wake_on_release: bool,
     max_outstanding: usize,
+    durability: Durability,
 }
 
 impl fmt::Debug for Builder {
@@ -97,6 +98,7 @@ impl fmt::Debug for Builder {
             .field("pool_size", &self.pool_size)
             .field("wake_on_release", &self.wake_on_release)
             .field("max_outstanding", &self.max_outstanding)
+            .field("durability", &self.durability)
             .finish_non_exhaustive()
     }
 }
@@ -125,7 +127,37 @@ impl Builder {
             pool_size: 1,
             wake_on_release: true,
             max_outstanding: backlog::DEFAULT_LIMIT,
+            durability: Durability::Master,
         }
+    }
+
+    /// What an acquire or extend waits for before the node answers
+    /// (default [`Durability::Master`]: the master's reply). For a node
+    /// that is a replicated deployment (a Sentinel-managed master, a
+    /// master with replicas), [`Durability::replicas`] follows every batch
+    /// holding an acquire or extend with one `WAIT count timeout` on the
+    /// same connection, sent once the batch was answered; when fewer
+    /// replicas acknowledged in time, the requests of that batch that took
+    /// effect fail with [`NodeError::NotReplicated`](redlock_core::NodeError::NotReplicated)
+    /// (a failed vote; the core releases what an acquire took). Cost: one
+    /// more round trip, and the replicas' acknowledgement, per batch with
+    /// writes. Refused on a cluster ([`Error::InvalidConfig`]).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use redlock_core::Durability;
+    /// use redlock_fred::FredNode;
+    ///
+    /// let node = FredNode::builder()
+    ///     .durability(Durability::replicas(1, Duration::from_millis(50))?)
+    ///     .connect("redis://127.0.0.1:6379")
+    ///     .await?;
+    /// # let _ = node; Ok(()) }
+    /// ```
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
     }
 
     /// Replaces the Lua scripts (node-redlock's `lockScript` and friends).
@@ -271,6 +303,7 @@ impl Builder {
             secrets,
             wake_on_release: self.wake_on_release,
             backlog: Backlog::new(self.max_outstanding)?,
+            durability: self.durability,
             tasks,
         })
     }
