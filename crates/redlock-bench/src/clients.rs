@@ -112,6 +112,10 @@ fn polling() -> RetryPolicy {
         .deadline(None)
 }
 
+/// What our adapters' nodes wait for after an acquire or extend
+/// (`--wait-replicas`); unset: the master's reply.
+pub static DURABILITY: std::sync::OnceLock<redlock_core::Durability> = std::sync::OnceLock::new();
+
 pub async fn build(
     kind: Kind,
     urls: &[String],
@@ -132,6 +136,7 @@ pub async fn build(
                     .native_commands(
                         std::env::var("REDLOCK_BENCH_NATIVE").map_or(true, |v| v != "0"),
                     )
+                    .durability(DURABILITY.get().copied().unwrap_or_default())
                     .connect(u)
                     .await
                     .map_err(|e| e.to_string())?;

@@ -8,6 +8,7 @@
 //!     [--workloads uncontended,serial,contended,paused,stalled]
 //!     [--stall-secs 60] [--resume-after-exit]
 //!     [--urls redis://a,redis://b,...]   (no `paused` / `stalled` then)
+//!     [--wait-replicas 1,50]   (redis-rs nodes wait for replicas; with --urls)
 //!     [--charts DIR]   (SVG charts of the medians into DIR)
 //! ```
 //!
@@ -169,6 +170,18 @@ fn parse_args() -> Result<Args, String> {
             "--resume-after-exit" => args.resume_after_exit = true,
             "--charts" => args.charts = Some(value()?.into()),
             "--urls" => args.urls = Some(value()?.split(',').map(str::to_owned).collect()),
+            "--wait-replicas" => {
+                let spec = value()?;
+                let (count, ms) = spec
+                    .split_once(',')
+                    .ok_or("--wait-replicas: expected <replicas>,<ms>, such as 1,50")?;
+                let count = count.parse().map_err(|e| format!("--wait-replicas: {e}"))?;
+                let ms = ms.parse().map_err(|e| format!("--wait-replicas: {e}"))?;
+                let durability =
+                    redlock_core::Durability::replicas(count, Duration::from_millis(ms))
+                        .map_err(|e| format!("--wait-replicas: {e}"))?;
+                let _ = clients::DURABILITY.set(durability);
+            }
             "--clients" => {
                 args.clients = value()?
                     .split(',')
@@ -184,12 +197,14 @@ fn parse_args() -> Result<Args, String> {
             "-h" | "--help" => {
                 println!(
                     "redlock-bench [--runs N] [--secs S] [--clients redis-rs,fred,raw,raw-fred,rslock] \
-                     [--workloads uncontended,serial,contended,paused,stalled] [--stall-secs S] [--resume-after-exit] [--urls u1,u2,...] [--charts DIR]\n\n\
+                     [--workloads uncontended,serial,contended,paused,stalled] [--stall-secs S] [--resume-after-exit] [--urls u1,u2,...] [--wait-replicas N,MS] [--charts DIR]\n\n\
                      Default workloads: uncontended,serial,contended,paused. `stalled` stops one node of five \
                      for --stall-secs (default 60) under a serial and a 64-task loop, --secs healthy before it, \
                      each client and loop in a child process; about --stall-secs + 10 s per client, loop and run. \
                      --resume-after-exit: continue the node only after the client quit and exited. \
-                     --charts DIR: also write throughput.svg and latency.svg (medians) into DIR."
+                     --charts DIR: also write throughput.svg and latency.svg (medians) into DIR. \
+                     --wait-replicas N,MS: the redis-rs nodes wait for N replicas (WAIT, at most MS ms) after \
+                     each acquire and extend; point --urls at masters that have replicas."
                 );
                 std::process::exit(0);
             }

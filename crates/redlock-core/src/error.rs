@@ -95,6 +95,10 @@ pub enum InvalidArgument {
         /// The largest limit accepted.
         max: usize,
     },
+    /// A node's [`Durability`](crate::Durability) is invalid, or its
+    /// replica wait does not fit the lock's TTL.
+    #[error("durability: {0}")]
+    Durability(#[from] crate::durability::DurabilityError),
 }
 
 /// Which operation a [`Failure`] is about.

@@ -111,6 +111,7 @@ mod acquire;
 mod address;
 mod admin;
 pub mod backlog;
+pub mod durability;
 pub mod error;
 mod extend;
 pub mod fence;
@@ -135,6 +136,7 @@ pub mod token;
 pub mod watchers;
 
 pub use admin::Released;
+pub use durability::{Durability, DurabilityError};
 pub use error::{Failure, InvalidArgument, LockError, NodeOutcome, NodeReport, Operation};
 pub use lease::{Lease, Lost};
 pub use lock::Lock;

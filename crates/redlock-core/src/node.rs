@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::durability::Durability;
 use crate::runtime::BoxFuture;
 
 /// What one node answered to an acquire request.
@@ -74,6 +75,17 @@ pub enum NodeError {
     /// password. The request counts as sent.
     #[error("authentication or permission refused by the server (check the user, password and ACL rules): {0}")]
     Auth(String),
+    /// The write ran on the master, but fewer replicas than the node's
+    /// [`Durability`] requires acknowledged it within the wait timeout
+    /// (`WAIT`). The vote counts as failed; the request counts as sent, so
+    /// the core releases what an acquire took.
+    #[error("write reached {reached} of {required} required replicas within the wait timeout: counted as a failed vote")]
+    NotReplicated {
+        /// Replicas the node's durability requires.
+        required: u32,
+        /// Replicas that acknowledged in time.
+        reached: u64,
+    },
 }
 
 impl KeyState {
@@ -236,6 +248,14 @@ pub trait Node: Send + Sync + fmt::Debug {
     /// limit (plus releases of what was admitted before).
     fn outstanding(&self) -> Option<usize> {
         None
+    }
+
+    /// What this node waits for after an acquire or extend before it
+    /// answers (see [`Durability`]). The core checks a lock's TTL against
+    /// it: the replica wait must end before the lock's validity does. The
+    /// default is [`Durability::Master`].
+    fn durability(&self) -> Durability {
+        Durability::Master
     }
 
     /// Sends what is still owed (releases in flight), then closes the

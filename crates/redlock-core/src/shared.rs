@@ -167,6 +167,9 @@ impl Shared {
         if self.runtime.now().checked_add(ttl).is_none() {
             return Err(InvalidArgument::TtlTooLarge { ttl, max: MAX_TTL });
         }
+        for node in &self.nodes {
+            node.durability().check_ttl(ttl, allowance)?;
+        }
         Ok(())
     }
 }

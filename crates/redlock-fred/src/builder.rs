@@ -9,7 +9,7 @@ use fred::interfaces::{ClientLike, EventInterface};
 use fred::types::config::{Config, Options, ReconnectPolicy};
 use fred::types::{Builder as ClientBuilder, ClientState, ConnectHandle};
 use redlock_core::backlog::{self, Backlog};
-use redlock_core::Scripts;
+use redlock_core::{Durability, Scripts};
 
 use crate::error::{node_error, Error, Secrets};
 use crate::node::Settings;
@@ -86,6 +86,7 @@ pub struct Builder {
     wake_on_release: bool,
     max_outstanding: usize,
     native_commands: bool,
+    durability: Durability,
 }
 
 impl fmt::Debug for Builder {
@@ -99,6 +100,7 @@ impl fmt::Debug for Builder {
             .field("wake_on_release", &self.wake_on_release)
             .field("max_outstanding", &self.max_outstanding)
             .field("native_commands", &self.native_commands)
+            .field("durability", &self.durability)
             .finish_non_exhaustive()
     }
 }
@@ -128,7 +130,37 @@ impl Builder {
             wake_on_release: true,
             max_outstanding: backlog::DEFAULT_LIMIT,
             native_commands: true,
+            durability: Durability::Master,
         }
+    }
+
+    /// What an acquire or extend waits for before the node answers
+    /// (default [`Durability::Master`]: the master's reply). For a node
+    /// that is a replicated deployment (a Sentinel-managed master, a
+    /// master with replicas), [`Durability::replicas`] follows every batch
+    /// holding an acquire or extend with one `WAIT count timeout` on the
+    /// same connection, sent once the batch was answered; when fewer
+    /// replicas acknowledged in time, the requests of that batch that took
+    /// effect fail with [`NodeError::NotReplicated`](redlock_core::NodeError::NotReplicated)
+    /// (a failed vote; the core releases what an acquire took). Cost: one
+    /// more round trip, and the replicas' acknowledgement, per batch with
+    /// writes. Refused on a cluster ([`Error::InvalidConfig`]).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use redlock_core::Durability;
+    /// use redlock_fred::FredNode;
+    ///
+    /// let node = FredNode::builder()
+    ///     .durability(Durability::replicas(1, Duration::from_millis(50))?)
+    ///     .connect("redis://127.0.0.1:6379")
+    ///     .await?;
+    /// # let _ = node; Ok(()) }
+    /// ```
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
     }
 
     /// Replaces the Lua scripts (node-redlock's `lockScript` and friends).
@@ -298,6 +330,7 @@ impl Builder {
             wake_on_release: self.wake_on_release,
             native_commands: self.native_commands,
             backlog: Backlog::new(self.max_outstanding)?,
+            durability: self.durability,
             tasks,
         })
     }

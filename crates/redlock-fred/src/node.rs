@@ -16,7 +16,7 @@ use futures_util::future::join_all;
 use redlock_core::backlog::Backlog;
 use redlock_core::node::ttl_millis;
 use redlock_core::slot::hash_slot;
-use redlock_core::{async_trait, Acquire, Extend, KeyState, Node, NodeError};
+use redlock_core::{async_trait, Acquire, Durability, Extend, KeyState, Node, NodeError};
 use redlock_kit::slots::{self, Resends, SlotSender};
 use redlock_kit::watch::ReleaseHub;
 use redlock_kit::{FinishOnDrop, LoadedScripts, Planner, Queue, Subscriptions};
@@ -71,6 +71,8 @@ pub(crate) struct Settings {
     /// Whether native commands may replace the built-in scripts.
     pub(crate) native_commands: bool,
     pub(crate) backlog: Backlog,
+    /// What an acquire or extend waits for (see [`Builder::durability`](crate::Builder::durability)).
+    pub(crate) durability: Durability,
     /// The connection task of each client when the node owns it (made by
     /// [`Builder::open`]), `None` for an application's client.
     pub(crate) tasks: Vec<Option<ConnectHandle>>,
@@ -97,6 +99,7 @@ struct Inner {
     /// Wake-on-release for a single server; `None` otherwise or when turned
     /// off.
     watch: Option<ReleaseHub>,
+    durability: Durability,
 }
 
 impl fmt::Debug for FredNode {
@@ -264,6 +267,7 @@ impl FredNode {
             wake_on_release,
             native_commands,
             backlog,
+            durability,
             mut tasks,
         } = settings;
         let first = clients.first().ok_or(Error::EmptyPool)?;
@@ -274,6 +278,13 @@ impl FredNode {
         }
         let id = node_id(&config);
         let clustered = config.server.is_clustered();
+        if clustered && durability != Durability::Master {
+            return Err(Error::InvalidConfig(
+                "durability with replica wait is not supported on a cluster node: \
+                 use Durability::Master"
+                    .into(),
+            ));
+        }
         let watch = (wake_on_release && !clustered && !config.server.is_sentinel())
             .then(|| ReleaseHub::spawn(Recipe::from_client(first), secrets.clone(), id.clone()))
             .flatten();
@@ -284,7 +295,7 @@ impl FredNode {
             fail_fast: false,
             ..options.clone()
         };
-        let planner = Planner::new(LoadedScripts::new(&scripts));
+        let planner = Planner::new(LoadedScripts::new(&scripts)).with_durability(durability);
         let mut queues = Vec::with_capacity(clients.len());
         for client in &clients {
             let wire = Wire {
@@ -318,6 +329,7 @@ impl FredNode {
             secrets,
             closed: AtomicBool::new(false),
             watch,
+            durability,
         });
         if !inner.clients[0].has_reconnect_policy() {
             tracing::warn!(node = %inner.id, "fred client has no reconnect policy: after a restart this node stays unreachable");
@@ -488,6 +500,11 @@ impl Node for FredNode {
     /// waiting count until fred answers them or closes their connection.
     fn outstanding(&self) -> Option<usize> {
         Some(self.inner.backlog.outstanding())
+    }
+
+    /// As set with [`Builder::durability`](crate::Builder::durability).
+    fn durability(&self) -> Durability {
+        self.inner.durability
     }
 
     /// Refuses new requests, waits up to the response timeout for the

@@ -162,6 +162,16 @@ impl Wire {
                 "CLIENT",
                 vec![text("KILL"), text("ID"), Value::Integer(*id)],
             ),
+            Command::Wait {
+                replicas,
+                timeout_ms,
+            } => custom(
+                "WAIT",
+                vec![
+                    Value::Integer(i64::from(*replicas)),
+                    Value::Integer(i64::try_from(*timeout_ms).unwrap_or(i64::MAX)),
+                ],
+            ),
         }
     }
 
@@ -236,6 +246,12 @@ impl Executor for Wire {
         } else {
             planner.plan(calls)
         };
+        // A trailing WAIT is sent once the rest was answered: a command
+        // refused unrun (NOSCRIPT) is sent again inside `run`, and the WAIT
+        // must follow that too.
+        let (waits, entries): (Vec<Entry<'_>>, Vec<Entry<'_>>) = entries
+            .into_iter()
+            .partition(|e| matches!(e.command, Command::Wait { .. }));
         let slot = |e: &Entry<'_>| {
             let first = e
                 .answers
@@ -282,6 +298,10 @@ impl Executor for Wire {
                 other => other,
             };
             entry.distribute(reply, &mut results);
+        }
+        for wait in &waits {
+            let reply = self.run(wait, 0).await;
+            wait.distribute(reply, &mut results);
         }
         results
     }

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use redlock_core::{Acquire, BoxFuture, Extend, KeyState, Node, NodeError};
+use redlock_core::{Acquire, BoxFuture, Durability, Extend, KeyState, Node, NodeError};
 
 use crate::queue::Queue;
 use crate::watch::{ReleaseHub, Subscriptions};
@@ -19,6 +19,7 @@ pub struct QueueNode {
     id: String,
     queue: Queue,
     watch: Option<ReleaseHub>,
+    durability: Durability,
 }
 
 impl fmt::Debug for QueueNode {
@@ -32,7 +33,21 @@ impl fmt::Debug for QueueNode {
 impl QueueNode {
     /// A node `id` over `queue`, woken on release by `watch` if given.
     pub fn new(id: String, queue: Queue, watch: Option<ReleaseHub>) -> Self {
-        QueueNode { id, queue, watch }
+        QueueNode {
+            id,
+            queue,
+            watch,
+            durability: Durability::Master,
+        }
+    }
+
+    /// The same, telling the core what its acquires and extends wait for
+    /// (the executor's planner must end writes with the matching `WAIT`:
+    /// [`Planner::with_durability`](crate::plan::Planner::with_durability)).
+    #[must_use]
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
     }
 
     /// The node's queue.
@@ -90,6 +105,10 @@ impl Node for QueueNode {
 
     fn outstanding(&self) -> Option<usize> {
         Some(self.queue.outstanding())
+    }
+
+    fn durability(&self) -> Durability {
+        self.durability
     }
 
     /// Stops taking requests, waits until everything already queued (a
@@ -188,6 +207,11 @@ macro_rules! node_via {
             fn outstanding(&self) -> Option<usize> {
                 let $this = self;
                 $crate::__core::Node::outstanding($inner)
+            }
+
+            fn durability(&self) -> $crate::__core::Durability {
+                let $this = self;
+                $crate::__core::Node::durability($inner)
             }
 
             async fn quit(&self) -> Result<(), $crate::__core::NodeError> {

@@ -16,7 +16,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use redlock_core::NodeError;
+use redlock_core::{Acquire, Durability, Extend, NodeError};
 
 use crate::call::{Call, Kind, LoadedScripts, Script};
 use crate::native;
@@ -85,6 +85,18 @@ pub enum Command<'a> {
     /// announces a native release, or the question that detects them
     /// ([`native::detect`]). See [`native`].
     Native(native::Command<'a>),
+    /// `WAIT replicas timeout_ms`: waits until `replicas` replicas
+    /// acknowledged every write sent before it on this connection, or
+    /// `timeout_ms` passed; replies how many did. Ends a batch with
+    /// acquires or extends when the planner's [`Durability`] asks for
+    /// replicas.
+    Wait {
+        /// Replicas required.
+        replicas: u32,
+        /// The server-side timeout in ms (above zero: `WAIT` with 0
+        /// blocks until the replicas answer).
+        timeout_ms: u64,
+    },
 }
 
 impl Command<'_> {
@@ -107,13 +119,19 @@ pub enum Answers {
     One(usize),
     /// These calls, one entry of an array reply each.
     Each(Vec<usize>),
+    /// The acquires and extends a [`Command::Wait`] covers: its reply
+    /// answers none of them, but when fewer replicas than required
+    /// acknowledged, each of them that took effect fails with
+    /// [`NodeError::NotReplicated`] (see [`Entry::distribute`]).
+    Replicated(Vec<usize>),
 }
 
 impl Answers {
-    /// The indices of the calls answered, in order.
+    /// The indices of the calls answered, in order (none for
+    /// [`Replicated`](Self::Replicated): a `WAIT` only amends answers).
     pub fn calls(&self) -> &[usize] {
         match self {
-            Answers::Nothing => &[],
+            Answers::Nothing | Answers::Replicated(_) => &[],
             Answers::One(i) => std::slice::from_ref(i),
             Answers::Each(calls) => calls,
         }
@@ -134,7 +152,12 @@ impl Entry<'_> {
     /// like the batch): the reply itself to a single call; to several
     /// calls, one entry of the array each ([`Reply::Error`] entries as
     /// [`NodeError::Server`]); a reply of the wrong shape fails them all
-    /// with [`NodeError::Protocol`]. Out-of-range indices are ignored.
+    /// with [`NodeError::Protocol`]. A `WAIT`'s reply
+    /// ([`Answers::Replicated`]) is handed out last, over the answers
+    /// already in `results`: below the required count, every acquire that
+    /// took its keys and every extend that extended them becomes
+    /// [`NodeError::NotReplicated`] (an error reply, or any other reply,
+    /// fails them too). Out-of-range indices are ignored.
     pub fn distribute(
         &self,
         reply: Result<Reply, NodeError>,
@@ -147,6 +170,35 @@ impl Entry<'_> {
         };
         match &self.answers {
             Answers::Nothing => {}
+            Answers::Replicated(writes) => {
+                let required = match self.command {
+                    Command::Wait { replicas, .. } => replicas,
+                    _ => 0,
+                };
+                let error = match reply {
+                    Ok(Reply::Int(n)) if n >= i64::from(required) => return,
+                    Ok(Reply::Int(n)) => NodeError::NotReplicated {
+                        required,
+                        reached: u64::try_from(n).unwrap_or(0),
+                    },
+                    Ok(Reply::Error(e)) => NodeError::Server(e),
+                    Ok(other) => {
+                        let mut text = format!("{other:?}");
+                        crate::reply::truncate(&mut text, 200);
+                        NodeError::Protocol(format!(
+                            "expected a replica count from WAIT, got {text}"
+                        ))
+                    }
+                    Err(e) => e,
+                };
+                for &i in writes {
+                    if let Some(slot) = results.get_mut(i) {
+                        if took_effect(slot) {
+                            *slot = Err(error.clone());
+                        }
+                    }
+                }
+            }
             Answers::One(i) => set(*i, reply),
             Answers::Each(calls) => match reply {
                 Ok(Reply::Array(items)) if items.len() == calls.len() => {
@@ -175,8 +227,18 @@ impl Entry<'_> {
     }
 }
 
-/// Plans batches for one connection: its scripts (with their digests)
-/// and what its server can do. Cheap to clone.
+/// Whether an acquire's or extend's answer says it took effect: the keys
+/// were taken, or their TTL set.
+fn took_effect(answer: &Result<Reply, NodeError>) -> bool {
+    let Ok(reply) = answer else {
+        return false;
+    };
+    crate::reply::acquire(reply) == Ok(Acquire::Acquired)
+        || crate::reply::extend(reply) == Ok(Extend::Extended)
+}
+
+/// Plans batches for one connection: its scripts (with their digests),
+/// what its server can do, and what a write waits for. Cheap to clone.
 ///
 /// ```
 /// use redlock_kit::plan::{Command, Planner};
@@ -200,15 +262,30 @@ impl Entry<'_> {
 pub struct Planner {
     scripts: Arc<LoadedScripts>,
     capabilities: Capabilities,
+    durability: Durability,
 }
 
 impl Planner {
-    /// A planner for `scripts`, with no [`Capabilities`].
+    /// A planner for `scripts`, with no [`Capabilities`] and
+    /// [`Durability::Master`].
     pub fn new(scripts: LoadedScripts) -> Self {
         Planner {
             scripts: Arc::new(scripts),
             capabilities: Capabilities::default(),
+            durability: Durability::Master,
         }
+    }
+
+    /// The same, ending every batch that holds an acquire or extend with a
+    /// [`Command::Wait`] when `durability` asks for replicas.
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// What a write waits for, as the planner plans it.
+    pub fn durability(&self) -> Durability {
+        self.durability
     }
 
     /// The same, for a server that can do what `capabilities` says.
@@ -274,8 +351,33 @@ impl Planner {
     /// keys in the state the original order gives (a release deletes only
     /// keys that hold its own token). A one-key release the server can do
     /// natively ([`native_release`](Self::native_release)) stays in its
-    /// place, as two commands.
+    /// place, as two commands. With a replica wait
+    /// ([`with_durability`](Self::with_durability)), a batch holding
+    /// acquires or extends ends with one [`Command::Wait`] that covers them
+    /// all ([`Answers::Replicated`]).
     pub fn plan<'a>(&'a self, calls: &'a [Call]) -> Vec<Entry<'a>> {
+        let mut entries = self.plan_calls(calls);
+        if let Some((replicas, timeout)) = self.durability.replica_wait() {
+            let writes: Vec<usize> = calls
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| matches!(c.kind, Kind::Acquire | Kind::Extend))
+                .map(|(i, _)| i)
+                .collect();
+            if !writes.is_empty() {
+                entries.push(Entry {
+                    command: Command::Wait {
+                        replicas,
+                        timeout_ms: redlock_core::node::ttl_millis(timeout),
+                    },
+                    answers: Answers::Replicated(writes),
+                });
+            }
+        }
+        entries
+    }
+
+    fn plan_calls<'a>(&'a self, calls: &'a [Call]) -> Vec<Entry<'a>> {
         let one = |i: usize, entries: &mut Vec<Entry<'a>>| match self.native_release(&calls[i]) {
             Some([delete, announce]) => entries.extend([
                 Entry {
@@ -523,5 +625,88 @@ mod tests {
         entries[1].distribute(Ok(Reply::Int(3)), &mut results);
         assert!(matches!(results[0], Err(NodeError::Protocol(_))));
         assert!(matches!(results[2], Err(NodeError::Protocol(_))));
+    }
+
+    fn waiting() -> Planner {
+        let wait = Durability::replicas(1, std::time::Duration::from_millis(50)).expect("valid");
+        Planner::new(LoadedScripts::new(&Scripts::default())).with_durability(wait)
+    }
+
+    #[test]
+    fn a_replica_wait_ends_a_batch_with_writes_and_only_such_a_batch() {
+        let planner = waiting();
+        let calls = [
+            call(Kind::Acquire, &["x", "y"]),
+            call(Kind::Release, &["a"]),
+            call(Kind::Extend, &["b"]),
+            call(Kind::Inspect, &["c"]),
+        ];
+        let entries = planner.plan(&calls);
+        let last = entries.last().expect("entries");
+        assert_eq!(
+            last.command,
+            Command::Wait {
+                replicas: 1,
+                timeout_ms: 50
+            }
+        );
+        assert_eq!(last.answers, Answers::Replicated(vec![0, 2]));
+        assert!(last.answers.calls().is_empty(), "a WAIT answers no call");
+        let reads = [call(Kind::Release, &["a"]), call(Kind::Inspect, &["c"])];
+        assert!(planner
+            .plan(&reads)
+            .iter()
+            .all(|e| !matches!(e.command, Command::Wait { .. })));
+        let plain = Planner::new(LoadedScripts::new(&Scripts::default()));
+        assert!(plain
+            .plan(&calls)
+            .iter()
+            .all(|e| !matches!(e.command, Command::Wait { .. })));
+    }
+
+    #[test]
+    fn too_few_replicas_fail_the_writes_that_took_effect() {
+        let planner = waiting();
+        let calls = [
+            call(Kind::Acquire, &["x"]),
+            call(Kind::Acquire, &["held"]),
+            call(Kind::Extend, &["y"]),
+            call(Kind::Release, &["z"]),
+        ];
+        let entries = planner.plan(&calls);
+        let wait = entries.last().expect("the WAIT");
+        let answered = || -> Vec<Result<Reply, NodeError>> {
+            vec![
+                Ok(Reply::Text("OK".into())),
+                Ok(Reply::Nil),
+                Ok(Reply::Int(1)),
+                Ok(Reply::Int(1)),
+            ]
+        };
+        let mut enough = answered();
+        wait.distribute(Ok(Reply::Int(1)), &mut enough);
+        assert_eq!(enough, answered(), "enough replicas change nothing");
+
+        let mut short = answered();
+        wait.distribute(Ok(Reply::Int(0)), &mut short);
+        let not = Err(NodeError::NotReplicated {
+            required: 1,
+            reached: 0,
+        });
+        assert_eq!(short[0], not, "the acquire that took its key");
+        assert_eq!(short[1], Ok(Reply::Nil), "a held key was not taken");
+        assert_eq!(short[2], not, "the extend that extended");
+        assert_eq!(short[3], Ok(Reply::Int(1)), "a release is not covered");
+
+        let mut refused = answered();
+        wait.distribute(
+            Ok(Reply::Error("ERR WAIT cannot be used".into())),
+            &mut refused,
+        );
+        assert!(matches!(refused[0], Err(NodeError::Server(_))));
+        let mut broken = answered();
+        wait.distribute(Err(NodeError::Connection("reset".into())), &mut broken);
+        assert_eq!(broken[2], Err(NodeError::Connection("reset".into())));
+        assert_eq!(broken[1], Ok(Reply::Nil));
     }
 }

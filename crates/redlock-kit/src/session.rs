@@ -200,6 +200,15 @@ impl<L: Link> Session<L> {
         }
     }
 
+    /// What acquires and extends wait for: with a replica wait, every
+    /// batch holding one ends with a `WAIT` (see
+    /// [`Planner::with_durability`]).
+    #[must_use]
+    pub fn with_durability(mut self, durability: redlock_core::Durability) -> Self {
+        self.planner = self.planner.with_durability(durability);
+        self
+    }
+
     /// Whether one-key releases and extends may use the server's native
     /// commands where it has them (default `true`; see
     /// [`native`](crate::native)).
@@ -578,7 +587,10 @@ impl<L: Link> Executor for Session<L> {
         // They were not executed, so this is no retry.
         let mut missing: Vec<Entry<'_>> = Vec::new();
         for (entry, reply) in entries.into_iter().zip(replies) {
-            if is_noscript(&reply) {
+            // The trailing WAIT covered only what ran before it: with
+            // requests to send again it follows them once more.
+            let resend_wait = matches!(entry.command, Command::Wait { .. }) && !missing.is_empty();
+            if resend_wait || is_noscript(&reply) {
                 missing.push(Entry {
                     command: entry.command.by_source(),
                     answers: entry.answers,
@@ -603,6 +615,16 @@ impl<L: Link> Executor for Session<L> {
                     let errors = self.fail_batch(&members, failed).await;
                     for (i, e) in indices.into_iter().zip(errors) {
                         results[i] = e;
+                    }
+                    // Writes of the first pipeline whose WAIT never ran
+                    // are not known to be replicated.
+                    for entry in missing
+                        .iter()
+                        .filter(|e| matches!(e.command, Command::Wait { .. }))
+                    {
+                        let lost =
+                            NodeError::Connection("connection failed before WAIT answered".into());
+                        entry.distribute(Err(lost), &mut results);
                     }
                 }
             }
@@ -637,6 +659,8 @@ mod tests {
         no_client_id: bool,
         /// The server has Valkey's `DELIFEQ` and `SET … IFEQ`.
         valkey: bool,
+        /// How many replicas `WAIT` says acknowledged.
+        replicas: i64,
     }
 
     #[derive(Clone, Default)]
@@ -682,6 +706,10 @@ mod tests {
             Command::InfoServer => "INFO".into(),
             Command::ClientKill { id } => format!("CLIENT KILL {id}"),
             Command::Native(n) => n.to_string(),
+            Command::Wait {
+                replicas,
+                timeout_ms,
+            } => format!("WAIT {replicas} {timeout_ms}"),
         }
     }
 
@@ -729,6 +757,7 @@ mod tests {
                             Err(NodeError::Server("ERR unknown command".into()))
                         }
                         Command::ClientId => Ok(Reply::Int(s.connects)),
+                        Command::Wait { .. } => Ok(Reply::Int(s.replicas)),
                         Command::Native(n) if n.name == "COMMAND" => {
                             let delifeq = Reply::Array(vec![Reply::Text("delifeq".into())]);
                             Ok(Reply::Array(if s.valkey {
@@ -876,6 +905,42 @@ mod tests {
         let mut s = session(&fake, None).with_native(false);
         s.execute(&[call(Kind::Release, "b")]).await;
         assert_eq!(fake.lock_commands(), ["EVALSHA Release b"]);
+    }
+
+    #[tokio::test]
+    async fn a_replica_wait_follows_the_writes_it_covers_even_when_they_are_sent_again() {
+        let fake = Fake::default();
+        fake.with(|s| {
+            s.flushed = true;
+            s.replicas = 1;
+        });
+        let wait = redlock_core::Durability::replicas(1, Duration::from_millis(50)).expect("valid");
+        let mut s = session(&fake, None).with_durability(wait);
+        let r = s
+            .execute(&[call(Kind::Extend, "a"), call(Kind::Release, "b")])
+            .await;
+        assert_eq!(r, [Ok(Reply::Int(1)), Ok(Reply::Int(1))]);
+        assert_eq!(
+            fake.lock_commands(),
+            [
+                "EVALSHA Extend a",
+                "EVALSHA Release b",
+                "WAIT 1 50",
+                "EVAL Extend a",
+                "EVAL Release b",
+                "WAIT 1 50"
+            ]
+        );
+        // Too few replicas: the write that took effect is a failed vote.
+        fake.with(|s| s.replicas = 0);
+        let r = s.execute(&[call(Kind::Extend, "a")]).await;
+        assert_eq!(
+            r,
+            [Err(NodeError::NotReplicated {
+                required: 1,
+                reached: 0
+            })]
+        );
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use redlock_core::backlog::{self, Backlog};
-use redlock_core::{InvalidArgument, Scripts};
+use redlock_core::{Durability, InvalidArgument, Scripts};
 
 use crate::session::{check_timeouts, DEFAULT_CONNECTION_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
 
@@ -31,6 +31,8 @@ pub struct Settings {
     /// Whether one-key releases and extends may use the server's native
     /// commands (`true`; see [`native`](crate::native)).
     pub native_commands: bool,
+    /// What acquires and extends wait for ([`Durability::Master`]).
+    pub durability: Durability,
 }
 
 impl Default for Settings {
@@ -43,6 +45,7 @@ impl Default for Settings {
             max_outstanding: backlog::DEFAULT_LIMIT,
             wake_on_release: true,
             native_commands: true,
+            durability: Durability::Master,
         }
     }
 }
@@ -183,6 +186,25 @@ macro_rules! builder_methods {
         /// scripts.
         pub fn native_commands(mut self, enabled: bool) -> Self {
             self.$field.native_commands = enabled;
+            self
+        }
+
+        /// What an acquire or extend waits for before the node answers
+        /// (default `Durability::Master`: the master's reply). For a node
+        /// that is a replicated deployment (a Sentinel-managed master, a
+        /// master with replicas), `Durability::replicas` ends every
+        /// pipeline holding an acquire or extend with one
+        /// `WAIT count timeout` on the same connection, which covers every
+        /// write before it; when fewer replicas acknowledged in time, the
+        /// requests of that pipeline that took effect fail with
+        /// `NodeError::NotReplicated` (a failed vote; the core releases
+        /// what an acquire took). Cost: one more command per pipeline with
+        /// writes, and the wait for the replicas' acknowledgement on every
+        /// acquire and extend. A lock's TTL must leave room for the wait
+        /// (checked on every lock call). Refused on a cluster node (a
+        /// configuration error).
+        pub fn durability(mut self, durability: $crate::__core::Durability) -> Self {
+            self.$field.durability = durability;
             self
         }
     };

@@ -31,8 +31,17 @@ struct ClusterExecutor {
 impl Builder {
     /// One node for a whole Redis Cluster, from the URLs of some of its
     /// nodes (seeds). Connects in the background. Requires the `cluster`
-    /// feature.
+    /// feature. A replica wait ([`Builder::durability`]) is refused here
+    /// ([`Error::InvalidConfig`]): a cluster node does not wait for
+    /// replicas yet.
     pub fn open_cluster<S: AsRef<str>>(self, seeds: &[S]) -> Result<RedisNode, Error> {
+        if self.durability_setting() != redlock_core::Durability::Master {
+            return Err(Error::InvalidConfig(
+                "durability with replica wait is not supported on a cluster node: \
+                 use Durability::Master"
+                    .into(),
+            ));
+        }
         let (urls, redact) = seed_urls(seeds, "no cluster seed URLs")?;
         let first = urls.first().copied().unwrap_or_default();
         let (response, connection) = self.timeouts();

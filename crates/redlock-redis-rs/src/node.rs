@@ -90,7 +90,8 @@ impl Default for Builder {
 
 /// `scripts`, `response_timeout` (default 10 s), `connection_timeout`
 /// (default 1 s), `max_batch`, `max_outstanding`, `wake_on_release`,
-/// `native_commands` (see [`redlock_kit::native`]): the settings every Redlock adapter has, with the same defaults. Only nodes
+/// `native_commands` (see [`redlock_kit::native`]), `durability` (see
+/// [`redlock_core::Durability`]; refused on a cluster node): the settings every Redlock adapter has, with the same defaults. Only nodes
 /// made from a URL or a [`Client`] wake waiters on release. A zero timeout
 /// is [`Error::InvalidConfig`], a backlog limit out of range
 /// [`Error::InvalidArgument`]. See [`RedisNode::outstanding`].
@@ -184,7 +185,8 @@ impl Builder {
             self.settings.response_timeout,
             backlog.clone(),
         )
-        .with_native(self.settings.native_commands);
+        .with_native(self.settings.native_commands)
+        .with_durability(self.settings.durability);
         self.spawn(session, id, backlog, watch)
     }
 
@@ -195,6 +197,11 @@ impl Builder {
             Invalid::Config(text) => Error::InvalidConfig(text),
             Invalid::Argument(e) => Error::InvalidArgument(e),
         })
+    }
+
+    #[cfg(any(feature = "cluster", feature = "sentinel"))]
+    pub(crate) fn durability_setting(&self) -> redlock_core::Durability {
+        self.settings.durability
     }
 
     #[cfg(feature = "sentinel")]
@@ -217,7 +224,9 @@ impl Builder {
         let queue = Queue::spawn(executor, self.settings.max_batch, backlog)
             .map_err(|_| Error::NoRuntime)?;
         Ok(RedisNode {
-            inner: Arc::new(QueueNode::new(id, queue, watch)),
+            inner: Arc::new(
+                QueueNode::new(id, queue, watch).with_durability(self.settings.durability),
+            ),
         })
     }
 

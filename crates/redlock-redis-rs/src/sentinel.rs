@@ -45,7 +45,8 @@ impl Builder {
             self.response_timeout_setting(),
             backlog.clone(),
         )
-        .with_native(self.native_commands_setting());
+        .with_native(self.native_commands_setting())
+        .with_durability(self.durability_setting());
         self.spawn(executor, id, backlog, None)
     }
 

@@ -93,6 +93,14 @@ pub(crate) fn command(command: &Command<'_>) -> Cmd {
             cmd.arg("KILL").arg("ID").arg(*id);
             cmd
         }
+        Command::Wait {
+            replicas,
+            timeout_ms,
+        } => {
+            let mut cmd = redis::cmd("WAIT");
+            cmd.arg(*replicas).arg(*timeout_ms);
+            cmd
+        }
     }
 }
 

@@ -41,6 +41,7 @@
 use redlock_core::InvalidArgument;
 
 mod config;
+mod failover;
 mod faults;
 pub mod processes;
 mod register;
@@ -49,6 +50,7 @@ mod run;
 mod scenarios;
 
 pub use config::*;
+pub use failover::*;
 pub use faults::*;
 pub use register::*;
 pub use report::*;
@@ -56,7 +58,7 @@ pub use run::*;
 pub use scenarios::*;
 
 pub(crate) use faults::blocking;
-pub(crate) use run::{error_kind, keys_left, options};
+pub(crate) use run::{error_kind, keys_left, options, run_with};
 
 /// Why a run could not be carried out.
 #[derive(Debug, thiserror::Error)]

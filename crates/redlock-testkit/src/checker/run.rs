@@ -104,6 +104,22 @@ where
     F: FnOnce(Stop) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    run_with(clients, config, fault, false).await
+}
+
+/// [`run_clients`]; with `fault_ends_run`, a fault that returns on its own
+/// (after a fixed number of failovers, say) also ends the run: contenders
+/// finish their holds and stop.
+pub(crate) async fn run_with<F, Fut>(
+    clients: Vec<Vec<Arc<dyn Node>>>,
+    config: Config,
+    fault: F,
+    fault_ends_run: bool,
+) -> Result<Report, CheckError>
+where
+    F: FnOnce(Stop) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     if config.client_pause.is_some()
         && tokio::runtime::Handle::current().runtime_flavor()
             != tokio::runtime::RuntimeFlavor::MultiThread
@@ -121,9 +137,6 @@ where
     let register = Arc::new(Register::default());
     let config = Arc::new(config);
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let fault_task = tokio::spawn(fault(Stop(stop_rx)));
-
     let began = Instant::now();
     let shared = Arc::new(Shared {
         began,
@@ -136,6 +149,15 @@ where
         holders_seen: Mutex::default(),
         errors: Mutex::default(),
         done: AtomicBool::default(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let fault = fault(Stop(stop_rx));
+    let ends = shared.clone();
+    let fault_task = tokio::spawn(async move {
+        fault.await;
+        if fault_ends_run {
+            ends.done.store(true, Ordering::Relaxed);
+        }
     });
     let mut tasks = Vec::with_capacity(config.contenders);
     for i in 0..config.contenders.max(1) {

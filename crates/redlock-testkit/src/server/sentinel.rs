@@ -133,9 +133,33 @@ impl Sentinel {
         if ok {
             Ok(())
         } else {
+            let seen: Vec<String> = self
+                .sentinels
+                .iter()
+                .map(|s| {
+                    s.command(&["SENTINEL", "master", Self::MASTER_NAME])
+                        .map(|r| {
+                            let items: Vec<String> = r.items().iter().map(|x| x.text()).collect();
+                            items
+                                .chunks(2)
+                                .filter(|kv| {
+                                    ["port", "flags", "num-slaves", "num-other-sentinels"]
+                                        .contains(&kv[0].as_str())
+                                })
+                                .map(|kv| kv.join("="))
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        })
+                        .unwrap_or_else(|e| e.to_string())
+                })
+                .collect();
             Err(ServerError::Settle(format!(
                 "sentinel deployment did not settle on master port {master_port} within \
-                 {SETTLE_TIMEOUT:?}"
+                 {SETTLE_TIMEOUT:?}: master role {:?}, replica link {:?} to port {:?}; \
+                 sentinels see {seen:?}",
+                master.info_field("replication", "role"),
+                replica.info_field("replication", "master_link_status"),
+                replica.info_field("replication", "master_port"),
             )))
         }
     }
@@ -161,6 +185,52 @@ impl Sentinel {
         } else {
             &self.master
         }
+    }
+
+    /// The data server that is not [`current_master`](Self::current_master):
+    /// the replica, as long as both run.
+    pub fn current_replica(&self) -> &RedisServer {
+        if self.current_master().port() == self.master.port() {
+            &self.replica
+        } else {
+            &self.master
+        }
+    }
+
+    /// An unplanned failover: kills the current master (SIGKILL, its data
+    /// gone), runs `after_kill` (resume a replica paused beforehand, say),
+    /// waits until the sentinels promoted the replica, restarts the old
+    /// master empty as the new one's replica and waits until it is in sync
+    /// and every sentinel knows it.
+    /// Returns the new master's port.
+    pub fn kill_master(&self, after_kill: impl FnOnce(&RedisServer)) -> Result<u16> {
+        let old = self.current_master();
+        let new = self.current_replica();
+        old.kill();
+        after_kill(new);
+        let promoted = wait_until(SETTLE_TIMEOUT, || {
+            new.info_field("replication", "role").as_deref() == Some("master")
+                && self
+                    .sentinels
+                    .iter()
+                    .all(|s| self.master_port_seen_by(s) == Some(new.port()))
+        });
+        if !promoted {
+            return Err(ServerError::Settle(format!(
+                "replica on port {} was not promoted within {SETTLE_TIMEOUT:?}",
+                new.port()
+            )));
+        }
+        old.restart()?;
+        // What the sentinels would tell the restarted server after a few
+        // seconds of it claiming to be a master, said at once.
+        let port = new.port().to_string();
+        let reply = old.text(&["REPLICAOF", "127.0.0.1", &port])?;
+        if reply.starts_with('-') {
+            return Err(ServerError::Settle(format!("REPLICAOF: {reply}")));
+        }
+        self.wait_settled(new.port())?;
+        Ok(new.port())
     }
 
     /// The data servers: the one started as master and the one started as
