@@ -497,7 +497,7 @@ async fn setup(args: &Args) -> Result<Env, String> {
                 .map(|_| RedisServer::start())
                 .collect::<Result<_, _>>()
                 .map_err(|e| format!("starting redis-server: {e}"))?;
-            let version = std::process::Command::new(redlock_testkit::server::server_binary())
+            let version = std::process::Command::new(servers::binary())
                 .arg("--version")
                 .output();
             if let Ok(v) = version {

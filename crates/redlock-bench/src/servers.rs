@@ -14,13 +14,19 @@ pub struct Server {
     dir: PathBuf,
 }
 
+/// The server binary: `$REDLOCK_SERVER_BIN`, else `$REDIS_SERVER`, else
+/// `redis-server` on the `PATH`.
+pub fn binary() -> String {
+    std::env::var("REDLOCK_SERVER_BIN")
+        .or_else(|_| std::env::var("REDIS_SERVER"))
+        .unwrap_or_else(|_| "redis-server".into())
+}
+
 impl Server {
     /// Starts `redis-server` (or `$REDLOCK_SERVER_BIN`) without persistence and
     /// waits until it accepts connections.
     pub fn start() -> Result<Server, String> {
-        let binary = std::env::var("REDLOCK_SERVER_BIN")
-            .or_else(|_| std::env::var("REDIS_SERVER"))
-            .unwrap_or_else(|_| "redis-server".into());
+        let binary = binary();
         let mut last = String::new();
         for _ in 0..5 {
             let port = TcpListener::bind("127.0.0.1:0")
