@@ -309,6 +309,7 @@ impl FredNode {
                 id: id.clone(),
                 loaded: false,
                 held: false,
+                announce: Vec::new(),
                 // A cluster's calls are single-slot script calls, sent as
                 // they are.
                 detect_native: native_commands && !clustered,

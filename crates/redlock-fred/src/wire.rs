@@ -51,6 +51,10 @@ pub(crate) struct Wire {
     /// fred may still hold requests of a batch given up when its
     /// connection was lost; it writes them first once it reconnects.
     pub(crate) held: bool,
+    /// Native releases that deleted their key and are still to be
+    /// announced (key, token): sent with the next batch, or in an empty
+    /// batch of their own right after this one. Best effort.
+    pub(crate) announce: Vec<(String, String)>,
     /// The server is still to be asked which native commands it has (see
     /// [`redlock_kit::native`]): once, before the first batch that finds
     /// the client connected.
@@ -225,6 +229,11 @@ impl Executor for Wire {
         self.load().await;
     }
 
+    /// Announcements of native releases are still to be sent.
+    fn owes(&self) -> bool {
+        !self.announce.is_empty()
+    }
+
     /// Every command of the batch is handed to fred at once, in order; the
     /// answers come back in that order on the one connection.
     async fn execute(&mut self, calls: &[Call]) -> Vec<Result<Reply, NodeError>> {
@@ -237,7 +246,15 @@ impl Executor for Wire {
             self.detect().await;
         }
         let planner = self.planner.clone();
-        let entries = if self.clustered {
+        // Announcements of native releases answered earlier go first (a
+        // cluster node plans no native release, so slot 0 is never used
+        // for them). Best effort: lost if this batch fails.
+        let pending = std::mem::take(&mut self.announce);
+        let announced = pending.iter().map(|(key, token)| Entry {
+            command: Command::Native(native::announce(key, token)),
+            answers: redlock_kit::plan::Answers::Nothing,
+        });
+        let planned = if self.clustered {
             let single = |(i, call)| Entry {
                 command: planner.single(call),
                 answers: redlock_kit::plan::Answers::One(i),
@@ -246,6 +263,7 @@ impl Executor for Wire {
         } else {
             planner.plan(calls)
         };
+        let entries: Vec<Entry<'_>> = announced.chain(planned).collect();
         // A trailing WAIT is sent once the rest was answered: a command
         // refused unrun (NOSCRIPT) is sent again inside `run`, and the WAIT
         // must follow that too.
@@ -280,7 +298,7 @@ impl Executor for Wire {
             }
         };
         drop(all);
-        if replies.is_empty() {
+        if replies.is_empty() && !entries.is_empty() {
             self.held = true;
             let lost = format!(
                 "{}: connection lost; the request may still be sent once fred reconnects",
@@ -298,6 +316,9 @@ impl Executor for Wire {
                 other => other,
             };
             entry.distribute(reply, &mut results);
+            if let Some(announce) = entry.announcement(calls, &results) {
+                self.announce.push(announce);
+            }
         }
         for wait in &waits {
             let reply = self.run(wait, 0).await;

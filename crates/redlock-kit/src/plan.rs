@@ -227,6 +227,35 @@ impl Entry<'_> {
     }
 }
 
+impl Entry<'_> {
+    /// The announcement owed for this entry once `results` holds its
+    /// answers: `PUBLISH` on the key's release channel when it is a native
+    /// release (see [`Planner::native_release`]) whose reply says it
+    /// deleted the key; `None` otherwise. Sent after the delete was
+    /// answered, so that, as with the built-in script, only a release that
+    /// deleted something wakes waiters.
+    /// Returned as the key and the token, for
+    /// [`native::announce`].
+    pub fn announcement(
+        &self,
+        calls: &[Call],
+        results: &[Result<Reply, NodeError>],
+    ) -> Option<(String, String)> {
+        let Command::Native(command) = &self.command else {
+            return None;
+        };
+        let &[i] = self.answers.calls() else {
+            return None;
+        };
+        let deleted = matches!(results.get(i), Some(Ok(Reply::Int(n))) if *n > 0);
+        let call = calls.get(i)?;
+        if !command.is_release() || !deleted {
+            return None;
+        }
+        Some((call.keys.first()?.clone(), call.token.clone()?))
+    }
+}
+
 /// Whether an acquire's or extend's answer says it took effect: the keys
 /// were taken, or their TTL set.
 fn took_effect(answer: &Result<Reply, NodeError>) -> bool {
@@ -328,19 +357,18 @@ impl Planner {
         }
     }
 
-    /// A one-key release as the server's native compare-and-delete and the
-    /// announcement after it (see [`native`]), where the capabilities and
-    /// the built-in release script allow; the delete answers the call, the
-    /// announcement nobody.
-    pub fn native_release<'a>(&'a self, call: &'a Call) -> Option<[Command<'a>; 2]> {
+    /// A one-key release as the server's native compare-and-delete (see
+    /// [`native`]), where the capabilities and the built-in release script
+    /// allow. It announces nothing itself: once its reply says it deleted,
+    /// the executor sends [`Entry::announcement`] (the built-in script, too,
+    /// announces only what it deleted).
+    pub fn native_release<'a>(&'a self, call: &'a Call) -> Option<Command<'a>> {
         if call.kind != Kind::Release {
             return None;
         }
         let token = call.token.as_deref()?;
         let script = &self.scripts.get(Kind::Release).source;
-        let delete = native::release(self.capabilities, script, &call.keys, token)?;
-        let announce = native::announce(call.keys.first()?, token);
-        Some([Command::Native(delete), Command::Native(announce)])
+        native::release(self.capabilities, script, &call.keys, token).map(Command::Native)
     }
 
     /// How `calls` go on the wire, in order: one command per call
@@ -351,7 +379,7 @@ impl Planner {
     /// keys in the state the original order gives (a release deletes only
     /// keys that hold its own token). A one-key release the server can do
     /// natively ([`native_release`](Self::native_release)) stays in its
-    /// place, as two commands. With a replica wait
+    /// place. With a replica wait
     /// ([`with_durability`](Self::with_durability)), a batch holding
     /// acquires or extends ends with one [`Command::Wait`] that covers them
     /// all ([`Answers::Replicated`]).
@@ -378,21 +406,13 @@ impl Planner {
     }
 
     fn plan_calls<'a>(&'a self, calls: &'a [Call]) -> Vec<Entry<'a>> {
-        let one = |i: usize, entries: &mut Vec<Entry<'a>>| match self.native_release(&calls[i]) {
-            Some([delete, announce]) => entries.extend([
-                Entry {
-                    command: delete,
-                    answers: Answers::One(i),
-                },
-                Entry {
-                    command: announce,
-                    answers: Answers::Nothing,
-                },
-            ]),
-            None => entries.push(Entry {
-                command: self.single(&calls[i]),
+        let one = |i: usize, entries: &mut Vec<Entry<'a>>| {
+            entries.push(Entry {
+                command: self
+                    .native_release(&calls[i])
+                    .unwrap_or_else(|| self.single(&calls[i])),
                 answers: Answers::One(i),
-            }),
+            });
         };
         let mut entries = Vec::with_capacity(calls.len());
         let Some(many) = self.scripts.release_many().filter(|_| calls.len() > 1) else {
@@ -531,12 +551,10 @@ mod tests {
             shape(&valkey.plan(&calls)),
             vec![
                 ("delete", vec![1]),
-                ("announce", vec![]),
                 // The multi-key releases are gathered until a call on one
                 // of their keys.
                 ("many", vec![0, 2]),
                 ("delete", vec![3]),
-                ("announce", vec![]),
                 ("set-ifeq", vec![4]),
                 ("script", vec![5]),
             ]

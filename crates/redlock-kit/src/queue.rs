@@ -182,9 +182,13 @@ impl Shared {
 
     /// Returns the executor; wakes the driver if requests queued meanwhile.
     fn put_back(&self, executor: Box<dyn Executor>) {
+        // What it owes (releases, announcements) after a call run on the
+        // caller's task is the driver's to send, now and not with the
+        // next call, which may never come.
+        let owes = executor.owes();
         let mut state = self.lock();
         state.executor = Some(executor);
-        let wake = !state.waiting.is_empty() || state.closed;
+        let wake = !state.waiting.is_empty() || state.closed || owes;
         drop(state);
         if wake {
             self.wake.notify_one();
@@ -567,6 +571,9 @@ mod tests {
             if let Ok(permit) = self.gate.acquire().await {
                 permit.forget();
             }
+            if calls.iter().any(|c| c.token.as_deref() == Some("owe")) {
+                self.owes.store(true, Ordering::SeqCst);
+            }
             calls.iter().map(self.answer).collect()
         }
 
@@ -763,6 +770,30 @@ mod tests {
         let queue = Queue::spawn(fake, 16, Backlog::default()).expect("in a runtime");
         paid.notified().await;
         assert_eq!(log.lock().unwrap().as_slice(), [Vec::<Call>::new()]);
+        drop(queue);
+    }
+
+    #[tokio::test]
+    async fn what_a_call_on_the_callers_task_leaves_owed_is_sent_without_another_call() {
+        let log = Log::default();
+        let paid = Arc::new(Notify::new());
+        let fake = Fake {
+            log: log.clone(),
+            gate: Arc::new(Semaphore::new(8)),
+            answer: yes,
+            owes: Arc::default(),
+            paid: paid.clone(),
+        };
+        let queue = Queue::spawn(fake, 16, Backlog::default()).expect("in a runtime");
+        queue.ping().await.expect("the fake answers");
+        // The executor is idle: the call runs on this task, and leaves
+        // something owed.
+        let reply = queue.call(call(Kind::Release, "a", "owe")).await;
+        assert_eq!(reply, Ok(Reply::Int(1)));
+        tokio::time::timeout(std::time::Duration::from_secs(10), paid.notified())
+            .await
+            .expect("the driver sends what is owed at once");
+        assert_eq!(kinds(&log).last(), Some(&Vec::new()));
         drop(queue);
     }
 

@@ -39,7 +39,7 @@ use redlock_core::NodeError;
 
 use crate::call::{Call, Kind, LoadedScripts};
 use crate::native::{self, Capabilities};
-use crate::plan::{Command, Entry, Planner};
+use crate::plan::{Answers, Command, Entry, Planner};
 use crate::queue::Executor;
 use crate::reply::Reply;
 
@@ -163,6 +163,11 @@ pub struct Session<L> {
     fence: Option<Identity>,
     /// Releases that must still be sent, oldest first.
     owed: VecDeque<Owed>,
+    /// Native releases that deleted their key and are still to be
+    /// announced (key, token): sent at the head of the next batch, or in
+    /// an empty batch of their own right after this one. Best effort: lost
+    /// with a connection that fails.
+    announce: Vec<(String, String)>,
     backlog: Backlog,
     response_timeout: Option<Duration>,
     /// Cheap to clone, so that a plan borrowing it can live beside
@@ -192,6 +197,7 @@ impl<L: Link> Session<L> {
             identity: None,
             fence: None,
             owed: VecDeque::new(),
+            announce: Vec::new(),
             backlog,
             response_timeout,
             planner: Planner::new(scripts),
@@ -433,36 +439,37 @@ impl<L: Link> Session<L> {
         let owed = std::mem::take(&mut self.owed);
         let planner = self.planner.clone();
         let script = planner.scripts().get(Kind::Release);
-        // Where each release's reply is (the others are announcements).
-        let mut answers = Vec::with_capacity(owed.len());
-        let mut commands: Vec<Command<'_>> = Vec::with_capacity(2 * owed.len());
+        let mut commands: Vec<Command<'_>> = Vec::with_capacity(owed.len());
         for o in &owed {
-            answers.push(commands.len());
-            match planner.native_release(&o.call) {
-                Some(native) => commands.extend(native),
-                None => commands.push(Command::Script {
-                    script,
-                    call: &o.call,
-                    source: true,
-                }),
-            }
+            commands.push(planner.native_release(&o.call).unwrap_or(Command::Script {
+                script,
+                call: &o.call,
+                source: true,
+            }));
         }
         let sent = self.bounded(&commands.iter().collect::<Vec<_>>()).await;
         drop(commands);
         match sent {
             Ok(replies) => {
                 tracing::debug!(node = %self.id, releases = owed.len(), "owed releases sent");
-                let mut replies: Vec<Option<Result<Reply, NodeError>>> =
-                    replies.into_iter().map(Some).collect();
-                Ok(answers
-                    .into_iter()
-                    .map(|i| {
+                let mut replies = replies.into_iter();
+                let replies: Vec<Result<Reply, NodeError>> = owed
+                    .iter()
+                    .map(|_| {
                         replies
-                            .get_mut(i)
-                            .and_then(Option::take)
+                            .next()
                             .unwrap_or_else(|| Err(NodeError::Protocol("no reply".into())))
                     })
-                    .collect())
+                    .collect();
+                for (o, reply) in owed.iter().zip(&replies) {
+                    let deleted = matches!(reply, Ok(Reply::Int(n)) if *n > 0);
+                    if deleted && planner.native_release(&o.call).is_some() {
+                        if let (Some(key), Some(token)) = (o.call.keys.first(), &o.call.token) {
+                            self.announce.push((key.clone(), token.clone()));
+                        }
+                    }
+                }
+                Ok(replies)
             }
             Err(failed) => {
                 // Owed meanwhile (none, as things are) come after these.
@@ -564,18 +571,31 @@ impl<L: Link> Executor for Session<L> {
     }
 
     fn owes(&self) -> bool {
-        !self.owed.is_empty()
+        !self.owed.is_empty() || !self.announce.is_empty()
     }
 
     async fn execute(&mut self, calls: &[Call]) -> Vec<Result<Reply, NodeError>> {
         if let Err(e) = self.ready().await {
+            self.announce.clear();
             return self.fail_batch(calls, Failed::NotConnected(e)).await;
         }
+        // Announcements of releases answered earlier go first.
+        let pending = std::mem::take(&mut self.announce);
+        let announced = pending.iter().map(|(key, token)| Entry {
+            command: Command::Native(native::announce(key, token)),
+            answers: Answers::Nothing,
+        });
         if calls.is_empty() {
+            let entries: Vec<Entry<'_>> = announced.collect();
+            if !entries.is_empty() {
+                if let Err(Failed::Broken(b)) = self.run(&entries).await {
+                    self.broke(&b);
+                }
+            }
             return Vec::new();
         }
         let planner = self.planner.clone();
-        let entries = planner.plan(calls);
+        let entries: Vec<Entry<'_>> = announced.chain(planner.plan(calls)).collect();
         let replies = match self.run(&entries).await {
             Ok(r) => r,
             Err(failed) => return self.fail_batch(calls, failed).await,
@@ -597,6 +617,9 @@ impl<L: Link> Executor for Session<L> {
                 });
             } else {
                 entry.distribute(reply, &mut results);
+                if let Some(announce) = entry.announcement(calls, &results) {
+                    self.announce.push(announce);
+                }
             }
         }
         if !missing.is_empty() {
@@ -661,6 +684,8 @@ mod tests {
         valkey: bool,
         /// How many replicas `WAIT` says acknowledged.
         replicas: i64,
+        /// What a native delete answers (default 1).
+        deletes: Option<i64>,
     }
 
     #[derive(Clone, Default)]
@@ -758,6 +783,9 @@ mod tests {
                         }
                         Command::ClientId => Ok(Reply::Int(s.connects)),
                         Command::Wait { .. } => Ok(Reply::Int(s.replicas)),
+                        Command::Native(n) if n.is_release() => {
+                            Ok(Reply::Int(s.deletes.unwrap_or(1)))
+                        }
                         Command::Native(n) if n.name == "COMMAND" => {
                             let delifeq = Reply::Array(vec![Reply::Text("delifeq".into())]);
                             Ok(Reply::Array(if s.valkey {
@@ -891,20 +919,51 @@ mod tests {
             fake.lock_commands(),
             [
                 "SET a",
+                // Its reply never came: nothing is announced for it.
                 "DELIFEQ b tok",
-                "PUBLISH redlock:release:b tok",
                 "CLIENT KILL 1",
                 "DELIFEQ b tok",
+                // Announced once the delete said it deleted, ahead of the
+                // next batch.
                 "PUBLISH redlock:release:b tok",
                 "SET a tok IFEQ tok PX 1000",
             ]
         );
+        assert!(!s.owes());
         // Told not to, the same session keeps to the scripts.
         let fake = Fake::default();
         fake.with(|s| s.valkey = true);
         let mut s = session(&fake, None).with_native(false);
         s.execute(&[call(Kind::Release, "b")]).await;
         assert_eq!(fake.lock_commands(), ["EVALSHA Release b"]);
+    }
+
+    #[tokio::test]
+    async fn a_native_release_is_announced_only_when_it_deleted() {
+        let fake = Fake::default();
+        fake.with(|s| {
+            s.valkey = true;
+            s.deletes = Some(0);
+        });
+        let mut s = session(&fake, None);
+        let r = s.execute(&[call(Kind::Release, "gone")]).await;
+        assert_eq!(r, [Ok(Reply::Int(0))]);
+        assert!(!s.owes(), "nothing to announce");
+        fake.with(|s| s.deletes = Some(1));
+        let r = s.execute(&[call(Kind::Release, "held")]).await;
+        assert_eq!(r, [Ok(Reply::Int(1))]);
+        // The queue runs an empty batch for what is owed.
+        assert!(s.owes());
+        assert!(s.execute(&[]).await.is_empty());
+        assert!(!s.owes());
+        assert_eq!(
+            fake.lock_commands(),
+            [
+                "DELIFEQ gone tok",
+                "DELIFEQ held tok",
+                "PUBLISH redlock:release:held tok"
+            ]
+        );
     }
 
     #[tokio::test]
