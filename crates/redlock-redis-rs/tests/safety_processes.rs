@@ -51,6 +51,10 @@ async fn run(fault: &str, contenders: usize, acquisitions: u64) -> Report {
         .contenders(contenders)
         .acquisitions(acquisitions)
         .max_duration(std::time::Duration::from_secs(120));
+    run_with(fault, config, acquisitions).await
+}
+
+async fn run_with(fault: &str, config: Config, acquisitions: u64) -> Report {
     let report = processes::run(fault, config, contender_command, node)
         .await
         .unwrap_or_else(|e| panic!("{fault}: {e}"));
@@ -62,7 +66,14 @@ async fn run(fault: &str, contenders: usize, acquisitions: u64) -> Report {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn separate_processes_no_fault() {
-    let report = run("no-fault", 4, 300).await;
+    // A TTL well above any scheduling stall of a loaded test machine: with
+    // no fault, no lock may be lost (holds are 1 ms; the TTL costs nothing).
+    let config = Config::new("processes-no-fault")
+        .contenders(4)
+        .acquisitions(300)
+        .max_duration(std::time::Duration::from_secs(120))
+        .ttl(std::time::Duration::from_secs(10));
+    let report = run_with("no-fault", config, 300).await;
     assert_eq!(report.keys_left, 0, "{report}");
     assert_eq!(report.lost_lock_detections, 0, "{report}");
 }
