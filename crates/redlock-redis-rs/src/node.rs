@@ -204,6 +204,11 @@ impl Builder {
         self.settings.durability
     }
 
+    #[cfg(any(feature = "cluster", feature = "sentinel"))]
+    pub(crate) fn wake_on_release_setting(&self) -> bool {
+        self.settings.wake_on_release
+    }
+
     #[cfg(feature = "sentinel")]
     pub(crate) fn native_commands_setting(&self) -> bool {
         self.settings.native_commands
