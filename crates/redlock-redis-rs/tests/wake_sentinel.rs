@@ -68,7 +68,12 @@ async fn woken_once(
     .await
     .expect("subscribed");
     let master = sentinel.current_master();
-    assert_eq!(numsub(master, &channel), 1, "on the master, port {}", master.port());
+    assert_eq!(
+        numsub(master, &channel),
+        1,
+        "on the master, port {}",
+        master.port()
+    );
     held.unlock().await.expect("unlocked");
     let lock = tokio::time::timeout(PATIENCE, task)
         .await
@@ -91,19 +96,23 @@ async fn the_release_watch_follows_the_master_across_a_failover() {
         .expect("a sentinel node watches releases");
     let waiter = Redlock::new(vec![watching], Options::new()).expect("valid");
 
-    woken_once(&sentinel, &holder, &waiter, &mut subscriptions, "before-job").await;
+    woken_once(
+        &sentinel,
+        &holder,
+        &waiter,
+        &mut subscriptions,
+        "before-job",
+    )
+    .await;
     let before = subscriptions.now();
 
     let old = sentinel.current_master().port();
     let new = sentinel.kill_master(|_| {}).expect("failover");
     assert_ne!(old, new);
     // The killed master took the subscription's connection with it.
-    tokio::time::timeout(
-        PATIENCE,
-        subscriptions.until(|s| s.losses > before.losses),
-    )
-    .await
-    .expect("the lost connection is noticed");
+    tokio::time::timeout(PATIENCE, subscriptions.until(|s| s.losses > before.losses))
+        .await
+        .expect("the lost connection is noticed");
     // Let the lock nodes find the new master too.
     let probe = LockOptions::new("probe", TTL).retry(
         RetryPolicy::default()
@@ -123,5 +132,8 @@ async fn the_release_watch_follows_the_master_across_a_failover() {
 
     woken_once(&sentinel, &holder, &waiter, &mut subscriptions, "after-job").await;
     assert_eq!(sentinel.current_master().port(), new);
-    assert!(subscriptions.now().connects > before.connects, "reconnected");
+    assert!(
+        subscriptions.now().connects > before.connects,
+        "reconnected"
+    );
 }

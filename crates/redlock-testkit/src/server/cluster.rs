@@ -33,11 +33,7 @@ impl RedisCluster {
         Self::start_on(Some(binary.as_ref()), masters, replicas)
     }
 
-    fn start_on(
-        binary: Option<&std::path::Path>,
-        masters: usize,
-        replicas: usize,
-    ) -> Result<Self> {
+    fn start_on(binary: Option<&std::path::Path>, masters: usize, replicas: usize) -> Result<Self> {
         if masters < 3 {
             return Err(ServerError::Settle(
                 "a Redis Cluster needs at least 3 masters".into(),
