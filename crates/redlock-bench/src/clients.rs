@@ -71,6 +71,9 @@ pub enum Waiting {
     /// Like `Wake`, with one client (its own connections) per task, as
     /// separate processes would have: no in-process queue between them.
     Separate,
+    /// Like `Separate` without wake-on-release: separate clients that only
+    /// poll (what `Separate` is measured against).
+    SeparatePoll,
     /// Exactly one attempt per lock call, no retries (node-redlock's
     /// `retryCount: 0`): what the `stalled` workload uses.
     Once,
@@ -79,7 +82,10 @@ pub enum Waiting {
 impl Waiting {
     /// Retries forever (the contended workloads).
     fn retries_forever(self) -> bool {
-        matches!(self, Waiting::Poll | Waiting::Wake | Waiting::Separate)
+        matches!(
+            self,
+            Waiting::Poll | Waiting::Wake | Waiting::Separate | Waiting::SeparatePoll
+        )
     }
 }
 
@@ -116,6 +122,47 @@ fn polling() -> RetryPolicy {
 /// (`--wait-replicas`); unset: the master's reply.
 pub static DURABILITY: std::sync::OnceLock<redlock_core::Durability> = std::sync::OnceLock::new();
 
+/// Whether the nodes are one Redis Cluster (`--cluster`): a single Redlock
+/// node over all of them.
+pub static CLUSTER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// One Redlock node for the whole cluster at `urls` (our adapters only).
+async fn build_cluster(
+    kind: Kind,
+    urls: &[String],
+    wake: bool,
+    options: Options,
+) -> Result<Arc<dyn Locker>, String> {
+    let node: Arc<dyn redlock_core::Node> = match kind {
+        Kind::RedisRs => Arc::new(
+            redlock_redis_rs::RedisNode::builder()
+                .wake_on_release(wake)
+                .connect_cluster(urls)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        Kind::Fred => {
+            let hosts: Vec<&str> = urls
+                .iter()
+                .map(|u| u.trim_start_matches("redis://"))
+                .collect();
+            let (first, rest) = hosts.split_first().ok_or("no cluster URLs")?;
+            let others: String = rest.iter().map(|h| format!("&node={h}")).collect();
+            let url = format!("redis-cluster://{first}?{}", others.trim_start_matches('&'));
+            Arc::new(
+                redlock_fred::FredNode::builder()
+                    .wake_on_release(wake)
+                    .connect(&url)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+        other => return Err(format!("{} has no Redis Cluster mode here", other.name())),
+    };
+    let redlock = Redlock::from_nodes(vec![node], options).map_err(|e| e.to_string())?;
+    Ok(Arc::new(Ours(redlock)))
+}
+
 pub async fn build(
     kind: Kind,
     urls: &[String],
@@ -124,14 +171,20 @@ pub async fn build(
     let options = match waiting {
         Waiting::Default => Options::new(),
         Waiting::Once => Options::new().retry_policy(RetryPolicy::once()),
-        Waiting::Poll | Waiting::Wake | Waiting::Separate => Options::new().retry_policy(polling()),
+        Waiting::Poll | Waiting::Wake | Waiting::Separate | Waiting::SeparatePoll => {
+            Options::new().retry_policy(polling())
+        }
     };
+    let wake = !matches!(waiting, Waiting::Poll | Waiting::SeparatePoll);
+    if CLUSTER.get().copied().unwrap_or(false) {
+        return build_cluster(kind, urls, wake, options).await;
+    }
     match kind {
         Kind::RedisRs => {
             let mut nodes = Vec::new();
             for u in urls {
                 let node = redlock_redis_rs::RedisNode::builder()
-                    .wake_on_release(waiting != Waiting::Poll)
+                    .wake_on_release(wake)
                     // REDLOCK_BENCH_NATIVE=0: scripts only, for comparison.
                     .native_commands(
                         std::env::var("REDLOCK_BENCH_NATIVE").map_or(true, |v| v != "0"),
@@ -149,7 +202,7 @@ pub async fn build(
             let mut nodes = Vec::new();
             for u in urls {
                 let node = redlock_fred::FredNode::builder()
-                    .wake_on_release(waiting != Waiting::Poll)
+                    .wake_on_release(wake)
                     .connect(u)
                     .await
                     .map_err(|e| e.to_string())?;

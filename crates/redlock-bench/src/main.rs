@@ -10,6 +10,8 @@
 //!     [--urls redis://a,redis://b,...]   (no `paused` / `stalled` then)
 //!     [--wait-replicas 1,50]   (redis-rs nodes wait for replicas; with --urls)
 //!     [--charts DIR]   (SVG charts of the medians into DIR)
+//!     [--cluster]   (one Redis Cluster of 3 masters as the single node;
+//!                    contended only, redis-rs and fred)
 //! ```
 //!
 //! `stalled` (one node stopped for `--stall-secs` under the serial and the
@@ -96,6 +98,10 @@ impl Config {
             Waiting::Poll => format!("{} (poll 10±10 ms)", self.kind.name()),
             Waiting::Wake => format!("{} (wake on release)", self.kind.name()),
             Waiting::Separate => format!("{} (16 clients, wake on release)", self.kind.name()),
+            Waiting::SeparatePoll => format!(
+                "{} (16 clients, no pub/sub, retry 10±10 ms)",
+                self.kind.name()
+            ),
             Waiting::Once => format!("{} (try once)", self.kind.name()),
         }
     }
@@ -134,6 +140,8 @@ struct Args {
     stall_secs: f64,
     resume_after_exit: bool,
     charts: Option<std::path::PathBuf>,
+    /// One Redis Cluster as the only node.
+    cluster: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -157,6 +165,7 @@ fn parse_args() -> Result<Args, String> {
         stall_secs: 60.0,
         resume_after_exit: false,
         charts: None,
+        cluster: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -168,6 +177,7 @@ fn parse_args() -> Result<Args, String> {
                 args.stall_secs = value()?.parse().map_err(|e| format!("--stall-secs: {e}"))?
             }
             "--resume-after-exit" => args.resume_after_exit = true,
+            "--cluster" => args.cluster = true,
             "--charts" => args.charts = Some(value()?.into()),
             "--urls" => args.urls = Some(value()?.split(',').map(str::to_owned).collect()),
             "--wait-replicas" => {
@@ -197,14 +207,17 @@ fn parse_args() -> Result<Args, String> {
             "-h" | "--help" => {
                 println!(
                     "redlock-bench [--runs N] [--secs S] [--clients redis-rs,fred,raw,raw-fred,rslock] \
-                     [--workloads uncontended,serial,contended,paused,stalled] [--stall-secs S] [--resume-after-exit] [--urls u1,u2,...] [--wait-replicas N,MS] [--charts DIR]\n\n\
+                     [--workloads uncontended,serial,contended,paused,stalled] [--stall-secs S] [--resume-after-exit] [--urls u1,u2,...] [--wait-replicas N,MS] [--charts DIR] [--cluster]\n\n\
                      Default workloads: uncontended,serial,contended,paused. `stalled` stops one node of five \
                      for --stall-secs (default 60) under a serial and a 64-task loop, --secs healthy before it, \
                      each client and loop in a child process; about --stall-secs + 10 s per client, loop and run. \
                      --resume-after-exit: continue the node only after the client quit and exited. \
                      --charts DIR: also write throughput.svg and latency.svg (medians) into DIR. \
                      --wait-replicas N,MS: the redis-rs nodes wait for N replicas (WAIT, at most MS ms) after \
-                     each acquire and extend; point --urls at masters that have replicas."
+                     each acquire and extend; point --urls at masters that have replicas. \
+                     --cluster: a Redis Cluster of 3 masters as the one node (with --urls: the URLs are \
+                     its masters); only the contended workload, redis-rs and fred, each with one client \
+                     and with 16 separate clients, with and without wake-on-release."
                 );
                 std::process::exit(0);
             }
@@ -322,7 +335,7 @@ async fn run_one(env: &Env, cfg: Config, secs: f64) -> Result<RunResult, String>
     // One client per task (connected before the clock starts), or all
     // tasks on `locker`.
     let mut separate = Vec::new();
-    if cfg.waiting == Waiting::Separate {
+    if matches!(cfg.waiting, Waiting::Separate | Waiting::SeparatePoll) {
         for _ in 0..cfg.workload.tasks() {
             separate.push(clients::build(cfg.kind, &env.urls, cfg.waiting).await?);
         }
@@ -492,6 +505,10 @@ fn line(r: &RunResult) -> String {
 async fn setup(args: &Args) -> Result<Env, String> {
     let (urls, servers) = match &args.urls {
         Some(u) => (u.clone(), Vec::new()),
+        None if args.cluster => {
+            let servers = servers::cluster(3).map_err(|e| format!("starting a cluster: {e}"))?;
+            (servers.iter().map(|s| s.url()).collect(), servers)
+        }
         None => {
             let servers: Vec<RedisServer> = (0..5)
                 .map(|_| RedisServer::start())
@@ -534,6 +551,24 @@ fn configs(args: &Args, can_pause: bool) -> Vec<Config> {
             continue;
         }
         for &kind in &args.clients {
+            if args.cluster {
+                // One Redis Cluster node: our adapters, contended only.
+                if workload == Workload::Contended && matches!(kind, Kind::RedisRs | Kind::Fred) {
+                    for waiting in [
+                        Waiting::Wake,
+                        Waiting::Poll,
+                        Waiting::Separate,
+                        Waiting::SeparatePoll,
+                    ] {
+                        out.push(Config {
+                            workload,
+                            kind,
+                            waiting,
+                        });
+                    }
+                }
+                continue;
+            }
             if workload == Workload::Contended {
                 if matches!(kind, Kind::RedisRs | Kind::Fred) {
                     for waiting in [Waiting::Wake, Waiting::Separate] {
@@ -568,7 +603,10 @@ async fn main() {
         std::process::exit(stalled::child_main(&argv[2..]).await);
     }
     let args = match parse_args() {
-        Ok(a) => a,
+        Ok(a) => {
+            let _ = clients::CLUSTER.set(a.cluster);
+            a
+        }
         Err(e) => {
             eprintln!("redlock-bench: {e}");
             std::process::exit(2);
@@ -581,7 +619,7 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let can_pause = !env.servers.is_empty() && env.servers.len() > PAUSED_NODE;
+    let can_pause = !args.cluster && !env.servers.is_empty() && env.servers.len() > PAUSED_NODE;
     let configs = configs(&args, can_pause);
     let stall_cases: Vec<(Kind, stalled::Loop)> =
         if args.workloads.contains(&Workload::Stalled) && can_pause {
@@ -649,10 +687,15 @@ async fn main() {
         return;
     }
     println!(
-        "\nMedians of {} runs of {:.1} s each ({} s in all); TTL 10 s; 5 nodes.\n",
+        "\nMedians of {} runs of {:.1} s each ({} s in all); TTL 10 s; {}.\n",
         args.runs,
         args.secs,
-        began.elapsed().as_secs()
+        began.elapsed().as_secs(),
+        if args.cluster {
+            "one node: a Redis Cluster of 3 masters"
+        } else {
+            "5 nodes"
+        }
     );
     println!("| workload | client | pairs/s | lock p50 | lock p99 | unlock p50 | unlock p99 | client CPU µs/pair | servers' CPU µs/pair | keys left (max) | notes |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");

@@ -26,6 +26,11 @@ impl Server {
     /// Starts `redis-server` (or `$REDLOCK_SERVER_BIN`) without persistence and
     /// waits until it accepts connections.
     pub fn start() -> Result<Server, String> {
+        Self::start_with(&[])
+    }
+
+    /// Like [`start`](Self::start), with extra server arguments.
+    pub fn start_with(extra: &[&str]) -> Result<Server, String> {
         let binary = binary();
         let mut last = String::new();
         for _ in 0..5 {
@@ -40,6 +45,7 @@ impl Server {
             command
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .args(extra)
                 .arg("--dir")
                 .arg(&dir)
                 .stdout(Stdio::null())
@@ -103,6 +109,59 @@ impl Server {
     pub fn resume(&self) -> Result<(), String> {
         self.signal(libc::SIGCONT)
     }
+}
+
+/// A Redis Cluster of `masters` masters without replicas, joined with
+/// `redis-cli --cluster create`; returns once every node reports
+/// `cluster_state:ok`.
+pub fn cluster(masters: usize) -> Result<Vec<Server>, String> {
+    let servers: Vec<Server> = (0..masters)
+        .map(|_| {
+            Server::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
+        })
+        .collect::<Result<_, _>>()?;
+    let cli = std::env::var("REDLOCK_CLI_BIN").unwrap_or_else(|_| "redis-cli".into());
+    let mut create = Command::new(&cli);
+    create.args(["--cluster", "create"]);
+    for s in &servers {
+        create.arg(format!("127.0.0.1:{}", s.port));
+    }
+    let out = create
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{cli}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cli} --cluster create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let ok = |s: &Server| -> bool {
+        let Ok(client) = redis::Client::open(s.url()) else {
+            return false;
+        };
+        let Ok(mut conn) = client.get_connection() else {
+            return false;
+        };
+        redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query::<String>(&mut conn)
+            .is_ok_and(|info| info.contains("cluster_state:ok"))
+    };
+    let until = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < until {
+        if servers.iter().all(ok) {
+            return Ok(servers);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err("the cluster did not reach cluster_state:ok within 30 s".into())
 }
 
 /// Has the child killed (SIGKILL, which also ends a stopped process) when

@@ -44,6 +44,41 @@ end
 return n
 "#;
 
+/// The release script of a Redis Cluster node: deletes every key that
+/// still holds the token, like [`RELEASE`], and announces it with a sharded
+/// `SPUBLISH` (Redis 7.0+, Valkey) on [`sharded_release_channel`] of the
+/// key, which lies in the key's slot, so only the shard that owns the key
+/// carries the message. Where the server has no `SPUBLISH` (Redis 6) the
+/// announcement fails silently and the release still counts; waiters then
+/// poll. A key whose channel cannot share its slot is not announced.
+pub const RELEASE_SHARDED: &str = r#"-- redlock release, announced on the key's shard
+local function channel(key)
+  local open = string.find(key, '{', 1, true)
+  if open then
+    local close = string.find(key, '}', open + 1, true)
+    if close and close > open + 1 then
+      return 'redlock:release:' .. key
+    end
+  end
+  if string.find(key, '}', 1, true) then
+    return nil
+  end
+  return 'redlock:release:{' .. key .. '}'
+end
+local n = 0
+for i = 1, #KEYS do
+  if redis.call('get', KEYS[i]) == ARGV[1] then
+    redis.call('del', KEYS[i])
+    local ch = channel(KEYS[i])
+    if ch then
+      redis.pcall('spublish', ch, ARGV[1])
+    end
+    n = n + 1
+  end
+end
+return n
+"#;
+
 /// Sets a new TTL on every key, only if every key still holds the token.
 /// Never creates a key.
 pub const EXTEND: &str = r#"-- redlock extend: all keys or none, never recreate
@@ -88,6 +123,34 @@ return tostring(max)
 /// The channel on which the release script announces that `key` was freed.
 pub fn release_channel(key: &str) -> String {
     format!("redlock:release:{key}")
+}
+
+/// The sharded channel ([`RELEASE_SHARDED`]) on which a Redis Cluster node
+/// announces that `key` was freed: a channel in the same hash slot as the
+/// key, so that the release script may `SPUBLISH` on it. A key with a hash
+/// tag keeps its [`release_channel`] (the same tag); any other key is
+/// wrapped in braces (`redlock:release:{key}`), which makes the whole key
+/// the channel's tag. `None` for the rare key that has no hash tag but
+/// contains `}`: no channel name shares its slot, so its waiters poll.
+///
+/// ```
+/// use redlock_core::scripts::sharded_release_channel;
+/// use redlock_core::slot::hash_slot;
+///
+/// let channel = sharded_release_channel("job").unwrap();
+/// assert_eq!(channel, "redlock:release:{job}");
+/// assert_eq!(hash_slot(channel.as_bytes()), hash_slot(b"job"));
+/// assert_eq!(sharded_release_channel("a{7}b").unwrap(), "redlock:release:a{7}b");
+/// assert_eq!(sharded_release_channel("a{}b}"), None);
+/// ```
+pub fn sharded_release_channel(key: &str) -> Option<String> {
+    if crate::slot::hash_tag(key.as_bytes()).len() < key.len() {
+        Some(release_channel(key))
+    } else if key.contains('}') {
+        None
+    } else {
+        Some(format!("redlock:release:{{{key}}}"))
+    }
 }
 
 /// The four scripts a node runs. `Scripts::default()` holds the built-in
@@ -157,5 +220,36 @@ impl Scripts {
     pub fn with_inspect(mut self, source: impl Into<Cow<'static, str>>) -> Self {
         self.inspect = source.into();
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::slot::hash_slot;
+
+    #[test]
+    fn a_sharded_channel_lies_in_its_keys_slot() {
+        let keys = ["job", "a{7}b", "{x}", "a{b", "{", "x:{y}:{z}", "ü{ß}"];
+        for key in keys {
+            let channel = sharded_release_channel(key).expect(key);
+            assert_eq!(
+                hash_slot(channel.as_bytes()),
+                hash_slot(key.as_bytes()),
+                "{key} → {channel}"
+            );
+        }
+        for key in ["a}b", "{}a", "a{}", "}"] {
+            assert_eq!(sharded_release_channel(key), None, "{key}");
+        }
+    }
+
+    #[test]
+    fn the_sharded_script_names_the_same_channels() {
+        // The Lua `channel` function mirrors `sharded_release_channel`.
+        assert!(RELEASE_SHARDED.contains("'redlock:release:' .. key"));
+        assert!(RELEASE_SHARDED.contains("'redlock:release:{' .. key .. '}'"));
+        assert!(RELEASE_SHARDED.contains("redis.pcall('spublish'"));
+        assert!(!RELEASE_SHARDED.contains("'publish'"));
     }
 }

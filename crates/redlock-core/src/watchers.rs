@@ -49,6 +49,8 @@ struct Shared {
     state: Mutex<State>,
     /// Tells the adapter's task that the watched channels changed.
     on_change: Box<dyn Fn() + Send + Sync>,
+    /// The channel a key's release is announced on, if any.
+    channel_of: fn(&str) -> Option<String>,
     closed: AtomicBool,
 }
 
@@ -144,10 +146,23 @@ impl Watchers {
     /// a channel gains its first waiter or loses its last, and on
     /// [`close`](Self::close); it should only nudge the adapter's task.
     pub fn new(on_change: impl Fn() + Send + Sync + 'static) -> Self {
+        Self::with_channels(on_change, |key| Some(release_channel(key)))
+    }
+
+    /// Like [`new`](Self::new), for a node whose releases are announced on
+    /// `channel_of(key)` instead of [`release_channel`]: a Redis Cluster
+    /// node announces on
+    /// [`sharded_release_channel`](crate::scripts::sharded_release_channel).
+    /// A key without a channel (`None`) is not watched.
+    pub fn with_channels(
+        on_change: impl Fn() + Send + Sync + 'static,
+        channel_of: fn(&str) -> Option<String>,
+    ) -> Self {
         Watchers {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
                 on_change: Box::new(on_change),
+                channel_of,
                 closed: AtomicBool::new(false),
             }),
         }
@@ -161,15 +176,22 @@ impl Watchers {
     }
 
     /// A future that completes once a release of any of `keys` is
-    /// announced; `None` once closed. What [`Node::watch_release`] returns.
+    /// announced; `None` once closed, or when none of `keys` has a channel.
+    /// What [`Node::watch_release`] returns.
     ///
     /// [`Node::watch_release`]: crate::Node::watch_release
     pub fn watch(&self, keys: &[String]) -> Option<BoxFuture<'static, ()>> {
         if self.shared.closed.load(Ordering::Acquire) {
             return None;
         }
+        let channels: Vec<String> = keys
+            .iter()
+            .filter_map(|k| (self.shared.channel_of)(k))
+            .collect();
+        if channels.is_empty() {
+            return None;
+        }
         let wake = Arc::new(Wake::default());
-        let channels: Vec<String> = keys.iter().map(|k| release_channel(k)).collect();
         let (id, new_channel) = {
             let mut st = self.shared.state();
             let id = st.next_id;
@@ -292,6 +314,24 @@ mod tests {
     fn ready(f: &mut BoxFuture<'static, ()>) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
         f.as_mut().poll(&mut cx).is_ready()
+    }
+
+    #[test]
+    fn sharded_watchers_listen_on_the_keys_slot_channels() {
+        use crate::scripts::sharded_release_channel;
+        let watchers = Watchers::with_channels(|| {}, sharded_release_channel);
+        let handle = watchers.handle();
+        let mut watch = watchers.watch(&["job".to_owned()]).expect("open");
+        let channel = sharded_release_channel("job").expect("has one");
+        assert_eq!(handle.channels(), Some(HashSet::from([channel.clone()])));
+        handle.announce(&release_channel("job"));
+        assert!(!ready(&mut watch), "not the standalone channel");
+        handle.announce(&channel);
+        assert!(ready(&mut watch));
+        assert!(
+            watchers.watch(&["a}b".to_owned()]).is_none(),
+            "no channel, no watch: the waiter polls"
+        );
     }
 
     #[test]

@@ -233,11 +233,13 @@ impl Builder {
     }
 
     /// Whether waiters are woken by release announcements (default `true`):
-    /// a node on a single server keeps one extra pub/sub connection,
-    /// subscribed only to the release channels of resources someone is
-    /// waiting for, so that a waiting `lock` retries as soon as the holder
-    /// releases instead of after its retry delay. Redis Cluster and Sentinel
-    /// nodes do not announce; their waiters poll with the retry delay. See
+    /// a node keeps one extra pub/sub connection, subscribed only to the
+    /// release channels of resources someone is waiting for, so that a
+    /// waiting `lock` retries as soon as the holder releases instead of
+    /// after its retry delay. On a Redis Cluster the releases are announced
+    /// and heard with sharded pub/sub on the key's shard (Redis 7.0+,
+    /// Valkey; on older servers waiters poll with the retry delay); behind
+    /// Sentinel the subscription follows the master across failovers. See
     /// [`Node::watch_release`](redlock_core::Node::watch_release).
     pub fn wake_on_release(mut self, enabled: bool) -> Self {
         self.wake_on_release = enabled;

@@ -252,8 +252,7 @@ impl FredNode {
 
     /// The pub/sub status of wake-on-release: which release channels the
     /// server confirmed, how many connections were opened and lost. `None`
-    /// when the node does not watch (a cluster, a sentinel, or
-    /// [`Builder::wake_on_release`] off).
+    /// when the node does not watch ([`Builder::wake_on_release`] off).
     pub fn release_subscriptions(&self) -> Option<Subscriptions> {
         self.inner.watch.as_ref().map(ReleaseHub::subscriptions)
     }
@@ -285,8 +284,17 @@ impl FredNode {
                     .into(),
             ));
         }
-        let watch = (wake_on_release && !clustered && !config.server.is_sentinel())
-            .then(|| ReleaseHub::spawn(Recipe::from_client(first), secrets.clone(), id.clone()))
+        // A cluster announces on the key's shard; a sentinel's watch opens
+        // each connection to the master the sentinels name then.
+        let watch = wake_on_release
+            .then(|| {
+                let recipe = Recipe::from_client(first);
+                let (secrets, id) = (secrets.clone(), id.clone());
+                match clustered {
+                    true => ReleaseHub::spawn_sharded(recipe, secrets, id),
+                    false => ReleaseHub::spawn(recipe, secrets, id),
+                }
+            })
             .flatten();
         let backlog = backlog.with_gauge(&id);
         // `fail_fast` would take precedence over the second attempt.
@@ -295,7 +303,9 @@ impl FredNode {
             fail_fast: false,
             ..options.clone()
         };
-        let planner = Planner::new(LoadedScripts::new(&scripts)).with_durability(durability);
+        let loaded = LoadedScripts::new(&scripts);
+        let loaded = if clustered { loaded.sharded() } else { loaded };
+        let planner = Planner::new(loaded).with_durability(durability);
         let mut queues = Vec::with_capacity(clients.len());
         for client in &clients {
             let wire = Wire {
@@ -485,10 +495,9 @@ impl Node for FredNode {
         slots::fence(self, keys, floor).await
     }
 
-    /// Single servers only: a future that completes once the node
-    /// announces a release of any of `keys` (see
-    /// [`Builder::wake_on_release`]). Redis Cluster and Sentinel nodes
-    /// return `None`: their waiters poll with the retry delay.
+    /// A future that completes once the node announces a release of any
+    /// of `keys` (see [`Builder::wake_on_release`]); on a Redis Cluster a
+    /// sharded announcement on the key's shard.
     fn watch_release(&self, keys: &[String]) -> Option<redlock_core::BoxFuture<'static, ()>> {
         if self.inner.closed.load(Ordering::Acquire) {
             return None;

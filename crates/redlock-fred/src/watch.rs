@@ -6,9 +6,14 @@
 //! configuration but without a reconnect policy (the hub's task reconnects
 //! by itself, only while any channel is watched) and with a larger message
 //! buffer; a buffer that overflows wakes one waiter per channel.
+//!
+//! On a Redis Cluster the connection is a clustered client that subscribes
+//! with `SSUBSCRIBE`, one slot at a time, on the shard that owns the slot.
+//! Behind Sentinel every connection the task opens asks the sentinels for
+//! the master first, so the subscription follows a failover.
 
 use fred::clients::Client;
-use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use fred::interfaces::{ClientLike, ClusterInterface, EventInterface, PubsubInterface};
 use fred::types::config::{Config, ConnectionConfig, PerformanceConfig};
 use fred::types::{ConnectHandle, Message};
 use redlock_kit::watch::{Incoming, PubSub, Subscriber, STEP_TIMEOUT};
@@ -20,6 +25,8 @@ const MESSAGE_BUFFER: usize = 1024;
 /// What the task needs to open its own connection to the node's server.
 pub(crate) struct Recipe {
     config: Config,
+    /// A cluster: sharded subscriptions.
+    sharded: bool,
     connection: ConnectionConfig,
     perf: PerformanceConfig,
 }
@@ -38,6 +45,7 @@ impl Recipe {
         let mut perf = client.perf_config();
         perf.broadcast_channel_capacity = perf.broadcast_channel_capacity.max(MESSAGE_BUFFER);
         Recipe {
+            sharded: config.server.is_clustered(),
             config,
             connection,
             perf,
@@ -58,7 +66,10 @@ impl Recipe {
 /// which closes the socket without waiting.
 pub(crate) struct Conn {
     client: Client,
+    sharded: bool,
     task: ConnectHandle,
+    /// fred's connection task has ended.
+    ended: bool,
     messages: broadcast::Receiver<Message>,
 }
 
@@ -67,6 +78,38 @@ impl Conn {
     async fn confirm(&self) -> Result<(), String> {
         let pong = self.client.ping::<fred::types::Value>(None).await;
         pong.map(drop).map_err(|e| e.to_string())
+    }
+
+    /// Waits until the cluster node that owns `slot` has run everything
+    /// sent to it before.
+    async fn confirm_on(&self, slot: u16) -> Result<(), String> {
+        let owner = self
+            .client
+            .cached_cluster_state()
+            .and_then(|state| state.get_server(slot).cloned());
+        let Some(owner) = owner else {
+            return Err(format!("no cluster node known for slot {slot}"));
+        };
+        let pong = self
+            .client
+            .with_cluster_node(owner)
+            .ping::<fred::types::Value>(None)
+            .await;
+        pong.map(drop).map_err(|e| e.to_string())
+    }
+
+    /// `SSUBSCRIBE` (or `SUNSUBSCRIBE`) one slot's channels at a time, each
+    /// confirmed by a PING to the node that owns the slot.
+    async fn sharded(&self, channels: &[String], subscribe: bool) -> Result<(), String> {
+        for (slot, group) in redlock_core::slot::group_by_slot(channels) {
+            let written = match subscribe {
+                true => self.client.ssubscribe(group).await,
+                false => self.client.sunsubscribe(group).await,
+            };
+            written.map_err(|e| e.to_string())?;
+            self.confirm_on(slot).await?;
+        }
+        Ok(())
     }
 }
 
@@ -87,7 +130,9 @@ impl Subscriber for Recipe {
         let task = client.connect();
         let mut conn = Conn {
             client,
+            sharded: self.sharded,
             task,
+            ended: false,
             messages,
         };
         let connected = tokio::select! {
@@ -104,22 +149,40 @@ impl PubSub for Conn {
     /// fred answers a SUBSCRIBE as soon as it is written; the PING after it
     /// is answered only once the server has run both, which confirms it.
     async fn subscribe(&mut self, channels: &[String]) -> Result<(), String> {
+        if self.sharded {
+            return self.sharded(channels, true).await;
+        }
         let written = self.client.subscribe(channels.to_vec()).await;
         written.map_err(|e| e.to_string())?;
         self.confirm().await
     }
 
     async fn unsubscribe(&mut self, channels: &[String]) -> Result<(), String> {
+        if self.sharded {
+            return self.sharded(channels, false).await;
+        }
         let written = self.client.unsubscribe(channels.to_vec()).await;
         written.map_err(|e| e.to_string())?;
         self.confirm().await
     }
 
+    /// A message, or the end of fred's connection task: without a
+    /// reconnect policy it ends when the connection closes (a killed
+    /// connection, a master gone in a failover).
     async fn next(&mut self) -> Incoming {
-        match self.messages.recv().await {
-            Ok(m) => Incoming::Message(m.channel.to_string()),
-            Err(broadcast::error::RecvError::Lagged(_)) => Incoming::Lagged,
-            Err(broadcast::error::RecvError::Closed) => Incoming::Lost,
+        if self.ended {
+            return Incoming::Lost;
+        }
+        tokio::select! {
+            received = self.messages.recv() => match received {
+                Ok(m) => Incoming::Message(m.channel.to_string()),
+                Err(broadcast::error::RecvError::Lagged(_)) => Incoming::Lagged,
+                Err(broadcast::error::RecvError::Closed) => Incoming::Lost,
+            },
+            _ = &mut self.task => {
+                self.ended = true;
+                Incoming::Lost
+            }
         }
     }
 

@@ -129,6 +129,48 @@ end
 return r
 "#;
 
+/// [`RELEASE_MANY`] for a Redis Cluster node: each release announced like
+/// [`redlock_core::scripts::RELEASE_SHARDED`] does, with a sharded
+/// `SPUBLISH` on the key's
+/// [`sharded_release_channel`](redlock_core::scripts::sharded_release_channel).
+pub const RELEASE_MANY_SHARDED: &str = r#"-- redlock release, several at once, announced on the keys' shard
+local function channel(key)
+  local open = string.find(key, '{', 1, true)
+  if open then
+    local close = string.find(key, '}', open + 1, true)
+    if close and close > open + 1 then
+      return 'redlock:release:' .. key
+    end
+  end
+  if string.find(key, '}', 1, true) then
+    return nil
+  end
+  return 'redlock:release:{' .. key .. '}'
+end
+local r, k = {}, 0
+for j = 1, #ARGV, 2 do
+  local n, token, deleted = tonumber(ARGV[j]), ARGV[j + 1], 0
+  for i = k + 1, k + n do
+    local v = redis.pcall('get', KEYS[i])
+    if type(v) == 'table' and v.err then
+      deleted = v
+      break
+    end
+    if v == token then
+      redis.call('del', KEYS[i])
+      local ch = channel(KEYS[i])
+      if ch then
+        redis.pcall('spublish', ch, token)
+      end
+      deleted = deleted + 1
+    end
+  end
+  k = k + n
+  r[#r + 1] = deleted
+end
+return r
+"#;
+
 /// The five lock scripts of a node, each with its digest, and what the
 /// built-in ones allow (the one-key `SET NX PX` acquire, merged releases).
 #[derive(Debug, Clone)]
@@ -160,6 +202,26 @@ impl LoadedScripts {
             release_many: (scripts.release == redlock_core::scripts::RELEASE)
                 .then(|| Script::new(RELEASE_MANY)),
         }
+    }
+
+    /// These scripts for a Redis Cluster node: the built-in release scripts
+    /// announce with a sharded `SPUBLISH` on the key's slot
+    /// ([`redlock_core::scripts::RELEASE_SHARDED`], [`RELEASE_MANY_SHARDED`])
+    /// instead of a `PUBLISH` that the cluster would copy to every node. A
+    /// release script of the user's own is kept as it is.
+    ///
+    /// ```
+    /// use redlock_kit::call::{Kind, LoadedScripts};
+    ///
+    /// let scripts = LoadedScripts::new(&redlock_core::Scripts::default()).sharded();
+    /// assert!(scripts.get(Kind::Release).source.contains("spublish"));
+    /// ```
+    pub fn sharded(mut self) -> Self {
+        if self.release.source == redlock_core::scripts::RELEASE {
+            self.release = Script::new(redlock_core::scripts::RELEASE_SHARDED);
+            self.release_many = Some(Script::new(RELEASE_MANY_SHARDED));
+        }
+        self
     }
 
     /// The script a call of `kind` runs (`PING` runs none: the fence script
@@ -221,6 +283,24 @@ mod tests {
         );
         assert_eq!(custom.all().count(), 5);
         assert!(!custom.plain_acquire());
+        assert!(custom.release_many().is_none());
+    }
+
+    #[test]
+    fn sharded_scripts_announce_on_the_same_channels_as_the_single_release() {
+        let loaded = LoadedScripts::new(&Scripts::default()).sharded();
+        let one = &loaded.get(Kind::Release).source;
+        let many = &loaded.release_many().expect("built-in").source;
+        // The same channel naming in both scripts.
+        let naming = |s: &str| {
+            let start = s.find("local function channel").expect("named");
+            let end = s[start..].find("\nend\n").expect("ends") + start;
+            s[start..end].to_owned()
+        };
+        assert_eq!(naming(one), naming(many));
+        assert!(!many.contains("'publish'"));
+        let custom = LoadedScripts::new(&Scripts::default().with_release("return 0")).sharded();
+        assert_eq!(custom.get(Kind::Release).source, "return 0");
         assert!(custom.release_many().is_none());
     }
 

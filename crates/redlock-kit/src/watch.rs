@@ -16,6 +16,14 @@
 //! and an UNSUBSCRIBE may each take [`STEP_TIMEOUT`] before the connection
 //! is given up (a paused server).
 //!
+//! A Redis Cluster node announces releases with a sharded `SPUBLISH` on a
+//! channel in the key's slot, and its hub ([`ReleaseHub::spawn_sharded`])
+//! watches those channels; the adapter's [`PubSub`] subscribes to them with
+//! `SSUBSCRIBE` on the shard that owns each. A server that does not know
+//! the command (Redis before 7.0) refuses it as unknown: the hub then stops
+//! trying for [`UNSUPPORTED_PAUSE`] and its waiters poll
+//! ([`Status::unsupported`]).
+//!
 //! What the task did is observable ([`Subscriptions`]): which channels the
 //! server confirmed, and how many connections were opened and lost.
 //!
@@ -34,6 +42,22 @@ use crate::Secrets;
 /// How long connecting, a SUBSCRIBE or an UNSUBSCRIBE may take before the
 /// connection is given up.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long the hub waits before trying again after the server refused a
+/// subscription as an unknown command (a Redis 6 cluster refuses
+/// `SSUBSCRIBE`); its waiters poll meanwhile.
+pub const UNSUPPORTED_PAUSE: Duration = Duration::from_secs(60);
+
+/// Whether a failed (un)subscription's error text says that the server does
+/// not know the command, as Redis before 7.0 answers a sharded one.
+///
+/// ```
+/// assert!(redlock_kit::watch::is_unknown_command("ERR unknown command 'SSUBSCRIBE', with args beginning with: "));
+/// assert!(!redlock_kit::watch::is_unknown_command("broken pipe"));
+/// ```
+pub fn is_unknown_command(error: &str) -> bool {
+    error.to_ascii_lowercase().contains("unknown command")
+}
 
 /// What a pub/sub connection delivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +107,10 @@ pub struct Status {
     pub losses: u64,
     /// Whether the task has ended (the node was closed or dropped).
     pub ended: bool,
+    /// Whether the server refused the last subscription as an unknown
+    /// command (sharded pub/sub on Redis before 7.0); waiters poll until
+    /// the next try after [`UNSUPPORTED_PAUSE`].
+    pub unsupported: bool,
 }
 
 /// A view of a [`ReleaseHub`]'s [`Status`] that can be awaited: to know
@@ -127,11 +155,42 @@ impl ReleaseHub {
     /// one). It connects only once something is watched. `id` names the
     /// node in logs; every error text is passed through `secrets`.
     pub fn spawn<S: Subscriber>(subscriber: S, secrets: Secrets, id: String) -> Option<Self> {
+        Self::spawn_with(subscriber, secrets, id, |key| {
+            Some(redlock_core::scripts::release_channel(key))
+        })
+    }
+
+    /// Like [`spawn`](Self::spawn), for a Redis Cluster node: watches the
+    /// sharded channels its release scripts `SPUBLISH` on
+    /// ([`sharded_release_channel`](redlock_core::scripts::sharded_release_channel));
+    /// `subscriber`'s connections subscribe with `SSUBSCRIBE`.
+    pub fn spawn_sharded<S: Subscriber>(
+        subscriber: S,
+        secrets: Secrets,
+        id: String,
+    ) -> Option<Self> {
+        Self::spawn_with(
+            subscriber,
+            secrets,
+            id,
+            redlock_core::scripts::sharded_release_channel,
+        )
+    }
+
+    fn spawn_with<S: Subscriber>(
+        subscriber: S,
+        secrets: Secrets,
+        id: String,
+        channel_of: fn(&str) -> Option<String>,
+    ) -> Option<Self> {
         let handle = tokio::runtime::Handle::try_current().ok()?;
         let (ping, rx) = mpsc::unbounded_channel();
-        let watchers = Watchers::new(move || {
-            let _ = ping.send(());
-        });
+        let watchers = Watchers::with_channels(
+            move || {
+                let _ = ping.send(());
+            },
+            channel_of,
+        );
         let (status_tx, status) = watch::channel(Status::default());
         let task = Task {
             subscriber,
@@ -311,6 +370,7 @@ impl<S: Subscriber> Task<S> {
                 Ok(Ok(())) => {
                     self.subscribed.extend(add);
                     self.reconnect.subscribed();
+                    self.status.send_modify(|s| s.unsupported = false);
                 }
                 Ok(Err(e)) => failure = Some(e),
                 Err(_) => failure = Some("SUBSCRIBE timed out".to_owned()),
@@ -328,6 +388,12 @@ impl<S: Subscriber> Task<S> {
             }
         }
         match failure {
+            Some(e) if is_unknown_command(&e) => {
+                let error = self.secrets.redact(&e);
+                tracing::debug!(node = %self.id, %error, "release subscription refused as unknown; waiters poll");
+                self.give_up(UNSUPPORTED_PAUSE);
+                self.publish(|s| s.unsupported = true);
+            }
             Some(e) => {
                 let error = self.secrets.redact(&e);
                 tracing::debug!(node = %self.id, %error, "release subscription failed; reconnecting later");
@@ -355,6 +421,8 @@ mod tests {
     struct Server {
         subscribed: HashSet<String>,
         refuse: bool,
+        /// Refuses as a server without the command would.
+        unknown: bool,
         connects: usize,
         /// Messages to deliver, by connection generation.
         outbox: Option<mpsc::UnboundedSender<Incoming>>,
@@ -389,7 +457,11 @@ mod tests {
         async fn subscribe(&mut self, channels: &[String]) -> Result<(), String> {
             let mut s = self.server.0.lock().unwrap();
             if s.refuse {
-                return Err("ERR unknown command 'SUBSCRIBE' (password hunter2)".into());
+                return Err(if s.unknown {
+                    "ERR unknown command 'SSUBSCRIBE' (password hunter2)".into()
+                } else {
+                    "NOPERM no permissions for channel (password hunter2)".into()
+                });
             }
             s.subscribed.extend(channels.iter().cloned());
             Ok(())
@@ -488,6 +560,39 @@ mod tests {
             !s.subscribed.is_empty()
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn an_unknown_command_is_not_retried_at_once() {
+        let fake = Fake::default();
+        fake.0.lock().unwrap().refuse = true;
+        fake.0.lock().unwrap().unknown = true;
+        let hub =
+            ReleaseHub::spawn_sharded(fake.clone(), Secrets::default(), "n".into()).expect("rt");
+        let mut subs = hub.subscriptions();
+        let _watch = hub.watch(&["job".to_owned()]).expect("open");
+        let s = tokio::time::timeout(PATIENCE, subs.until(|s| s.unsupported))
+            .await
+            .expect("refused");
+        assert_eq!((s.connects, s.losses), (1, 1));
+        // Other watches meanwhile neither connect nor subscribe again.
+        let _other = hub.watch(&["other".to_owned()]).expect("open");
+        tokio::task::yield_now().await;
+        let s = subs.now();
+        assert_eq!((s.connects, s.losses, s.unsupported), (1, 1, true));
+    }
+
+    #[tokio::test]
+    async fn a_sharded_hub_watches_the_keys_slot_channels() {
+        let fake = Fake::default();
+        let hub =
+            ReleaseHub::spawn_sharded(fake.clone(), Secrets::default(), "n".into()).expect("rt");
+        let mut subs = hub.subscriptions();
+        let channel = redlock_core::scripts::sharded_release_channel("job").expect("one");
+        let watch = hub.watch(&["job".to_owned()]).expect("open");
+        until(&mut subs, "subscribed", |s| s.subscribed.contains(&channel)).await;
+        fake.send(Incoming::Message(channel));
+        tokio::time::timeout(PATIENCE, watch).await.expect("woken");
     }
 
     #[tokio::test]

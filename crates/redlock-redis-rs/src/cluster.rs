@@ -12,11 +12,13 @@ use redlock_core::NodeError;
 use redlock_kit::cluster::{self, Refused, Router};
 use redlock_kit::plan::Command;
 use redlock_kit::reply::Reply;
+use redlock_kit::watch::ReleaseHub;
 use redlock_kit::{Call, Executor, LoadedScripts};
 
 use crate::address::{redact_url, seed_urls, Secrets};
 use crate::error::node_error;
 use crate::node::{Builder, RedisNode};
+use crate::watch::ClusterOpener;
 use crate::wire;
 use crate::Error;
 
@@ -57,15 +59,25 @@ impl Builder {
             .build()
             .map_err(|e| Error::InvalidConfig(redact.redact(&e.to_string())))?;
         let id = format!("cluster:{}", redact_url(first));
+        let hub = if self.wake_on_release_setting() {
+            let opener = ClusterOpener {
+                seeds: urls.iter().map(|u| (*u).to_owned()).collect(),
+                connection_timeout: connection,
+            };
+            ReleaseHub::spawn_sharded(opener, redact.clone(), id.clone())
+        } else {
+            None
+        };
         let executor = ClusterExecutor {
             client,
             conn: None,
-            scripts: self.loaded_scripts(),
+            // Releases announced with SPUBLISH on the key's shard.
+            scripts: self.loaded_scripts().sharded(),
             redact,
             id: id.clone(),
         };
         let backlog = self.backlog(&id)?;
-        self.spawn(executor, id, backlog, None)
+        self.spawn(executor, id, backlog, hub)
     }
 
     /// Like [`open_cluster`](Self::open_cluster), then waits until the

@@ -59,7 +59,10 @@
 //!   [`Client`](redis::Client) keeps one pub/sub connection, subscribed to
 //!   the release channels of resources someone waits for; a waiting `lock`
 //!   retries as soon as the holder releases, and never later than its retry
-//!   delay if a message is lost ([`Builder::wake_on_release`]).
+//!   delay if a message is lost ([`Builder::wake_on_release`]). A cluster
+//!   node announces and listens with sharded pub/sub on each key's shard
+//!   (Redis 7.0+, Valkey; waiters poll on older servers); a Sentinel node's
+//!   subscription follows the master across failovers.
 //! - **No secrets.** [`Node::id`](redlock_core::Node::id), `Debug` and every
 //!   error show the address without the password.
 //!

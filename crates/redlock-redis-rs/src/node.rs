@@ -204,6 +204,11 @@ impl Builder {
         self.settings.durability
     }
 
+    #[cfg(any(feature = "cluster", feature = "sentinel"))]
+    pub(crate) fn wake_on_release_setting(&self) -> bool {
+        self.settings.wake_on_release
+    }
+
     #[cfg(feature = "sentinel")]
     pub(crate) fn native_commands_setting(&self) -> bool {
         self.settings.native_commands
@@ -330,8 +335,10 @@ impl RedisNode {
 
     /// The pub/sub status of wake-on-release: which release channels the
     /// server confirmed, how many connections were opened and lost. `None`
-    /// when the node does not watch (a cluster, a sentinel, a connection
-    /// passed in, or [`Builder::wake_on_release`] off).
+    /// when the node does not watch (a connection passed in, or
+    /// [`Builder::wake_on_release`] off). A cluster node's channels are the
+    /// sharded ones
+    /// ([`sharded_release_channel`](redlock_core::scripts::sharded_release_channel)).
     ///
     /// ```no_run
     /// use redlock_core::Node;

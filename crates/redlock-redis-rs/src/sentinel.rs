@@ -10,6 +10,9 @@ use crate::node::{Builder, RedisNode};
 use crate::single::{Connector, RedisLink};
 use crate::Error;
 use redlock_kit::session::Session;
+use redlock_kit::watch::ReleaseHub;
+
+use crate::watch::SentinelOpener;
 
 impl Builder {
     /// One node for the master that the sentinels at `sentinels` know as
@@ -25,14 +28,24 @@ impl Builder {
     ) -> Result<RedisNode, Error> {
         let (urls, redact) = seed_urls(sentinels, "no sentinel URLs")?;
         let first = urls.first().copied().unwrap_or_default();
-        let client = SentinelClient::build(
-            urls.clone(),
-            master_name.to_string(),
-            master,
-            SentinelServerType::Master,
-        )
-        .map_err(|e| Error::InvalidConfig(redact.redact(&e.to_string())))?;
+        let build = |master| {
+            SentinelClient::build(
+                urls.clone(),
+                master_name.to_string(),
+                master,
+                SentinelServerType::Master,
+            )
+            .map_err(|e| Error::InvalidConfig(redact.redact(&e.to_string())))
+        };
+        let client = build(master.clone())?;
         let id = format!("sentinel:{master_name}@{}", redact_url(first));
+        // The release watch asks the sentinels for the master on every
+        // connection it opens, so it follows a failover.
+        let hub = if self.wake_on_release_setting() {
+            ReleaseHub::spawn(SentinelOpener(build(master)?), redact.clone(), id.clone())
+        } else {
+            None
+        };
         let connector = Connector::Sentinel {
             client,
             config: self.sentinel_config(),
@@ -47,7 +60,7 @@ impl Builder {
         )
         .with_native(self.native_commands_setting())
         .with_durability(self.durability_setting());
-        self.spawn(executor, id, backlog, None)
+        self.spawn(executor, id, backlog, hub)
     }
 
     /// Like [`open_sentinel`](Self::open_sentinel), then waits until the

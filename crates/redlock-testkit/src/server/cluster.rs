@@ -19,6 +19,21 @@ impl RedisCluster {
     /// Starts the servers, creates the cluster and waits until every node
     /// reports `cluster_state:ok`.
     pub fn start(masters: usize, replicas: usize) -> Result<Self> {
+        Self::start_on(None, masters, replicas)
+    }
+
+    /// Like [`start`](Self::start), with every node running `binary` (say,
+    /// a Redis 6.2 found by [`find_server`](super::binaries::find_server))
+    /// instead of the default server.
+    pub fn start_binary(
+        binary: impl AsRef<std::path::Path>,
+        masters: usize,
+        replicas: usize,
+    ) -> Result<Self> {
+        Self::start_on(Some(binary.as_ref()), masters, replicas)
+    }
+
+    fn start_on(binary: Option<&std::path::Path>, masters: usize, replicas: usize) -> Result<Self> {
         if masters < 3 {
             return Err(ServerError::Settle(
                 "a Redis Cluster needs at least 3 masters".into(),
@@ -27,7 +42,7 @@ impl RedisCluster {
         let total = masters * (1 + replicas);
         let mut servers = Vec::with_capacity(total);
         for _ in 0..total {
-            servers.push(RedisServer::start_with(ServerOptions {
+            let options = ServerOptions {
                 args: [
                     "--cluster-enabled",
                     "yes",
@@ -40,7 +55,11 @@ impl RedisCluster {
                 .map(|s| s.to_string())
                 .collect(),
                 password: None,
-            })?);
+            };
+            servers.push(match binary {
+                Some(b) => RedisServer::start_binary(b, options)?,
+                None => RedisServer::start_with(options)?,
+            });
         }
         let mut cmd = Command::new(cli_binary());
         cmd.arg("--cluster").arg("create");
