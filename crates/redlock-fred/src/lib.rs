@@ -118,9 +118,7 @@ mod node;
 mod watch;
 mod wire;
 
-pub use builder::{
-    default_reconnect_policy, Builder, DEFAULT_CONNECTION_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
-};
+pub use builder::{default_reconnect_policy, Builder};
 #[doc(hidden)]
 pub use builder::{FredNodeBuilder, DEFAULT_COMMAND_TIMEOUT};
 #[doc(hidden)]
@@ -128,6 +126,7 @@ pub use error::ConnectError;
 pub use error::Error;
 pub use node::FredNode;
 pub use redlock_core::{self, Lock, LockError, Options, Redlock};
+pub use redlock_kit::session::{DEFAULT_CONNECTION_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
 pub use redlock_kit::{redact_url, Subscriptions};
 
 /// The `fred` crate this adapter is built on, for building clients of the

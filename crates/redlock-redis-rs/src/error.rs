@@ -5,27 +5,10 @@ use redlock_core::NodeError;
 
 use crate::address::Secrets;
 
-/// Why a node could not be created. Never contains a password.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The URL or connection settings are invalid.
-    #[error("invalid redis connection settings: {0}")]
-    InvalidConfig(String),
-    /// The server could not be reached or refused the connection.
-    #[error("could not connect to {node}: {cause}")]
-    Connect {
-        /// The node (address without password).
-        node: String,
-        /// What went wrong.
-        cause: NodeError,
-    },
-    /// No tokio runtime is running; nodes run a background task.
-    #[error("no tokio runtime: create nodes from within a tokio runtime")]
-    NoRuntime,
-    /// The Redlock options were invalid.
-    #[error(transparent)]
-    InvalidArgument(#[from] redlock_core::InvalidArgument),
+redlock_kit::adapter_error! {
+    /// Why a node could not be created. Never contains a password. A URL
+    /// the `redis` crate refuses is [`Error::InvalidConfig`].
+    pub enum Error {}
 }
 
 /// Maps a `redis` error to a [`NodeError`], scrubbing secrets.

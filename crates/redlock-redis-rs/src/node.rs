@@ -9,7 +9,7 @@ use redlock_core::backlog::Backlog;
 use redlock_core::Node;
 use redlock_kit::node::QueueNode;
 use redlock_kit::session::Session;
-use redlock_kit::settings::{Invalid, Settings};
+use redlock_kit::settings::Settings;
 use redlock_kit::watch::ReleaseHub;
 use redlock_kit::{Executor, LoadedScripts, Queue, Subscriptions};
 
@@ -193,10 +193,7 @@ impl Builder {
     /// The node's backlog, once the settings are known to work: a zero
     /// timeout is refused rather than silently replaced.
     pub(crate) fn backlog(&self, id: &str) -> Result<Backlog, Error> {
-        self.settings.backlog(id).map_err(|e| match e {
-            Invalid::Config(text) => Error::InvalidConfig(text),
-            Invalid::Argument(e) => Error::InvalidArgument(e),
-        })
+        Ok(self.settings.backlog(id)?)
     }
 
     #[cfg(any(feature = "cluster", feature = "sentinel"))]
@@ -221,8 +218,7 @@ impl Builder {
         backlog: Backlog,
         watch: Option<ReleaseHub>,
     ) -> Result<RedisNode, Error> {
-        let queue = Queue::spawn(executor, self.settings.max_batch, backlog)
-            .map_err(|_| Error::NoRuntime)?;
+        let queue = Queue::spawn(executor, self.settings.max_batch, backlog)?;
         Ok(RedisNode {
             inner: Arc::new(
                 QueueNode::new(id, queue, watch).with_durability(self.settings.durability),
@@ -250,16 +246,7 @@ impl Builder {
 }
 
 fn invalid(url: &str, e: &redis::RedisError) -> Error {
-    let mut r = Secrets::default();
-    // The password as written in the URL (percent-encoded or not).
-    r.add_from_url(url);
-    Error::InvalidConfig(format!(
-        "{}: {}; expected {} ({})",
-        redact_url(url),
-        redlock_kit::url::url_problem(url),
-        redlock_kit::url::EXPECTED_FORM,
-        r.redact(&e.to_string())
-    ))
+    Error::InvalidConfig(redlock_kit::url::invalid_url(url, &e.to_string()))
 }
 
 impl RedisNode {
