@@ -219,27 +219,24 @@ impl Builder {
     pub async fn connect(self, url: &str) -> Result<FredNode, Error> {
         let timeout = self.settings.connection_timeout;
         let node = self.open(url)?;
-        for client in node.clients() {
-            let mut errors = client.error_rx();
-            let failed = tokio::select! {
-                connected = client.wait_for_connect() => connected.err(),
-                error = errors.recv() => error.ok().map(|(e, _)| e),
-                () = sleep_for(timeout) => Some(fred::error::Error::new(
-                    fred::error::ErrorKind::Timeout,
-                    format!("not connected within {timeout:?}"),
-                )),
-            };
-            if let Some(e) = failed {
-                let cause = node_error(&e, node.secrets());
-                let node_id = redlock_core::Node::id(&node).to_owned();
-                node.abort();
-                return Err(Error::Connect {
-                    node: node_id,
-                    cause,
-                });
+        let connected = async {
+            for client in node.clients() {
+                let mut errors = client.error_rx();
+                let failed = tokio::select! {
+                    connected = client.wait_for_connect() => connected.err(),
+                    error = errors.recv() => error.ok().map(|(e, _)| e),
+                    () = sleep_for(timeout) => Some(fred::error::Error::new(
+                        fred::error::ErrorKind::Timeout,
+                        format!("not connected within {timeout:?}"),
+                    )),
+                };
+                if let Some(e) = failed {
+                    return Err(node_error(&e, node.secrets()));
+                }
             }
-        }
-        if let Err(cause) = node.ping().await {
+            node.ping().await
+        };
+        if let Err(cause) = connected.await {
             let node_id = redlock_core::Node::id(&node).to_owned();
             node.abort();
             return Err(Error::Connect {
@@ -298,9 +295,7 @@ impl Builder {
     async fn ensure_connected(&self, client: &Client) -> Result<(), Error> {
         let config = client.client_config();
         let mut secrets = Secrets::default();
-        if let Some(p) = &config.password {
-            secrets.add(p);
-        }
+        secrets.add_opt(config.password.as_deref());
         let id = crate::node::node_id(&config);
         if client
             .connection_config()

@@ -10,11 +10,35 @@ use std::time::Duration;
 
 use redlock_core::node::ttl_millis;
 use redlock_core::slot::hash_slot;
-use redlock_core::{Acquire, BoxFuture, Durability, Extend, KeyState, Node, NodeError};
+use redlock_core::{
+    Acquire, BoxFuture, Durability, Extend, InvalidArgument, KeyState, Node, NodeError, Options,
+    Redlock,
+};
 
 use crate::queue::Queue;
 use crate::slots::{self, SlotSender};
 use crate::watch::{ReleaseHub, Subscriptions};
+
+/// A [`Redlock`] over one node per URL, each made by `open` (an adapter's
+/// constructor that connects in the background): an adapter's
+/// `redlock_with` in one call. The first error of `open` is returned as it
+/// is; invalid `options` are `E::from(InvalidArgument)`.
+pub fn redlock_from<S, N, E>(
+    urls: &[S],
+    options: Options,
+    open: impl Fn(&str) -> Result<N, E>,
+) -> Result<Redlock, E>
+where
+    S: AsRef<str>,
+    N: Node + 'static,
+    E: From<InvalidArgument>,
+{
+    let nodes = urls
+        .iter()
+        .map(|u| open(u.as_ref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Redlock::new(nodes, options)?)
+}
 
 /// What [`QueueNode::with_quit`] runs instead of draining the queues.
 pub type OnQuit = Box<dyn Fn() -> BoxFuture<'static, Result<(), NodeError>> + Send + Sync>;
