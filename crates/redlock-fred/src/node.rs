@@ -30,7 +30,7 @@ use crate::wire::Wire;
 /// Cheap to clone; clones share the clients. See the [crate docs](crate) for
 /// the model and the guarantees.
 ///
-/// [`quit`](Node::quit) refuses new requests, waits up to the response
+/// [`quit`](redlock_core::Node::quit) refuses new requests, waits up to the response
 /// timeout (10 s when it is `None`) for the queued ones and the answers
 /// still owed (releases in flight), then sends `QUIT` on every connection.
 /// When the answers do not come in time (a stopped server), a node made by
@@ -39,7 +39,7 @@ use crate::wire::Wire;
 /// connection then, and the error says so. The closing runs in a task of
 /// its own, so it completes even if the caller stops waiting.
 ///
-/// When the last clone is dropped without [`quit`](Node::quit), a node made
+/// When the last clone is dropped without [`quit`](redlock_core::Node::quit), a node made
 /// by [`connect`](Self::connect) closes its connections in the background
 /// the same way.
 /// Clients the application gave ([`from_client`](Self::from_client),
