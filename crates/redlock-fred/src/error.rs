@@ -43,10 +43,7 @@ fn is_auth(e: &FredError) -> bool {
     if matches!(e.kind(), ErrorKind::Auth) {
         return true;
     }
-    let details = e.details();
-    ["WRONGPASS", "NOAUTH", "NOPERM"]
-        .iter()
-        .any(|code| details.contains(code))
+    redlock_kit::is_auth_reply(e.details())
 }
 
 /// What fred answers, before handing the command to its connection task,

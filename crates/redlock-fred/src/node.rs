@@ -462,23 +462,18 @@ async fn close_client(
         quit
     };
     let outcome = tokio::time::timeout(bound, graceful).await;
-    match (outcome, task) {
-        (Ok(Ok(())), _) => Ok(()),
-        (Ok(Err(e)), task) => {
-            if let Some(task) = task {
-                task.abort();
-                let _ = task.await;
-            }
-            Err(format!("QUIT failed: {e}"))
-        }
-        (Err(_), Some(task)) => {
-            task.abort();
-            let _ = task.await;
-            Err(format!(
-                "requests still unanswered after {bound:?}; the connection was closed without their answers"
-            ))
-        }
-        (Err(_), None) => Err(format!(
+    let owned = task.is_some();
+    if let (false, Some(task)) = (matches!(outcome, Ok(Ok(()))), task) {
+        task.abort();
+        let _ = task.await;
+    }
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("QUIT failed: {e}")),
+        Err(_) if owned => Err(format!(
+            "requests still unanswered after {bound:?}; the connection was closed without their answers"
+        )),
+        Err(_) => Err(format!(
             "requests still unanswered after {bound:?}; the application's client keeps its connection until they are"
         )),
     }
@@ -494,8 +489,7 @@ fn host_port(host: &str, port: u16) -> String {
 
 /// The node's id: scheme, hosts and database or service, never credentials.
 pub(crate) fn node_id(config: &Config) -> String {
-    let tls = config_uses_tls(config);
-    let s = if tls { "s" } else { "" };
+    let s = if config.uses_tls() { "s" } else { "" };
     let join = |servers: &[fred::types::config::Server]| {
         let mut hosts: Vec<String> = servers
             .iter()
@@ -520,24 +514,6 @@ pub(crate) fn node_id(config: &Config) -> String {
         #[allow(unreachable_patterns)]
         other => format!("redis{s}://{}{db}", join(&other.hosts())),
     }
-}
-
-#[cfg(any(
-    feature = "tls",
-    feature = "enable-rustls",
-    feature = "enable-rustls-ring"
-))]
-fn config_uses_tls(config: &Config) -> bool {
-    config.tls.is_some()
-}
-
-#[cfg(not(any(
-    feature = "tls",
-    feature = "enable-rustls",
-    feature = "enable-rustls-ring"
-)))]
-fn config_uses_tls(_: &Config) -> bool {
-    false
 }
 
 #[cfg(test)]

@@ -1,5 +1,22 @@
 //! The error type every adapter returns when a node cannot be made, its
-//! shared variants written once ([`adapter_error!`](crate::adapter_error)).
+//! shared variants written once ([`adapter_error!`](crate::adapter_error)),
+//! and what in a server's error reply tells a refused credential apart
+//! ([`is_auth_reply`](crate::is_auth_reply)).
+
+/// Error codes of a server that refuses the credentials or permissions
+/// (`WRONGPASS`, `NOAUTH`, `NOPERM`): a configuration error
+/// ([`NodeError::Auth`](redlock_core::NodeError::Auth)), not an outage.
+pub const AUTH_CODES: [&str; 3] = ["WRONGPASS", "NOAUTH", "NOPERM"];
+
+/// Whether an error's text names one of the [`AUTH_CODES`].
+///
+/// ```
+/// assert!(redlock_kit::is_auth_reply("NOPERM this user has no permissions"));
+/// assert!(!redlock_kit::is_auth_reply("ERR unknown command"));
+/// ```
+pub fn is_auth_reply(text: &str) -> bool {
+    AUTH_CODES.iter().any(|code| text.contains(code))
+}
 
 /// Declares an adapter's public error type for making a node: the variants
 /// every adapter has (`InvalidConfig`, `Connect`, `NoRuntime`,

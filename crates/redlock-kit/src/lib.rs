@@ -96,6 +96,7 @@ pub use async_trait::async_trait as __async_trait;
 pub use redlock_core as __core;
 
 pub use call::{Call, Kind, LoadedScripts};
+pub use error::{is_auth_reply, AUTH_CODES};
 pub use finish::FinishOnDrop;
 pub use plan::{Command, Planner};
 pub use queue::{Executor, Queue};

@@ -2,6 +2,7 @@
 //! [`NodeError`].
 
 use redlock_core::NodeError;
+use redlock_kit::{is_auth_reply, AUTH_CODES};
 
 use crate::address::Secrets;
 
@@ -32,20 +33,12 @@ pub(crate) fn node_error(e: &redis::RedisError, redact: &Secrets) -> NodeError {
     }
 }
 
-/// Server replies that refuse the credentials or permissions: a
-/// configuration error, not an outage.
-const AUTH_CODES: [&str; 3] = ["WRONGPASS", "NOAUTH", "NOPERM"];
-
 /// Whether `e` refuses the credentials or permissions.
 pub(crate) fn is_auth(e: &redis::RedisError) -> bool {
     if matches!(e.kind(), redis::ErrorKind::AuthenticationFailed) {
         return true;
     }
-    if e.code().is_some_and(|c| AUTH_CODES.contains(&c)) {
-        return true;
-    }
-    let text = e.to_string();
-    AUTH_CODES.iter().any(|c| text.contains(c))
+    e.code().is_some_and(|c| AUTH_CODES.contains(&c)) || is_auth_reply(&e.to_string())
 }
 
 /// Whether the connection should be replaced after this error: it broke, or
