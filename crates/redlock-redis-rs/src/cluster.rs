@@ -35,7 +35,7 @@ impl Builder {
     /// ([`Error::InvalidConfig`]): a cluster node does not wait for
     /// replicas yet.
     pub fn open_cluster<S: AsRef<str>>(self, seeds: &[S]) -> Result<RedisNode, Error> {
-        if self.durability_setting() != redlock_core::Durability::Master {
+        if self.settings.durability != redlock_core::Durability::Master {
             return Err(Error::InvalidConfig(
                 "durability with replica wait is not supported on a cluster node: \
                  use Durability::Master"
@@ -44,7 +44,10 @@ impl Builder {
         }
         let (urls, redact) = seed_urls(seeds, "no cluster seed URLs")?;
         let first = urls.first().copied().unwrap_or_default();
-        let (response, connection) = self.timeouts();
+        let (response, connection) = (
+            self.settings.response_timeout,
+            self.settings.connection_timeout,
+        );
         // No retries inside the client: a lock command is sent once.
         let mut b = ClusterClientBuilder::new(urls.clone()).retries(0);
         if let Some(t) = response {
@@ -60,7 +63,7 @@ impl Builder {
         let executor = ClusterExecutor {
             client,
             conn: None,
-            scripts: self.loaded_scripts(),
+            scripts: LoadedScripts::new(&self.settings.scripts),
             redact,
             id: id.clone(),
         };

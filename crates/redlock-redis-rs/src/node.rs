@@ -72,7 +72,7 @@ redlock_kit::node_via!(RedisNode, |node| &*node.inner);
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until a node is made from it"]
 pub struct Builder {
-    settings: Settings,
+    pub(crate) settings: Settings,
 }
 
 // Not derived: with `tls` it installs the crypto provider.
@@ -108,7 +108,7 @@ impl Builder {
     /// own (a request it times out before writing it would be skipped, and
     /// a skipped release leaves a key behind); the node bounds each batch
     /// itself (see [`response_timeout`](Self::response_timeout)).
-    fn config(&self) -> AsyncConnectionConfig {
+    pub(crate) fn config(&self) -> AsyncConnectionConfig {
         AsyncConnectionConfig::new()
             .set_response_timeout(None)
             .set_connection_timeout(self.settings.connection_timeout)
@@ -170,7 +170,7 @@ impl Builder {
         self.spawn_single(Connector::Manager(manager), id, Secrets::default(), None)
     }
 
-    fn spawn_single(
+    pub(crate) fn spawn_single(
         self,
         connector: Connector,
         id: String,
@@ -196,21 +196,6 @@ impl Builder {
         Ok(self.settings.backlog(id)?)
     }
 
-    #[cfg(any(feature = "cluster", feature = "sentinel"))]
-    pub(crate) fn durability_setting(&self) -> redlock_core::Durability {
-        self.settings.durability
-    }
-
-    #[cfg(feature = "sentinel")]
-    pub(crate) fn native_commands_setting(&self) -> bool {
-        self.settings.native_commands
-    }
-
-    #[cfg(feature = "sentinel")]
-    pub(crate) fn response_timeout_setting(&self) -> Option<std::time::Duration> {
-        self.settings.response_timeout
-    }
-
     pub(crate) fn spawn<E: Executor>(
         self,
         executor: E,
@@ -224,24 +209,6 @@ impl Builder {
                 QueueNode::new(id, queue, watch).with_durability(self.settings.durability),
             ),
         })
-    }
-
-    #[cfg(any(feature = "cluster", feature = "sentinel"))]
-    pub(crate) fn loaded_scripts(&self) -> LoadedScripts {
-        LoadedScripts::new(&self.settings.scripts)
-    }
-
-    #[cfg(feature = "cluster")]
-    pub(crate) fn timeouts(&self) -> (Option<std::time::Duration>, Option<std::time::Duration>) {
-        (
-            self.settings.response_timeout,
-            self.settings.connection_timeout,
-        )
-    }
-
-    #[cfg(feature = "sentinel")]
-    pub(crate) fn sentinel_config(&self) -> AsyncConnectionConfig {
-        self.config()
     }
 }
 

@@ -7,9 +7,8 @@ use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServer
 
 use crate::address::{redact_url, seed_urls};
 use crate::node::{Builder, RedisNode};
-use crate::single::{Connector, RedisLink};
+use crate::single::Connector;
 use crate::Error;
-use redlock_kit::session::Session;
 
 impl Builder {
     /// One node for the master that the sentinels at `sentinels` know as
@@ -35,19 +34,9 @@ impl Builder {
         let id = format!("sentinel:{master_name}@{}", redact_url(first));
         let connector = Connector::Sentinel {
             client,
-            config: self.sentinel_config(),
+            config: self.config(),
         };
-        let backlog = self.backlog(&id)?;
-        let executor = Session::new(
-            RedisLink::new(connector, redact),
-            self.loaded_scripts(),
-            id.clone(),
-            self.response_timeout_setting(),
-            backlog.clone(),
-        )
-        .with_native(self.native_commands_setting())
-        .with_durability(self.durability_setting());
-        self.spawn(executor, id, backlog, None)
+        self.spawn_single(connector, id, redact, None)
     }
 
     /// Like [`open_sentinel`](Self::open_sentinel), then waits until the
