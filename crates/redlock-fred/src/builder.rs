@@ -49,7 +49,9 @@ pub fn default_reconnect_policy() -> ReconnectPolicy {
 /// node's order and in the backlog until fred answers it, and a silent
 /// connection is never replaced. fred's own per-command timeout is not
 /// used (fred skips writing a command whose timeout fired, and forgets one
-/// it wrote). Only nodes on a single server wake waiters on release.
+/// it wrote). Only nodes on a single server wake waiters on release. With
+/// a replica wait ([`durability`](Self::durability)), the `WAIT` follows a
+/// batch once its answers are in, on the same connection.
 ///
 /// fred's settings for clients made from a URL ([`open`](Self::open),
 /// [`connect`](Self::connect)): `max_command_attempts = 1`; fred's

@@ -13,7 +13,7 @@ use fred::types::config::{Config, Options, ServerConfig};
 use fred::types::ConnectHandle;
 use futures_util::future::join_all;
 use redlock_core::backlog::Backlog;
-use redlock_core::{Durability, NodeError};
+use redlock_core::NodeError;
 use redlock_kit::node::{OnQuit, QueueNode};
 use redlock_kit::slots::Resends;
 use redlock_kit::watch::ReleaseHub;
@@ -244,12 +244,8 @@ impl FredNode {
         secrets.add_opt(config.password.as_deref());
         let id = node_id(&config);
         let clustered = config.server.is_clustered();
-        if clustered && durability != Durability::Master {
-            return Err(Error::InvalidConfig(
-                "durability with replica wait is not supported on a cluster node: \
-                 use Durability::Master"
-                    .into(),
-            ));
+        if clustered {
+            settings.check_cluster()?;
         }
         let watch = (wake_on_release && !clustered && !config.server.is_sentinel())
             .then(|| ReleaseHub::spawn(Recipe::from_client(first), secrets.clone(), id.clone()))

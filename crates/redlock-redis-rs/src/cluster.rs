@@ -35,13 +35,7 @@ impl Builder {
     /// ([`Error::InvalidConfig`]): a cluster node does not wait for
     /// replicas yet.
     pub fn open_cluster<S: AsRef<str>>(self, seeds: &[S]) -> Result<RedisNode, Error> {
-        if self.settings.durability != redlock_core::Durability::Master {
-            return Err(Error::InvalidConfig(
-                "durability with replica wait is not supported on a cluster node: \
-                 use Durability::Master"
-                    .into(),
-            ));
-        }
+        self.settings.check_cluster()?;
         let (urls, redact) = seed_urls(seeds, "no cluster seed URLs")?;
         let first = urls.first().copied().unwrap_or_default();
         let (response, connection) = (
