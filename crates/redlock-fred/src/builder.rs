@@ -1,30 +1,22 @@
 //! [`Builder`]: how lock commands are sent, and how a node is made
 //! from a URL, a client or a pool.
 
-use std::fmt;
 use std::time::Duration;
 
 use fred::clients::{Client, Pool};
 use fred::interfaces::{ClientLike, EventInterface};
 use fred::types::config::{Config, Options, ReconnectPolicy};
-use fred::types::{Builder as ClientBuilder, ClientState, ConnectHandle};
-use redlock_core::backlog::{self, Backlog};
-use redlock_core::{Durability, Scripts};
+use fred::types::{Builder as ClientBuilder, ClientState};
+use redlock_kit::session::check_timeouts;
+use redlock_kit::settings::Settings;
+use redlock_kit::url::invalid_url;
 
 use crate::error::{node_error, Error, Secrets};
-use crate::node::Settings;
 use crate::FredNode;
 
-/// Default bound on how long the node waits for the answer to one request
-/// (the core's own per-node timeout is usually much shorter and decides
-/// first), and on how long [`quit`](redlock_core::Node::quit) waits for the
-/// answers still owed: 10 s, as in `redlock-redis-rs`.
-pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The former name of [`DEFAULT_RESPONSE_TIMEOUT`].
+/// The former name of [`DEFAULT_RESPONSE_TIMEOUT`](crate::DEFAULT_RESPONSE_TIMEOUT).
 #[doc(hidden)]
-pub const DEFAULT_COMMAND_TIMEOUT: Duration = DEFAULT_RESPONSE_TIMEOUT;
-/// Default time to open a connection: 1 s, as in `redlock-redis-rs`.
-pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = redlock_kit::session::DEFAULT_RESPONSE_TIMEOUT;
 
 /// The reconnect policy [`Builder::connect`] uses unless told
 /// otherwise: retry forever, exponential backoff from 10 ms to 2 s, with
@@ -42,9 +34,24 @@ pub fn default_reconnect_policy() -> ReconnectPolicy {
 /// pool ([`from_pool`](Self::from_pool)).
 ///
 /// Lock commands are always sent with one write attempt (fred never resends
-/// them behind the core's back); the builder sets their timeout, whether
-/// they fail at once while the connection is down, and how many may be
-/// outstanding at once ([`max_outstanding`](Self::max_outstanding)).
+/// them behind the core's back). The settings every adapter has (`scripts`,
+/// `response_timeout`, `connection_timeout`, `max_batch`,
+/// `max_outstanding`, `wake_on_release`, `native_commands`, `durability`)
+/// have the same names and defaults as in `redlock-redis-rs`; fred's own
+/// are [`fail_fast`](Self::fail_fast),
+/// [`reconnect_policy`](Self::reconnect_policy) and
+/// [`pool_size`](Self::pool_size).
+///
+/// Here [`response_timeout`](Self::response_timeout) bounds how long a
+/// caller waits for one request (and [`quit`](redlock_core::Node::quit)
+/// for the answers still owed; 10 s when it is `None`): a request whose
+/// caller stopped waiting is not withdrawn, it keeps its place in the
+/// node's order and in the backlog until fred answers it, and a silent
+/// connection is never replaced. fred's own per-command timeout is not
+/// used (fred skips writing a command whose timeout fired, and forgets one
+/// it wrote). Only nodes on a single server wake waiters on release. With
+/// a replica wait ([`durability`](Self::durability)), the `WAIT` follows a
+/// batch once its answers are in, on the same connection.
 ///
 /// fred's settings for clients made from a URL ([`open`](Self::open),
 /// [`connect`](Self::connect)): `max_command_attempts = 1`; fred's
@@ -74,35 +81,13 @@ pub fn default_reconnect_policy() -> ReconnectPolicy {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until a node is made from it"]
 pub struct Builder {
-    scripts: Scripts,
-    response_timeout: Duration,
+    pub(crate) settings: Settings,
     fail_fast: bool,
     reconnect: ReconnectPolicy,
-    connection_timeout: Duration,
     pool_size: usize,
-    wake_on_release: bool,
-    max_outstanding: usize,
-    native_commands: bool,
-    durability: Durability,
-}
-
-impl fmt::Debug for Builder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Builder")
-            .field("response_timeout", &self.response_timeout)
-            .field("fail_fast", &self.fail_fast)
-            .field("reconnect", &self.reconnect)
-            .field("connection_timeout", &self.connection_timeout)
-            .field("pool_size", &self.pool_size)
-            .field("wake_on_release", &self.wake_on_release)
-            .field("max_outstanding", &self.max_outstanding)
-            .field("native_commands", &self.native_commands)
-            .field("durability", &self.durability)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The former name of [`Builder`].
@@ -116,83 +101,25 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// The defaults: built-in scripts, [`DEFAULT_RESPONSE_TIMEOUT`], fail
-    /// fast, [`default_reconnect_policy`], [`DEFAULT_CONNECTION_TIMEOUT`],
-    /// one client, at most [`backlog::DEFAULT_LIMIT`] outstanding requests.
+    /// The defaults: those of [`Settings`] (built-in scripts, response
+    /// timeout 10 s, connection timeout 1 s, at most
+    /// [`backlog::DEFAULT_LIMIT`](redlock_core::backlog::DEFAULT_LIMIT)
+    /// outstanding requests), fail fast, [`default_reconnect_policy`], one
+    /// client.
     pub fn new() -> Self {
         Builder {
-            scripts: Scripts::default(),
-            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            settings: Settings::default(),
             fail_fast: true,
             reconnect: default_reconnect_policy(),
-            connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
             pool_size: 1,
-            wake_on_release: true,
-            max_outstanding: backlog::DEFAULT_LIMIT,
-            native_commands: true,
-            durability: Durability::Master,
         }
     }
 
-    /// What an acquire or extend waits for before the node answers
-    /// (default [`Durability::Master`]: the master's reply). For a node
-    /// that is a replicated deployment (a Sentinel-managed master, a
-    /// master with replicas), [`Durability::replicas`] follows every batch
-    /// holding an acquire or extend with one `WAIT count timeout` on the
-    /// same connection, sent once the batch was answered; when fewer
-    /// replicas acknowledged in time, the requests of that batch that took
-    /// effect fail with [`NodeError::NotReplicated`](redlock_core::NodeError::NotReplicated)
-    /// (a failed vote; the core releases what an acquire took). Cost: one
-    /// more round trip, and the replicas' acknowledgement, per batch with
-    /// writes. Refused on a cluster ([`Error::InvalidConfig`]).
-    ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-    /// use std::time::Duration;
-    /// use redlock_core::Durability;
-    /// use redlock_fred::FredNode;
-    ///
-    /// let node = FredNode::builder()
-    ///     .durability(Durability::replicas(1, Duration::from_millis(50))?)
-    ///     .connect("redis://127.0.0.1:6379")
-    ///     .await?;
-    /// # let _ = node; Ok(()) }
-    /// ```
-    pub fn durability(mut self, durability: Durability) -> Self {
-        self.durability = durability;
-        self
-    }
-
-    /// Replaces the Lua scripts (node-redlock's `lockScript` and friends).
-    /// They must keep the calling convention of [`redlock_core::scripts`].
-    pub fn scripts(mut self, scripts: Scripts) -> Self {
-        self.scripts = scripts;
-        self
-    }
-
-    /// How long the node waits for the answer to one request (default
-    /// [`DEFAULT_RESPONSE_TIMEOUT`], 10 s, as in `redlock-redis-rs`), so that
-    /// a call never waits forever even when used without the core; also how
-    /// long [`quit`](redlock_core::Node::quit) waits for the answers still
-    /// owed before it closes the connections anyway. The core bounds every
-    /// request by its own, much shorter per-node timeout. Zero makes
-    /// building the node fail with [`Error::InvalidConfig`].
-    ///
-    /// A request whose caller stopped waiting is not withdrawn: once handed
-    /// to fred it stays in the node's order (a release sent later must
-    /// never overtake it) and keeps its place in the backlog
-    /// ([`max_outstanding`](Self::max_outstanding)) until the server answers
-    /// it or its connection is closed. fred's own per-command timeout is
-    /// therefore not used (fred skips writing a command whose timeout
-    /// fired, and forgets one it wrote).
-    pub fn response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = timeout;
-        self
-    }
+    redlock_kit::builder_methods!(settings);
 
     /// The former name of [`response_timeout`](Self::response_timeout).
     #[doc(hidden)]
-    pub fn command_timeout(self, timeout: Duration) -> Self {
+    pub fn command_timeout(self, timeout: impl Into<Option<Duration>>) -> Self {
         self.response_timeout(timeout)
     }
 
@@ -213,18 +140,6 @@ impl Builder {
         self
     }
 
-    /// Time to open a connection (fred's `connection_timeout`, also used
-    /// for the commands fred sends while connecting), how long
-    /// [`connect`](Self::connect) waits for the first connection, and how
-    /// long [`from_client`](Self::from_client) waits for a client that is
-    /// still connecting (default [`DEFAULT_CONNECTION_TIMEOUT`], 1 s, as in
-    /// `redlock-redis-rs`). Zero makes
-    /// building the node fail with [`Error::InvalidConfig`].
-    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
-        self.connection_timeout = timeout;
-        self
-    }
-
     /// How many clients [`connect`](Self::connect) opens (a fred pool) when
     /// above one. Requests for the same keys always use the same client.
     pub fn pool_size(mut self, size: usize) -> Self {
@@ -232,109 +147,17 @@ impl Builder {
         self
     }
 
-    /// Whether waiters are woken by release announcements (default `true`):
-    /// a node keeps one extra pub/sub connection, subscribed only to the
-    /// release channels of resources someone is waiting for, so that a
-    /// waiting `lock` retries as soon as the holder releases instead of
-    /// after its retry delay. On a Redis Cluster the releases are announced
-    /// and heard with sharded pub/sub on the key's shard (Redis 7.0+,
-    /// Valkey; on older servers waiters poll with the retry delay); behind
-    /// Sentinel the subscription follows the master across failovers. See
-    /// [`Node::watch_release`](redlock_core::Node::watch_release).
-    pub fn wake_on_release(mut self, enabled: bool) -> Self {
-        self.wake_on_release = enabled;
-        self
-    }
-
-    /// Whether a one-key release or extend may use the server's own
-    /// compare-and-delete / compare-and-set instead of the built-in script
-    /// (default `true`): `DELIFEQ` on Valkey 9, `DELEX … IFEQ` on Redis
-    /// 8.4, `SET … IFEQ … PX` on both; see [`redlock_kit::native`]. Each
-    /// client asks its server once, when it first connects (`COMMAND INFO
-    /// DELIFEQ DELEX`), and keeps to the scripts where the answer names
-    /// neither. With it, a user whose ACL denies `@scripting` can lock,
-    /// extend and unlock one resource. A substitute script
-    /// ([`scripts`](Self::scripts)) always runs as written, as do calls on
-    /// several keys; Redis Cluster nodes always use the scripts.
-    ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), redlock_fred::Error> {
-    /// let node = redlock_fred::FredNode::builder()
-    ///     .native_commands(false) // every call a Lua script
-    ///     .connect("redis://127.0.0.1:6379")
-    ///     .await?;
-    /// # let _ = node; Ok(()) }
-    /// ```
-    pub fn native_commands(mut self, enabled: bool) -> Self {
-        self.native_commands = enabled;
-        self
-    }
-
-    /// The most requests the node may owe at once: sent (or queued in
-    /// fred) and not answered yet. A node that stops answering (a paused
-    /// process, a black-holed link) keeps at most this many; beyond it,
-    /// acquires, extends and reads fail at once **without being sent**,
-    /// with [`NodeError::Backlog`](redlock_core::NodeError::Backlog) (a
-    /// "no" vote that needs no release), so memory stays flat however long
-    /// the node is stopped. Releases are always sent. The default is
-    /// [`backlog::DEFAULT_LIMIT`]; zero or more than
-    /// [`backlog::MAX_LIMIT`] makes building the node fail with
-    /// [`Error::InvalidArgument`].
-    pub fn max_outstanding(mut self, limit: usize) -> Self {
-        self.max_outstanding = limit;
-        self
-    }
-
     /// The per-command options of lock commands: one write attempt, no
     /// timeout inside fred (a timed-out command would stay in fred's
     /// buffers after its caller was told it failed; see
     /// [`response_timeout`](Self::response_timeout)), and the fail-fast flag.
-    fn command_options(&self) -> Options {
+    pub(crate) fn command_options(&self) -> Options {
         Options {
             max_attempts: Some(1),
             timeout: Some(Duration::ZERO),
             fail_fast: self.fail_fast,
             ..Options::default()
         }
-    }
-
-    /// Refuses settings that cannot work, before anything is connected.
-    fn check(&self) -> Result<(), Error> {
-        for (name, value) in [
-            ("response_timeout", self.response_timeout),
-            ("connection_timeout", self.connection_timeout),
-        ] {
-            if value.is_zero() {
-                return Err(Error::InvalidConfig(format!(
-                    "{name} is zero: give a positive duration (the default is {:?})",
-                    if name == "response_timeout" {
-                        DEFAULT_RESPONSE_TIMEOUT
-                    } else {
-                        DEFAULT_CONNECTION_TIMEOUT
-                    }
-                )));
-            }
-        }
-        Backlog::new(self.max_outstanding)?;
-        Ok(())
-    }
-
-    fn settings(
-        &self,
-        secrets: Secrets,
-        tasks: Vec<Option<ConnectHandle>>,
-    ) -> Result<Settings, Error> {
-        Ok(Settings {
-            options: self.command_options(),
-            response_timeout: self.response_timeout,
-            scripts: self.scripts.clone(),
-            secrets,
-            wake_on_release: self.wake_on_release,
-            native_commands: self.native_commands,
-            backlog: Backlog::new(self.max_outstanding)?,
-            durability: self.durability,
-            tasks,
-        })
     }
 
     /// A node for the deployment `url` names (see [`FredNode::connect`] for
@@ -345,26 +168,31 @@ impl Builder {
     /// and the reconnect policy keeps trying. Must be called within a tokio
     /// runtime ([`Error::NoRuntime`] otherwise).
     pub fn open(self, url: &str) -> Result<FredNode, Error> {
-        self.check()?;
+        check_timeouts(
+            self.settings.response_timeout,
+            self.settings.connection_timeout,
+        )
+        .map_err(Error::InvalidConfig)?;
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::NoRuntime);
         }
+        let mut config = Config::from_url(url)
+            .map_err(|e| Error::InvalidUrl(invalid_url(url, &e.to_string())))?;
         let mut secrets = Secrets::default();
         secrets.add_from_url(url);
-        let mut config =
-            Config::from_url(url).map_err(|e| Error::InvalidUrl(secrets.redact(&e.to_string())))?;
-        if let Some(p) = &config.password {
-            secrets.add(p);
-        }
+        secrets.add_opt(config.password.as_deref());
         // The first connection is retried by the reconnect policy like any
         // later one; lock commands still fail fast (see `command_options`).
         config.fail_fast = false;
         let id = crate::node::node_id(&config);
+        let backlog = self.settings.backlog(&id)?;
+        let connection_timeout = self.settings.connection_timeout.unwrap_or_default();
         let mut builder = ClientBuilder::from_config(config);
         builder.set_policy(self.reconnect.clone());
         builder.with_connection_config(|c| {
-            c.connection_timeout = self.connection_timeout;
-            c.internal_command_timeout = self.connection_timeout;
+            // Zero is no bound in fred.
+            c.connection_timeout = connection_timeout;
+            c.internal_command_timeout = connection_timeout;
             c.max_command_attempts = 1;
             // Lock requests are small and latency-bound: no Nagle delay.
             c.tcp.nodelay = Some(true);
@@ -384,37 +212,33 @@ impl Builder {
         // so that `quit` (and dropping the last handle) can close their
         // connections even when a server no longer answers.
         let tasks = clients.iter().map(|c| Some(c.connect())).collect();
-        let settings = self.settings(secrets, tasks)?;
-        FredNode::new(clients, settings)
+        FredNode::new(clients, &self, secrets, tasks, backlog)
     }
 
     /// Like [`open`](Self::open), then waits up to the connection timeout
     /// until every client is connected; fails when one cannot connect (a
     /// server down, refused credentials).
     pub async fn connect(self, url: &str) -> Result<FredNode, Error> {
-        let timeout = self.connection_timeout;
+        let timeout = self.settings.connection_timeout;
         let node = self.open(url)?;
-        for client in node.clients() {
-            let mut errors = client.error_rx();
-            let failed = tokio::select! {
-                connected = client.wait_for_connect() => connected.err(),
-                error = errors.recv() => error.ok().map(|(e, _)| e),
-                () = tokio::time::sleep(timeout) => Some(fred::error::Error::new(
-                    fred::error::ErrorKind::Timeout,
-                    format!("not connected within {timeout:?}"),
-                )),
-            };
-            if let Some(e) = failed {
-                let cause = node_error(&e, node.secrets());
-                let node_id = redlock_core::Node::id(&node).to_owned();
-                node.abort();
-                return Err(Error::Connect {
-                    node: node_id,
-                    cause,
-                });
+        let connected = async {
+            for client in node.clients() {
+                let mut errors = client.error_rx();
+                let failed = tokio::select! {
+                    connected = client.wait_for_connect() => connected.err(),
+                    error = errors.recv() => error.ok().map(|(e, _)| e),
+                    () = sleep_for(timeout) => Some(fred::error::Error::new(
+                        fred::error::ErrorKind::Timeout,
+                        format!("not connected within {timeout:?}"),
+                    )),
+                };
+                if let Some(e) = failed {
+                    return Err(node_error(&e, node.secrets()));
+                }
             }
-        }
-        if let Err(cause) = node.ping().await {
+            node.ping().await
+        };
+        if let Err(cause) = connected.await {
             let node_id = redlock_core::Node::id(&node).to_owned();
             node.abort();
             return Err(Error::Connect {
@@ -437,27 +261,25 @@ impl Builder {
     /// requests were still buffered on the old socket could let a release
     /// overtake the acquire before it.
     pub async fn from_client(self, client: Client) -> Result<FredNode, Error> {
-        self.check()?;
-        self.ensure_connected(&client).await?;
-        let settings = self.settings(Secrets::default(), vec![None])?;
-        FredNode::new(vec![client], settings)
+        self.wrap_clients(vec![client]).await
     }
 
     /// Wraps a pool the application built, initialising it like
     /// [`from_client`](Self::from_client) (and, like it, leaving it connected when
     /// the node is dropped).
     pub async fn from_pool(self, pool: Pool) -> Result<FredNode, Error> {
-        self.check()?;
-        let clients = pool.clients().to_vec();
-        if clients.is_empty() {
-            return Err(Error::EmptyPool);
-        }
+        self.wrap_clients(pool.clients().to_vec()).await
+    }
+
+    async fn wrap_clients(self, clients: Vec<Client>) -> Result<FredNode, Error> {
+        let first = clients.first().ok_or(Error::EmptyPool)?;
+        let backlog = self
+            .settings
+            .backlog(&crate::node::node_id(&first.client_config()))?;
         for client in &clients {
             self.ensure_connected(client).await?;
         }
-        let tasks = clients.iter().map(|_| None).collect();
-        let settings = self.settings(Secrets::default(), tasks)?;
-        FredNode::new(clients, settings)
+        FredNode::new(clients, &self, Secrets::default(), Vec::new(), backlog)
     }
 
     /// The former name of [`from_client`](Self::from_client).
@@ -475,9 +297,7 @@ impl Builder {
     async fn ensure_connected(&self, client: &Client) -> Result<(), Error> {
         let config = client.client_config();
         let mut secrets = Secrets::default();
-        if let Some(p) = &config.password {
-            secrets.add(p);
-        }
+        secrets.add_opt(config.password.as_deref());
         let id = crate::node::node_id(&config);
         if client
             .connection_config()
@@ -498,14 +318,20 @@ impl Builder {
             })?;
             return Ok(());
         }
-        match tokio::time::timeout(self.connection_timeout, client.wait_for_connect()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(
+        let connected = async {
+            tokio::select! {
+                connected = client.wait_for_connect() => Some(connected),
+                () = sleep_for(self.settings.connection_timeout) => None,
+            }
+        };
+        match connected.await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => tracing::warn!(
                 node = %id,
                 error = %node_error(&e, &secrets),
                 "fred client is not connected yet; the node works once it is"
             ),
-            Err(_) => tracing::warn!(
+            None => tracing::warn!(
                 node = %id,
                 "fred client did not connect within the connection timeout; the node works once it is"
             ),
@@ -514,27 +340,10 @@ impl Builder {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn zero_timeouts_are_refused_not_replaced() {
-        let zero = Duration::ZERO;
-        for (builder, name) in [
-            (Builder::new().response_timeout(zero), "response_timeout"),
-            (
-                Builder::new().connection_timeout(zero),
-                "connection_timeout",
-            ),
-        ] {
-            let err = builder.check().expect_err("zero");
-            assert!(
-                matches!(&err, Error::InvalidConfig(m) if m.starts_with(name)),
-                "{err}"
-            );
-        }
-        assert!(Builder::new().max_outstanding(0).check().is_err());
-        assert_eq!(Builder::new().check(), Ok(()));
+/// Sleeps for `timeout`; forever when there is none.
+async fn sleep_for(timeout: Option<Duration>) {
+    match timeout {
+        Some(timeout) => tokio::time::sleep(timeout).await,
+        None => std::future::pending().await,
     }
 }

@@ -5,39 +5,17 @@ use fred::error::{Error as FredError, ErrorKind};
 use redlock_core::NodeError;
 pub(crate) use redlock_kit::Secrets;
 
-/// Why a [`FredNode`](crate::FredNode) could not be built. Never contains a
-/// password.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The URL could not be parsed into a fred configuration.
-    #[error("invalid redis url: {0}")]
-    InvalidUrl(String),
-    /// A setting of the [`Builder`](crate::Builder) cannot work, such as a
-    /// zero timeout; the message says which and what to give instead.
-    #[error("invalid node settings: {0}")]
-    InvalidConfig(String),
-    /// The client could not be built or could not connect.
-    #[error("could not connect to {node}: {cause}")]
-    Connect {
-        /// The node's address (see [`FredNode::id`](crate::FredNode)).
-        node: String,
-        /// What went wrong.
-        cause: NodeError,
-    },
-    /// No tokio runtime is running; a node's connections run as tasks on
-    /// it. Make nodes (and call [`redlock`](crate::redlock)) from within a
-    /// tokio runtime.
-    #[error("no tokio runtime: create nodes from within a tokio runtime")]
-    NoRuntime,
-    /// A pool without clients was given.
-    #[error("the pool has no clients")]
-    EmptyPool,
-    /// A setting of the [`Builder`](crate::Builder) is out of range, such as
-    /// a zero [`max_outstanding`](crate::Builder::max_outstanding); or the
-    /// Redlock options given to [`redlock_with`](crate::redlock_with).
-    #[error(transparent)]
-    InvalidArgument(#[from] redlock_core::InvalidArgument),
+redlock_kit::adapter_error! {
+    /// Why a [`FredNode`](crate::FredNode) could not be built. Never
+    /// contains a password.
+    pub enum Error {
+        /// The URL could not be parsed into a fred configuration.
+        #[error("invalid redis url: {0}")]
+        InvalidUrl(String),
+        /// A pool without clients was given.
+        #[error("the pool has no clients")]
+        EmptyPool,
+    }
 }
 
 /// The former name of [`Error`].
@@ -65,10 +43,7 @@ fn is_auth(e: &FredError) -> bool {
     if matches!(e.kind(), ErrorKind::Auth) {
         return true;
     }
-    let details = e.details();
-    ["WRONGPASS", "NOAUTH", "NOPERM"]
-        .iter()
-        .any(|code| details.contains(code))
+    redlock_kit::is_auth_reply(e.details())
 }
 
 /// What fred answers, before handing the command to its connection task,

@@ -65,12 +65,13 @@
 //!   without credentials (`redis://10.0.0.1:6379/0`,
 //!   `redis-cluster://h1:7000,h2:7001`, `redis-sentinel://h:26379/mymaster`);
 //!   `Debug` output and errors never contain a password.
-//! - **Wakes waiters on release.** A node on a single server keeps one
-//!   pub/sub connection, subscribed to the release channels of resources
-//!   someone waits for; a waiting `lock` retries as soon as a quorum of nodes
-//!   announced the release, and still after its retry delay if a message is
-//!   lost ([`Builder::wake_on_release`]). Cluster and Sentinel nodes
-//!   do not announce; their waiters poll.
+//! - **Wakes waiters on release.** A node keeps one pub/sub connection,
+//!   subscribed to the release channels of resources someone waits for; a
+//!   waiting `lock` retries as soon as a quorum of nodes announced the
+//!   release, and still after its retry delay if a message is lost
+//!   ([`Builder::wake_on_release`]). On a Redis Cluster the announcement is
+//!   a sharded `SPUBLISH` on the key's shard (Redis 7.0+ and Valkey; older
+//!   clusters poll); behind Sentinel the subscription follows the master.
 //!
 //! ## The API
 //!
@@ -118,9 +119,7 @@ mod node;
 mod watch;
 mod wire;
 
-pub use builder::{
-    default_reconnect_policy, Builder, DEFAULT_CONNECTION_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
-};
+pub use builder::{default_reconnect_policy, Builder};
 #[doc(hidden)]
 pub use builder::{FredNodeBuilder, DEFAULT_COMMAND_TIMEOUT};
 #[doc(hidden)]
@@ -128,6 +127,7 @@ pub use error::ConnectError;
 pub use error::Error;
 pub use node::FredNode;
 pub use redlock_core::{self, Lock, LockError, Options, Redlock};
+pub use redlock_kit::session::{DEFAULT_CONNECTION_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
 pub use redlock_kit::{redact_url, Subscriptions};
 
 /// The `fred` crate this adapter is built on, for building clients of the
@@ -162,11 +162,7 @@ pub fn redlock<S: AsRef<str>>(urls: &[S]) -> Result<Redlock, Error> {
 /// # let _ = redlock; Ok(()) }
 /// ```
 pub fn redlock_with<S: AsRef<str>>(urls: &[S], options: Options) -> Result<Redlock, Error> {
-    let nodes = urls
-        .iter()
-        .map(|u| FredNode::open(u.as_ref()))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Redlock::new(nodes, options)?)
+    redlock_kit::node::redlock_from(urls, options, FredNode::open)
 }
 
 /// The README's examples, compiled as doctests.

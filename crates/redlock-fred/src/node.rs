@@ -1,11 +1,10 @@
-//! [`FredNode`]: the [`Node`] implementation over fred clients, each
-//! client behind a [`redlock_kit::Queue`] that sends what waits as one
-//! batch ([`crate::wire`]).
+//! [`FredNode`]: the kit's [`QueueNode`] over fred clients, one
+//! [`redlock_kit::Queue`] per client that sends what waits as one batch
+//! ([`crate::wire`]); a cluster's keys split by slot above the queues.
 
 use std::fmt;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use fred::clients::{Client, Pool};
@@ -14,12 +13,11 @@ use fred::types::config::{Config, Options, ServerConfig};
 use fred::types::ConnectHandle;
 use futures_util::future::join_all;
 use redlock_core::backlog::Backlog;
-use redlock_core::node::ttl_millis;
-use redlock_core::slot::hash_slot;
-use redlock_core::{async_trait, Acquire, Durability, Extend, KeyState, Node, NodeError};
-use redlock_kit::slots::{self, Resends, SlotSender};
+use redlock_core::NodeError;
+use redlock_kit::node::{OnQuit, QueueNode};
+use redlock_kit::slots::Resends;
 use redlock_kit::watch::ReleaseHub;
-use redlock_kit::{FinishOnDrop, LoadedScripts, Planner, Queue, Subscriptions};
+use redlock_kit::{LoadedScripts, Planner, Queue, Subscriptions};
 
 use crate::builder::Builder;
 use crate::error::{Error, Secrets};
@@ -32,9 +30,18 @@ use crate::wire::Wire;
 /// Cheap to clone; clones share the clients. See the [crate docs](crate) for
 /// the model and the guarantees.
 ///
-/// When the last clone is dropped without [`quit`](Node::quit), a node made
+/// [`quit`](redlock_core::Node::quit) refuses new requests, waits up to the response
+/// timeout (10 s when it is `None`) for the queued ones and the answers
+/// still owed (releases in flight), then sends `QUIT` on every connection.
+/// When the answers do not come in time (a stopped server), a node made by
+/// [`connect`](Self::connect) stops its clients' connection tasks, which
+/// closes their sockets at once; an application's client keeps its
+/// connection then, and the error says so. The closing runs in a task of
+/// its own, so it completes even if the caller stops waiting.
+///
+/// When the last clone is dropped without [`quit`](redlock_core::Node::quit), a node made
 /// by [`connect`](Self::connect) closes its connections in the background
-/// the same way (answers still owed are awaited up to the command timeout).
+/// the same way.
 /// Clients the application gave ([`from_client`](Self::from_client),
 /// [`from_pool`](Self::from_pool)) stay connected then: they are the
 /// application's to close.
@@ -56,67 +63,39 @@ use crate::wire::Wire;
 #[derive(Clone)]
 pub struct FredNode {
     inner: Arc<Inner>,
-    /// Closes the node when the application's last handle goes; `None` in
-    /// the handles the node's own background work keeps.
-    _owner: Option<Arc<Owner>>,
-}
-
-/// What a node is built from (see [`Builder`]).
-pub(crate) struct Settings {
-    pub(crate) options: Options,
-    pub(crate) response_timeout: Duration,
-    pub(crate) scripts: redlock_core::Scripts,
-    pub(crate) secrets: Secrets,
-    pub(crate) wake_on_release: bool,
-    /// Whether native commands may replace the built-in scripts.
-    pub(crate) native_commands: bool,
-    pub(crate) backlog: Backlog,
-    /// What an acquire or extend waits for (see [`Builder::durability`](crate::Builder::durability)).
-    pub(crate) durability: Durability,
-    /// The connection task of each client when the node owns it (made by
-    /// [`Builder::open`]), `None` for an application's client.
-    pub(crate) tasks: Vec<Option<ConnectHandle>>,
+    /// Closes the node when the application's last handle goes.
+    _owner: Arc<Owner>,
 }
 
 struct Inner {
-    id: String,
+    /// The queues (one per client), the slot split, the release watch.
+    node: QueueNode,
     clustered: bool,
     clients: Vec<Client>,
-    /// One per client, in the same order.
-    queues: Vec<Queue>,
     options: Options,
-    /// How long a caller waits for one request, and `quit` for the answers
-    /// still owed.
-    response_timeout: Duration,
-    /// The requests admitted and not answered yet, bounded; shared by the
-    /// queues.
-    backlog: Backlog,
+    /// How long `quit` waits for the answers still owed.
+    close_bound: Duration,
+    max_outstanding: usize,
     /// The connection tasks of the clients the node owns; taken by the
     /// first `quit`.
     tasks: Mutex<Vec<Option<ConnectHandle>>>,
     secrets: Secrets,
     closed: AtomicBool,
-    /// Wake-on-release for a single server; `None` otherwise or when turned
-    /// off.
-    watch: Option<ReleaseHub>,
-    durability: Durability,
 }
 
 impl fmt::Debug for FredNode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FredNode")
-            .field("id", &self.inner.id)
+            .field("id", &redlock_core::Node::id(&self.inner.node))
             .field("clustered", &self.inner.clustered)
             .field("clients", &self.inner.clients.len())
-            .field("response_timeout", &self.inner.response_timeout)
-            .field("backlog", &self.inner.backlog)
+            .field("max_outstanding", &self.inner.max_outstanding)
             .field("closed", &self.inner.closed.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
 
-/// What a node answers.
-type Answer<T> = Result<T, NodeError>;
+redlock_kit::node_via!(FredNode, |node| &node.inner.node);
 
 impl FredNode {
     /// Connects to the deployment a URL names, with the defaults of
@@ -194,7 +173,7 @@ impl FredNode {
         Builder::new().from_pool(pool).await
     }
 
-    /// A builder to set the command timeout, fail-fast behaviour, custom
+    /// A builder to set the response timeout, fail-fast behaviour, custom
     /// scripts and, for [`Builder::connect`], the reconnect policy.
     ///
     /// ```no_run
@@ -227,15 +206,6 @@ impl FredNode {
         self.inner.clustered
     }
 
-    /// A handle for the node's own background work: it shares the clients
-    /// but does not keep the node open (only the application's handles do).
-    fn detached(&self) -> FredNode {
-        FredNode {
-            inner: self.inner.clone(),
-            _owner: None,
-        }
-    }
-
     /// The per-command options every lock command is sent with: one write
     /// attempt, no timeout inside fred (the node applies
     /// [`Builder::response_timeout`] itself, without withdrawing the
@@ -247,42 +217,34 @@ impl FredNode {
     /// The most requests this node may owe at once (see
     /// [`Builder::max_outstanding`]).
     pub fn max_outstanding(&self) -> usize {
-        self.inner.backlog.limit()
+        self.inner.max_outstanding
     }
 
     /// The pub/sub status of wake-on-release: which release channels the
     /// server confirmed, how many connections were opened and lost. `None`
     /// when the node does not watch ([`Builder::wake_on_release`] off).
     pub fn release_subscriptions(&self) -> Option<Subscriptions> {
-        self.inner.watch.as_ref().map(ReleaseHub::subscriptions)
+        self.inner.node.subscriptions()
     }
 
-    pub(crate) fn new(clients: Vec<Client>, settings: Settings) -> Result<Self, Error> {
-        let Settings {
-            options,
-            response_timeout,
-            scripts,
-            mut secrets,
-            wake_on_release,
-            native_commands,
-            backlog,
-            durability,
-            mut tasks,
-        } = settings;
+    pub(crate) fn new(
+        clients: Vec<Client>,
+        builder: &Builder,
+        mut secrets: Secrets,
+        mut tasks: Vec<Option<ConnectHandle>>,
+        backlog: Backlog,
+    ) -> Result<Self, Error> {
+        let settings = &builder.settings;
+        let wake_on_release = settings.wake_on_release;
+        let durability = settings.durability;
         let first = clients.first().ok_or(Error::EmptyPool)?;
         tasks.resize_with(clients.len(), || None);
         let config = first.client_config();
-        if let Some(p) = &config.password {
-            secrets.add(p);
-        }
+        secrets.add_opt(config.password.as_deref());
         let id = node_id(&config);
         let clustered = config.server.is_clustered();
-        if clustered && durability != Durability::Master {
-            return Err(Error::InvalidConfig(
-                "durability with replica wait is not supported on a cluster node: \
-                 use Durability::Master"
-                    .into(),
-            ));
+        if clustered {
+            settings.check_cluster()?;
         }
         // A cluster announces on the key's shard; a sentinel's watch opens
         // each connection to the master the sentinels name then.
@@ -296,14 +258,15 @@ impl FredNode {
                 }
             })
             .flatten();
-        let backlog = backlog.with_gauge(&id);
+        let options = builder.command_options();
         // `fail_fast` would take precedence over the second attempt.
         let release_options = Options {
             max_attempts: Some(2),
             fail_fast: false,
             ..options.clone()
         };
-        let loaded = LoadedScripts::new(&scripts);
+        let loaded = LoadedScripts::new(&settings.scripts);
+        // Releases announced with SPUBLISH on the key's shard.
         let loaded = if clustered { loaded.sharded() } else { loaded };
         let planner = Planner::new(loaded).with_durability(durability);
         let mut queues = Vec::with_capacity(clients.len());
@@ -322,33 +285,37 @@ impl FredNode {
                 announce: Vec::new(),
                 // A cluster's calls are single-slot script calls, sent as
                 // they are.
-                detect_native: native_commands && !clustered,
+                detect_native: settings.native_commands && !clustered,
             };
-            queues.push(
-                Queue::spawn(wire, MAX_BATCH, backlog.clone()).map_err(|_| Error::NoRuntime)?,
-            );
+            queues.push(Queue::spawn(wire, settings.max_batch, backlog.clone())?);
         }
-        let inner = Arc::new(Inner {
-            id,
+        let mut queues = queues.into_iter();
+        let queue = queues.next().ok_or(Error::EmptyPool)?;
+        let node = QueueNode::new(id, queue, watch)
+            .with_queues(queues)
+            .split_by_slot(clustered)
+            .with_response_timeout(settings.response_timeout)
+            .with_durability(durability);
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
+            node: node.with_quit(on_quit(weak.clone())),
             clustered,
             clients,
-            queues,
             options,
-            response_timeout,
-            backlog,
+            close_bound: settings
+                .response_timeout
+                .unwrap_or(redlock_kit::session::DEFAULT_RESPONSE_TIMEOUT),
+            max_outstanding: settings.max_outstanding,
             tasks: Mutex::new(tasks),
             secrets,
             closed: AtomicBool::new(false),
-            watch,
-            durability,
         });
         if !inner.clients[0].has_reconnect_policy() {
-            tracing::warn!(node = %inner.id, "fred client has no reconnect policy: after a restart this node stays unreachable");
+            tracing::warn!(node = %redlock_core::Node::id(&inner.node), "fred client has no reconnect policy: after a restart this node stays unreachable");
         }
         Ok(FredNode {
-            _owner: Some(Arc::new(Owner {
+            _owner: Arc::new(Owner {
                 inner: inner.clone(),
-            })),
+            }),
             inner,
         })
     }
@@ -358,11 +325,12 @@ impl FredNode {
     /// refuses the script (no `@scripting`), a `PING` instead: such a user
     /// still locks one resource with the server's native commands.
     pub(crate) async fn ping(&self) -> Result<(), NodeError> {
-        for queue in &self.inner.queues {
-            match self.bounded(queue.inspect(&[])).await {
+        let node = &self.inner.node;
+        for queue in node.queues() {
+            match node.bounded(queue.inspect(&[])).await {
                 Ok(_) => {}
                 Err(NodeError::Auth(m)) if m.contains("NOPERM") => {
-                    self.bounded(queue.ping()).await?;
+                    node.bounded(queue.ping()).await?;
                 }
                 Err(e) => return Err(e),
             }
@@ -379,166 +347,34 @@ impl FredNode {
     /// not connect).
     pub(crate) fn abort(self) {
         self.inner.closed.store(true, Ordering::Release);
-        close_queues(&self.inner);
+        self.inner.node.close();
         for task in lock_tasks(&self.inner).drain(..).flatten() {
             task.abort();
         }
     }
-
-    /// The queue of the client that carries requests for `keys`: always
-    /// the same one for the same keys, so requests for them stay in order.
-    fn queue(&self, keys: &[String]) -> Result<&Queue, NodeError> {
-        if self.inner.closed.load(Ordering::Acquire) {
-            return Err(NodeError::Closed);
-        }
-        let queues = &self.inner.queues;
-        let slot = keys.first().map_or(0, |k| hash_slot(k.as_bytes()));
-        Ok(&queues[usize::from(slot) % queues.len()])
-    }
-
-    /// Waits for `answer` up to the response timeout; a request whose
-    /// caller stops waiting keeps its place in the node's order.
-    async fn bounded<T>(
-        &self,
-        answer: impl Future<Output = Result<T, NodeError>>,
-    ) -> Result<T, NodeError> {
-        let timeout = self.inner.response_timeout;
-        tokio::time::timeout(timeout, answer)
-            .await
-            .unwrap_or_else(|_| {
-                Err(NodeError::Connection(format!(
-                    "no answer within {timeout:?}; the request keeps its place in the node's order"
-                )))
-            })
-    }
 }
 
-/// The most calls sent as one batch.
-const MAX_BATCH: usize = 256;
-
-/// One request per slot (see [`redlock_kit::slots`]), each through the
-/// queue of its keys.
-#[async_trait]
-impl SlotSender for FredNode {
-    fn clustered(&self) -> bool {
-        self.inner.clustered
-    }
-
-    async fn acquire(
-        &self,
-        _: u16,
-        keys: Vec<String>,
-        token: &str,
-        ttl_ms: u64,
-    ) -> Answer<Acquire> {
-        let ttl = Duration::from_millis(ttl_ms);
-        self.bounded(self.queue(&keys)?.acquire(&keys, token, ttl))
-            .await
-    }
-
-    async fn release(&self, _: u16, keys: Vec<String>, token: &str) -> Answer<u64> {
-        self.bounded(self.queue(&keys)?.release(&keys, token)).await
-    }
-
-    async fn extend(&self, _: u16, keys: Vec<String>, token: &str, ttl_ms: u64) -> Answer<Extend> {
-        let ttl = Duration::from_millis(ttl_ms);
-        self.bounded(self.queue(&keys)?.extend(&keys, token, ttl))
-            .await
-    }
-
-    async fn inspect(&self, _: u16, keys: Vec<String>) -> Answer<Vec<KeyState>> {
-        self.bounded(self.queue(&keys)?.inspect(&keys)).await
-    }
-
-    async fn fence(&self, _: u16, keys: Vec<String>, floor: u64) -> Answer<u64> {
-        self.bounded(self.queue(&keys)?.fence(&keys, floor)).await
-    }
-}
-
-#[async_trait]
-impl Node for FredNode {
-    fn id(&self) -> &str {
-        &self.inner.id
-    }
-
-    /// All or nothing. On a cluster, keys in different slots are sent as one
-    /// request per slot (all sent at once); if any slot conflicts or fails,
-    /// every slot that may have taken its keys is released again before the
-    /// answer is returned ([`redlock_kit::slots::acquire`]).
-    async fn acquire(&self, keys: &[String], token: &str, ttl: Duration) -> Answer<Acquire> {
-        slots::acquire(self, keys, token, ttl_millis(ttl)).await
-    }
-
-    /// Committed to the node's order on the first poll; on a cluster with
-    /// keys in several slots, the rest goes on in a task of its own if the
-    /// caller drops the future.
-    async fn release(&self, keys: &[String], token: &str) -> Answer<u64> {
-        let node = self.detached();
-        let (keys, token) = (keys.to_vec(), token.to_owned());
-        FinishOnDrop::new(async move { slots::release(&node, &keys, &token).await }).await
-    }
-
-    /// All or nothing. On a cluster with keys in several slots, every slot
-    /// is first checked (read only) for our token; when one key is gone or
-    /// taken nothing is changed ([`redlock_kit::slots::extend`]).
-    async fn extend(&self, keys: &[String], token: &str, ttl: Duration) -> Answer<Extend> {
-        slots::extend(self, keys, token, ttl_millis(ttl)).await
-    }
-
-    async fn inspect(&self, keys: &[String]) -> Answer<Vec<KeyState>> {
-        slots::inspect(self, keys).await
-    }
-
-    /// On a cluster with counters in several slots, each slot is read and
-    /// raised on its own; the answer is the largest value any slot had.
-    async fn fence(&self, keys: &[String], floor: u64) -> Answer<u64> {
-        slots::fence(self, keys, floor).await
-    }
-
-    /// A future that completes once the node announces a release of any
-    /// of `keys` (see [`Builder::wake_on_release`]); on a Redis Cluster a
-    /// sharded announcement on the key's shard.
-    fn watch_release(&self, keys: &[String]) -> Option<redlock_core::BoxFuture<'static, ()>> {
-        if self.inner.closed.load(Ordering::Acquire) {
-            return None;
-        }
-        self.inner.watch.as_ref()?.watch(keys)
-    }
-
-    /// Requests admitted and not answered yet (see
-    /// [`Builder::max_outstanding`]); requests whose caller stopped
-    /// waiting count until fred answers them or closes their connection.
-    fn outstanding(&self) -> Option<usize> {
-        Some(self.inner.backlog.outstanding())
-    }
-
-    /// As set with [`Builder::durability`](crate::Builder::durability).
-    fn durability(&self) -> Durability {
-        self.inner.durability
-    }
-
-    /// Refuses new requests, waits up to the response timeout for the
-    /// queued ones and the answers still owed (releases in flight), then
-    /// sends `QUIT` on every connection. When the answers do not come in
-    /// time (a stopped server), a node made by [`FredNode::connect`] stops
-    /// its clients' connection tasks, which closes their sockets at once;
-    /// an application's client keeps its connection then, and the error
-    /// says so. The closing runs in a task of its own, so it completes
-    /// even if the caller stops waiting.
-    async fn quit(&self) -> Result<(), NodeError> {
-        if self.inner.closed.swap(true, Ordering::AcqRel) {
-            return Ok(());
-        }
-        let inner = self.inner.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => runtime.spawn(close(inner)).await.unwrap_or_else(|e| {
-                Err(NodeError::Connection(format!(
-                    "closing the node failed: {e}"
-                )))
-            }),
-            Err(_) => close(inner).await,
-        }
-    }
+/// What `quit` runs (see [`FredNode`]): the closing in a task of its own.
+fn on_quit(inner: Weak<Inner>) -> OnQuit {
+    Box::new(move || {
+        let inner = inner.clone();
+        Box::pin(async move {
+            let Some(inner) = inner.upgrade() else {
+                return Ok(());
+            };
+            if inner.closed.swap(true, Ordering::AcqRel) {
+                return Ok(());
+            }
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => runtime.spawn(close(inner)).await.unwrap_or_else(|e| {
+                    Err(NodeError::Connection(format!(
+                        "closing the node failed: {e}"
+                    )))
+                }),
+                Err(_) => close(inner).await,
+            }
+        })
+    })
 }
 
 /// Closes the node when the application's last handle is dropped without
@@ -553,7 +389,7 @@ impl Drop for Owner {
         if inner.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        close_queues(inner);
+        inner.node.close();
         let owned = lock_tasks(inner).iter().any(Option::is_some);
         if !owned {
             // The application's clients: theirs to close.
@@ -564,7 +400,7 @@ impl Drop for Owner {
                 let inner = inner.clone();
                 runtime.spawn(async move {
                     if let Err(e) = close(inner.clone()).await {
-                        tracing::debug!(node = %inner.id, error = %e, "closed a dropped node");
+                        tracing::debug!(node = %redlock_core::Node::id(&inner.node), error = %e, "closed a dropped node");
                     }
                 });
             }
@@ -588,9 +424,9 @@ fn lock_tasks(inner: &Inner) -> std::sync::MutexGuard<'_, Vec<Option<ConnectHand
 
 /// Closes every client of the node: see [`Node::quit`] on [`FredNode`].
 async fn close(inner: Arc<Inner>) -> Result<(), NodeError> {
-    close_queues(&inner);
-    let bound = inner.response_timeout;
-    let drained = join_all(inner.queues.iter().map(Queue::drain));
+    inner.node.close();
+    let bound = inner.close_bound;
+    let drained = join_all(inner.node.queues().iter().map(Queue::drain));
     let _ = tokio::time::timeout(bound, drained).await;
     let tasks = std::mem::take(&mut *lock_tasks(&inner));
     let mut tasks = tasks.into_iter();
@@ -608,7 +444,10 @@ async fn close(inner: Arc<Inner>) -> Result<(), NodeError> {
         }
     }
     match first {
-        Some(e) => Err(NodeError::Connection(format!("{}: {e}", inner.id))),
+        Some(e) => Err(NodeError::Connection(format!(
+            "{}: {e}",
+            redlock_core::Node::id(&inner.node)
+        ))),
         None => Ok(()),
     }
 }
@@ -630,36 +469,20 @@ async fn close_client(
         quit
     };
     let outcome = tokio::time::timeout(bound, graceful).await;
-    match (outcome, task) {
-        (Ok(Ok(())), _) => Ok(()),
-        (Ok(Err(e)), task) => {
-            if let Some(task) = task {
-                task.abort();
-                let _ = task.await;
-            }
-            Err(format!("QUIT failed: {e}"))
-        }
-        (Err(_), Some(task)) => {
-            task.abort();
-            let _ = task.await;
-            Err(format!(
-                "requests still unanswered after {bound:?}; the connection was closed without their answers"
-            ))
-        }
-        (Err(_), None) => Err(format!(
+    let owned = task.is_some();
+    if let (false, Some(task)) = (matches!(outcome, Ok(Ok(()))), task) {
+        task.abort();
+        let _ = task.await;
+    }
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("QUIT failed: {e}")),
+        Err(_) if owned => Err(format!(
+            "requests still unanswered after {bound:?}; the connection was closed without their answers"
+        )),
+        Err(_) => Err(format!(
             "requests still unanswered after {bound:?}; the application's client keeps its connection until they are"
         )),
-    }
-}
-
-/// Stops the queues taking requests (what they hold is still sent) and
-/// the release watch.
-fn close_queues(inner: &Inner) {
-    for queue in &inner.queues {
-        queue.close();
-    }
-    if let Some(hub) = &inner.watch {
-        hub.close();
     }
 }
 
@@ -673,8 +496,7 @@ fn host_port(host: &str, port: u16) -> String {
 
 /// The node's id: scheme, hosts and database or service, never credentials.
 pub(crate) fn node_id(config: &Config) -> String {
-    let tls = config_uses_tls(config);
-    let s = if tls { "s" } else { "" };
+    let s = if config.uses_tls() { "s" } else { "" };
     let join = |servers: &[fred::types::config::Server]| {
         let mut hosts: Vec<String> = servers
             .iter()
@@ -699,24 +521,6 @@ pub(crate) fn node_id(config: &Config) -> String {
         #[allow(unreachable_patterns)]
         other => format!("redis{s}://{}{db}", join(&other.hosts())),
     }
-}
-
-#[cfg(any(
-    feature = "tls",
-    feature = "enable-rustls",
-    feature = "enable-rustls-ring"
-))]
-fn config_uses_tls(config: &Config) -> bool {
-    config.tls.is_some()
-}
-
-#[cfg(not(any(
-    feature = "tls",
-    feature = "enable-rustls",
-    feature = "enable-rustls-ring"
-)))]
-fn config_uses_tls(_: &Config) -> bool {
-    false
 }
 
 #[cfg(test)]

@@ -25,7 +25,8 @@
 //!   own node type.
 //! - [`settings`]: the settings every node builder has ([`settings::Settings`]:
 //!   same names, defaults and checks), and its builder methods written once
-//!   ([`builder_methods!`]).
+//!   ([`builder_methods!`]); [`adapter_error!`], the error type for making
+//!   a node, its shared variants written once.
 //! - [`call`]: the lock-level request ([`Call`], [`Kind`]) and the scripts
 //!   with their SHA1 digests ([`LoadedScripts`]).
 //! - [`cluster`]: a batch on a Redis Cluster over a one-method
@@ -42,7 +43,7 @@
 //! - [`reply`]: the lock scripts' replies in lock terms.
 //! - [`Secrets`] and [`redact_url`]: passwords never reach an id, a log
 //!   line, an error or `Debug` output; [`url`]: what is wrong with a node
-//!   URL, in words a user can act on.
+//!   URL, in words a user can act on ([`url::invalid_url`]).
 //!
 //! ## An adapter in four pieces
 //!
@@ -75,6 +76,7 @@
 
 pub mod call;
 pub mod cluster;
+mod error;
 mod finish;
 pub mod native;
 pub mod node;
@@ -94,6 +96,7 @@ pub use async_trait::async_trait as __async_trait;
 pub use redlock_core as __core;
 
 pub use call::{Call, Kind, LoadedScripts};
+pub use error::{is_auth_reply, AUTH_CODES};
 pub use finish::FinishOnDrop;
 pub use plan::{Command, Planner};
 pub use queue::{Executor, Queue};

@@ -61,6 +61,25 @@ pub enum Invalid {
 }
 
 impl Settings {
+    /// Refuses what a Redis Cluster node cannot do: a replica wait
+    /// ([`Durability::replicas`]) is a configuration error there.
+    ///
+    /// ```
+    /// use redlock_kit::settings::Settings;
+    ///
+    /// assert!(Settings::default().check_cluster().is_ok());
+    /// ```
+    pub fn check_cluster(&self) -> Result<(), Invalid> {
+        if self.durability == Durability::Master {
+            return Ok(());
+        }
+        Err(Invalid::Config(
+            "durability with replica wait is not supported on a cluster node: \
+             use Durability::Master"
+                .into(),
+        ))
+    }
+
     /// The node's backlog (counted under `id` with the `metrics`
     /// feature), once the settings are known to work: a zero timeout is
     /// refused rather than silently replaced.

@@ -1,6 +1,8 @@
 //! Node URLs in error messages: the form they must have, and what is
 //! wrong with one a client refused.
 
+use crate::{redact_url, Secrets};
+
 /// The form a node URL must have, for error messages.
 pub const EXPECTED_FORM: &str =
     "redis://[user:password@]host:port[/db] (rediss:// for TLS, redis+unix:///path for a socket)";
@@ -64,6 +66,29 @@ pub fn url_problem(url: &str) -> String {
         }
     }
     "the URL is malformed".into()
+}
+
+/// The text of an adapter's error for a node URL its client refused: the
+/// URL without its password, what is wrong with it ([`url_problem`]), the
+/// form expected, and the client's own words with the password removed.
+///
+/// ```
+/// use redlock_kit::url::invalid_url;
+///
+/// let text = invalid_url("redis://:s3cret@h:70000", "invalid port s3cret");
+/// assert!(text.contains("port 70000 is out of range"));
+/// assert!(!text.contains("s3cret"));
+/// ```
+pub fn invalid_url(url: &str, client_error: &str) -> String {
+    let mut secrets = Secrets::default();
+    // The password as written in the URL (percent-encoded or not).
+    secrets.add_from_url(url);
+    format!(
+        "{}: {}; expected {EXPECTED_FORM} ({})",
+        redact_url(url),
+        url_problem(url),
+        secrets.redact(client_error)
+    )
 }
 
 #[cfg(test)]

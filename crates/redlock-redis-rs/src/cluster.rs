@@ -37,16 +37,13 @@ impl Builder {
     /// ([`Error::InvalidConfig`]): a cluster node does not wait for
     /// replicas yet.
     pub fn open_cluster<S: AsRef<str>>(self, seeds: &[S]) -> Result<RedisNode, Error> {
-        if self.durability_setting() != redlock_core::Durability::Master {
-            return Err(Error::InvalidConfig(
-                "durability with replica wait is not supported on a cluster node: \
-                 use Durability::Master"
-                    .into(),
-            ));
-        }
+        self.settings.check_cluster()?;
         let (urls, redact) = seed_urls(seeds, "no cluster seed URLs")?;
         let first = urls.first().copied().unwrap_or_default();
-        let (response, connection) = self.timeouts();
+        let (response, connection) = (
+            self.settings.response_timeout,
+            self.settings.connection_timeout,
+        );
         // No retries inside the client: a lock command is sent once.
         let mut b = ClusterClientBuilder::new(urls.clone()).retries(0);
         if let Some(t) = response {
@@ -59,7 +56,7 @@ impl Builder {
             .build()
             .map_err(|e| Error::InvalidConfig(redact.redact(&e.to_string())))?;
         let id = format!("cluster:{}", redact_url(first));
-        let hub = if self.wake_on_release_setting() {
+        let hub = if self.settings.wake_on_release {
             let opener = ClusterOpener {
                 seeds: urls.iter().map(|u| (*u).to_owned()).collect(),
                 connection_timeout: connection,
@@ -72,7 +69,7 @@ impl Builder {
             client,
             conn: None,
             // Releases announced with SPUBLISH on the key's shard.
-            scripts: self.loaded_scripts().sharded(),
+            scripts: LoadedScripts::new(&self.settings.scripts).sharded(),
             redact,
             id: id.clone(),
         };

@@ -2,30 +2,14 @@
 //! [`NodeError`].
 
 use redlock_core::NodeError;
+use redlock_kit::{is_auth_reply, AUTH_CODES};
 
 use crate::address::Secrets;
 
-/// Why a node could not be created. Never contains a password.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The URL or connection settings are invalid.
-    #[error("invalid redis connection settings: {0}")]
-    InvalidConfig(String),
-    /// The server could not be reached or refused the connection.
-    #[error("could not connect to {node}: {cause}")]
-    Connect {
-        /// The node (address without password).
-        node: String,
-        /// What went wrong.
-        cause: NodeError,
-    },
-    /// No tokio runtime is running; nodes run a background task.
-    #[error("no tokio runtime: create nodes from within a tokio runtime")]
-    NoRuntime,
-    /// The Redlock options were invalid.
-    #[error(transparent)]
-    InvalidArgument(#[from] redlock_core::InvalidArgument),
+redlock_kit::adapter_error! {
+    /// Why a node could not be created. Never contains a password. A URL
+    /// the `redis` crate refuses is [`Error::InvalidConfig`].
+    pub enum Error {}
 }
 
 /// Maps a `redis` error to a [`NodeError`], scrubbing secrets.
@@ -49,20 +33,12 @@ pub(crate) fn node_error(e: &redis::RedisError, redact: &Secrets) -> NodeError {
     }
 }
 
-/// Server replies that refuse the credentials or permissions: a
-/// configuration error, not an outage.
-const AUTH_CODES: [&str; 3] = ["WRONGPASS", "NOAUTH", "NOPERM"];
-
 /// Whether `e` refuses the credentials or permissions.
 pub(crate) fn is_auth(e: &redis::RedisError) -> bool {
     if matches!(e.kind(), redis::ErrorKind::AuthenticationFailed) {
         return true;
     }
-    if e.code().is_some_and(|c| AUTH_CODES.contains(&c)) {
-        return true;
-    }
-    let text = e.to_string();
-    AUTH_CODES.iter().any(|c| text.contains(c))
+    e.code().is_some_and(|c| AUTH_CODES.contains(&c)) || is_auth_reply(&e.to_string())
 }
 
 /// Whether the connection should be replaced after this error: it broke, or

@@ -151,9 +151,5 @@ pub fn redlock<S: AsRef<str>>(urls: &[S]) -> Result<Redlock, Error> {
 /// # let _ = redlock; Ok(()) }
 /// ```
 pub fn redlock_with<S: AsRef<str>>(urls: &[S], options: Options) -> Result<Redlock, Error> {
-    let nodes = urls
-        .iter()
-        .map(|u| RedisNode::open(u.as_ref()))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Redlock::new(nodes, options)?)
+    redlock_kit::node::redlock_from(urls, options, RedisNode::open)
 }

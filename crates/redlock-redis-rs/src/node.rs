@@ -9,7 +9,7 @@ use redlock_core::backlog::Backlog;
 use redlock_core::Node;
 use redlock_kit::node::QueueNode;
 use redlock_kit::session::Session;
-use redlock_kit::settings::{Invalid, Settings};
+use redlock_kit::settings::Settings;
 use redlock_kit::watch::ReleaseHub;
 use redlock_kit::{Executor, LoadedScripts, Queue, Subscriptions};
 
@@ -72,7 +72,7 @@ redlock_kit::node_via!(RedisNode, |node| &*node.inner);
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until a node is made from it"]
 pub struct Builder {
-    settings: Settings,
+    pub(crate) settings: Settings,
 }
 
 // Not derived: with `tls` it installs the crypto provider.
@@ -108,7 +108,7 @@ impl Builder {
     /// own (a request it times out before writing it would be skipped, and
     /// a skipped release leaves a key behind); the node bounds each batch
     /// itself (see [`response_timeout`](Self::response_timeout)).
-    fn config(&self) -> AsyncConnectionConfig {
+    pub(crate) fn config(&self) -> AsyncConnectionConfig {
         AsyncConnectionConfig::new()
             .set_response_timeout(None)
             .set_connection_timeout(self.settings.connection_timeout)
@@ -170,7 +170,7 @@ impl Builder {
         self.spawn_single(Connector::Manager(manager), id, Secrets::default(), None)
     }
 
-    fn spawn_single(
+    pub(crate) fn spawn_single(
         self,
         connector: Connector,
         id: String,
@@ -193,30 +193,7 @@ impl Builder {
     /// The node's backlog, once the settings are known to work: a zero
     /// timeout is refused rather than silently replaced.
     pub(crate) fn backlog(&self, id: &str) -> Result<Backlog, Error> {
-        self.settings.backlog(id).map_err(|e| match e {
-            Invalid::Config(text) => Error::InvalidConfig(text),
-            Invalid::Argument(e) => Error::InvalidArgument(e),
-        })
-    }
-
-    #[cfg(any(feature = "cluster", feature = "sentinel"))]
-    pub(crate) fn durability_setting(&self) -> redlock_core::Durability {
-        self.settings.durability
-    }
-
-    #[cfg(any(feature = "cluster", feature = "sentinel"))]
-    pub(crate) fn wake_on_release_setting(&self) -> bool {
-        self.settings.wake_on_release
-    }
-
-    #[cfg(feature = "sentinel")]
-    pub(crate) fn native_commands_setting(&self) -> bool {
-        self.settings.native_commands
-    }
-
-    #[cfg(feature = "sentinel")]
-    pub(crate) fn response_timeout_setting(&self) -> Option<std::time::Duration> {
-        self.settings.response_timeout
+        Ok(self.settings.backlog(id)?)
     }
 
     pub(crate) fn spawn<E: Executor>(
@@ -226,45 +203,17 @@ impl Builder {
         backlog: Backlog,
         watch: Option<ReleaseHub>,
     ) -> Result<RedisNode, Error> {
-        let queue = Queue::spawn(executor, self.settings.max_batch, backlog)
-            .map_err(|_| Error::NoRuntime)?;
+        let queue = Queue::spawn(executor, self.settings.max_batch, backlog)?;
         Ok(RedisNode {
             inner: Arc::new(
                 QueueNode::new(id, queue, watch).with_durability(self.settings.durability),
             ),
         })
     }
-
-    #[cfg(any(feature = "cluster", feature = "sentinel"))]
-    pub(crate) fn loaded_scripts(&self) -> LoadedScripts {
-        LoadedScripts::new(&self.settings.scripts)
-    }
-
-    #[cfg(feature = "cluster")]
-    pub(crate) fn timeouts(&self) -> (Option<std::time::Duration>, Option<std::time::Duration>) {
-        (
-            self.settings.response_timeout,
-            self.settings.connection_timeout,
-        )
-    }
-
-    #[cfg(feature = "sentinel")]
-    pub(crate) fn sentinel_config(&self) -> AsyncConnectionConfig {
-        self.config()
-    }
 }
 
 fn invalid(url: &str, e: &redis::RedisError) -> Error {
-    let mut r = Secrets::default();
-    // The password as written in the URL (percent-encoded or not).
-    r.add_from_url(url);
-    Error::InvalidConfig(format!(
-        "{}: {}; expected {} ({})",
-        redact_url(url),
-        redlock_kit::url::url_problem(url),
-        redlock_kit::url::EXPECTED_FORM,
-        r.redact(&e.to_string())
-    ))
+    Error::InvalidConfig(redlock_kit::url::invalid_url(url, &e.to_string()))
 }
 
 impl RedisNode {

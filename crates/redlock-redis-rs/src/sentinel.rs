@@ -7,9 +7,8 @@ use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServer
 
 use crate::address::{redact_url, seed_urls};
 use crate::node::{Builder, RedisNode};
-use crate::single::{Connector, RedisLink};
+use crate::single::Connector;
 use crate::Error;
-use redlock_kit::session::Session;
 use redlock_kit::watch::ReleaseHub;
 
 use crate::watch::SentinelOpener;
@@ -41,26 +40,16 @@ impl Builder {
         let id = format!("sentinel:{master_name}@{}", redact_url(first));
         // The release watch asks the sentinels for the master on every
         // connection it opens, so it follows a failover.
-        let hub = if self.wake_on_release_setting() {
+        let hub = if self.settings.wake_on_release {
             ReleaseHub::spawn(SentinelOpener(build(master)?), redact.clone(), id.clone())
         } else {
             None
         };
         let connector = Connector::Sentinel {
             client,
-            config: self.sentinel_config(),
+            config: self.config(),
         };
-        let backlog = self.backlog(&id)?;
-        let executor = Session::new(
-            RedisLink::new(connector, redact),
-            self.loaded_scripts(),
-            id.clone(),
-            self.response_timeout_setting(),
-            backlog.clone(),
-        )
-        .with_native(self.native_commands_setting())
-        .with_durability(self.durability_setting());
-        self.spawn(executor, id, backlog, hub)
+        self.spawn_single(connector, id, redact, hub)
     }
 
     /// Like [`open_sentinel`](Self::open_sentinel), then waits until the
