@@ -3,12 +3,16 @@
 //! and the [`Executor`] that carries a node's batches through one fred
 //! client.
 //!
-//! fred writes a command without flushing the socket while more commands
-//! wait in its channel, except scripts (`EVAL`, `EVALSHA`) and custom
-//! commands, which it always flushes. So the one-key acquire goes out as
-//! fred's own `SET … NX PX` (fed, not flushed), and a batch's releases as
-//! one merged script call: a batch of acquires and releases costs one or
-//! two socket writes instead of one per command.
+//! Every command costs fred the same bookkeeping whatever it carries (its
+//! router task, channels, a response channel, frame encoding), and fred
+//! flushes the socket after every script and custom command. So a batch's
+//! acquires and extends go out as one merged script call
+//! ([`Command::WriteMany`], [`Planner::with_merged_writes`]) and its
+//! releases as another ([`Command::ReleaseMany`]): a batch of acquires and
+//! releases costs two fred commands, not one per call. A lone one-key
+//! acquire still goes out as fred's own `SET … NX PX`. On a Redis Cluster
+//! every call is one command of its own (keys of different calls may live
+//! in different slots).
 
 use std::time::Duration;
 
@@ -149,6 +153,18 @@ impl Wire {
                 }
                 custom(eval(*source), args)
             }
+            Command::WriteMany {
+                script,
+                calls,
+                source,
+            } => {
+                let keys = calls.iter().flat_map(|c| &c.keys);
+                let mut args = vec![text(if *source { &script.source } else { &script.sha })];
+                args.push(Value::Integer(keys.clone().count() as i64));
+                args.extend(keys.map(|k| text(k)));
+                args.extend(command.write_many_args().iter().map(|a| text(a)));
+                custom(eval(*source), args)
+            }
             Command::Ping => custom("PING", Vec::new()),
             Command::ScriptLoad { script } => {
                 custom("SCRIPT", vec![text("LOAD"), text(&script.source)])
@@ -182,8 +198,7 @@ impl Wire {
     /// since it was first sent ([`Resends`]): it must never land after a
     /// release meant to follow it.
     async fn run(&self, entry: &Entry<'_>, slot: u16) -> Result<Reply, NodeError> {
-        let acquire = matches!(&entry.command, Command::SetNx { .. })
-            || matches!(&entry.command, Command::Script { call, .. } if call.kind == Kind::Acquire);
+        let acquire = entry.command.acquires();
         if is_release(&entry.command) {
             self.resends.releasing();
         }
@@ -236,7 +251,10 @@ impl Executor for Wire {
         if self.detect_native && self.client.state() == ClientState::Connected {
             self.detect().await;
         }
-        let planner = self.planner.clone();
+        // A batch's acquires and extends go out as one script call: what
+        // fred costs per command (its router, channels, a response channel
+        // and frame encoding) is most of what a batch costs here.
+        let planner = self.planner.clone().with_merged_writes(true);
         let entries = if self.clustered {
             let single = |(i, call)| Entry {
                 command: planner.single(call),

@@ -62,6 +62,25 @@ pub(crate) fn command(command: &Command<'_>) -> Cmd {
             }
             cmd
         }
+        Command::WriteMany {
+            script,
+            calls,
+            source,
+        } => {
+            let text = if *source { &script.source } else { &script.sha };
+            let nkeys: usize = calls.iter().map(|c| c.keys.len()).sum();
+            let args = command.write_many_args();
+            let mut cmd = Cmd::with_capacity(3 + nkeys + args.len(), text.len() + 64 * calls.len());
+            cmd.arg(if *source { "EVAL" } else { "EVALSHA" }).arg(text);
+            cmd.arg(nkeys);
+            for c in calls {
+                cmd.arg(&c.keys);
+            }
+            for a in &args {
+                cmd.arg(a.as_ref());
+            }
+            cmd
+        }
         Command::ScriptLoad { script } => {
             let mut cmd = redis::cmd("SCRIPT");
             cmd.arg("LOAD").arg(&script.source);
