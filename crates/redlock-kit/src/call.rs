@@ -135,7 +135,9 @@ return r
 /// one command per call (what each command costs a client, in its own
 /// bookkeeping, is most of what a batch of acquires costs it). `ARGV`
 /// holds, per call, `a` (acquire) or `e` (extend), its number of keys, its
-/// token and its TTL in ms; `KEYS` holds their keys in turn. The reply has
+/// token and its TTL in ms; `KEYS` holds their keys in turn. A one-key
+/// acquire is one `SET key token NX PX ttl` inside the script, as it is
+/// outside (the same effect as the acquire script). The reply has
 /// one entry per call: `1` (all keys taken or extended), `0` (none: a key
 /// exists, or is not ours), or the error that stopped it.
 pub const WRITE_MANY: &str = r#"-- redlock acquire and extend, several at once, in order
@@ -143,6 +145,16 @@ local r, k = {}, 0
 for j = 1, #ARGV, 4 do
   local kind, n, token, ttl = ARGV[j], tonumber(ARGV[j + 1]), ARGV[j + 2], ARGV[j + 3]
   local answer = 1
+  if kind == 'a' and n == 1 then
+    local v = redis.pcall('set', KEYS[k + 1], token, 'nx', 'px', ttl)
+    if type(v) == 'table' and v.err then
+      answer = v
+    elseif not v then
+      answer = 0
+    end
+    n = 0
+    k = k + 1
+  end
   for i = k + 1, k + n do
     local v
     if kind == 'a' then
