@@ -16,6 +16,7 @@
 
 use std::time::Duration;
 
+use fred::bytes::BytesMut;
 use fred::clients::Client;
 use fred::error::Error as FredError;
 use fred::interfaces::{ClientLike, KeysInterface, LuaInterface};
@@ -132,11 +133,12 @@ impl Wire {
                 call,
                 source,
             } => {
-                let mut args = vec![text(if *source { &script.source } else { &script.sha })];
-                args.push(Value::Integer(call.keys.len() as i64));
-                args.extend(call.keys.iter().map(|k| text(k)));
-                args.extend(call.args().map(|a| text(&a)));
-                custom(eval(*source), args)
+                let mut args = Args::new(2 + call.keys.len() + call.argc());
+                args.push(if *source { &script.source } else { &script.sha });
+                args.push_number(call.keys.len());
+                call.keys.iter().for_each(|k| args.push(k));
+                call.args().for_each(|a| args.push(&a));
+                custom(eval(*source), args.into_values())
             }
             Command::ReleaseMany {
                 script,
@@ -144,14 +146,15 @@ impl Wire {
                 source,
             } => {
                 let keys = releases.iter().flat_map(|c| &c.keys);
-                let mut args = vec![text(if *source { &script.source } else { &script.sha })];
-                args.push(Value::Integer(keys.clone().count() as i64));
-                args.extend(keys.map(|k| text(k)));
+                let mut args = Args::new(2 + keys.clone().count() + 2 * releases.len());
+                args.push(if *source { &script.source } else { &script.sha });
+                args.push_number(keys.clone().count());
+                keys.for_each(|k| args.push(k));
                 for c in releases {
-                    args.push(Value::Integer(c.keys.len() as i64));
-                    args.push(text(c.token.as_deref().unwrap_or_default()));
+                    args.push_number(c.keys.len());
+                    args.push(c.token.as_deref().unwrap_or_default());
                 }
-                custom(eval(*source), args)
+                custom(eval(*source), args.into_values())
             }
             Command::WriteMany {
                 script,
@@ -159,11 +162,17 @@ impl Wire {
                 source,
             } => {
                 let keys = calls.iter().flat_map(|c| &c.keys);
-                let mut args = vec![text(if *source { &script.source } else { &script.sha })];
-                args.push(Value::Integer(keys.clone().count() as i64));
-                args.extend(keys.map(|k| text(k)));
-                args.extend(command.write_many_args().iter().map(|a| text(a)));
-                custom(eval(*source), args)
+                let mut args = Args::new(2 + keys.clone().count() + 4 * calls.len());
+                args.push(if *source { &script.source } else { &script.sha });
+                args.push_number(keys.clone().count());
+                keys.for_each(|k| args.push(k));
+                for (kind, count, token, ttl_ms) in command.write_many_fields() {
+                    args.push(kind);
+                    args.push_number(count);
+                    args.push(token);
+                    args.push_number(ttl_ms);
+                }
+                custom(eval(*source), args.into_values())
             }
             Command::Ping => custom("PING", Vec::new()),
             Command::ScriptLoad { script } => {
@@ -368,6 +377,49 @@ impl Wire {
             tracing::debug!(node = %self.id, ?capabilities, "one-key releases and extends use the server's native commands");
         }
         self.planner = self.planner.clone().with_capabilities(capabilities);
+    }
+}
+
+/// A command's arguments written into one buffer and handed to fred as
+/// slices of it: a few allocations per command instead of a few per
+/// argument (fred clones each argument's bytes as it encodes the frame; a
+/// slice of a shared buffer clones without allocating).
+struct Args {
+    buf: BytesMut,
+    ends: Vec<usize>,
+}
+
+impl Args {
+    fn new(count: usize) -> Self {
+        Args {
+            buf: BytesMut::with_capacity(count * 40),
+            ends: Vec::with_capacity(count),
+        }
+    }
+
+    fn push(&mut self, arg: &str) {
+        self.buf.extend_from_slice(arg.as_bytes());
+        self.ends.push(self.buf.len());
+    }
+
+    fn push_number(&mut self, n: impl std::fmt::Display) {
+        use std::fmt::Write;
+        // Writing into a growable buffer does not fail.
+        let _ = write!(self.buf, "{n}");
+        self.ends.push(self.buf.len());
+    }
+
+    fn into_values(self) -> Vec<Value> {
+        let buf = self.buf.freeze();
+        let mut start = 0;
+        self.ends
+            .into_iter()
+            .map(|end| {
+                let arg = Value::Bytes(buf.slice(start..end));
+                start = end;
+                arg
+            })
+            .collect()
     }
 }
 

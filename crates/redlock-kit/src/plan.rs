@@ -139,27 +139,23 @@ impl Command<'_> {
         }
     }
 
-    /// The `ARGV` of a [`WriteMany`](Self::WriteMany) after its keys: per
-    /// call `a` or `e`, its number of keys, its token and its TTL in ms
-    /// (empty for any other command). The keys are those of each call, in
-    /// order.
-    pub fn write_many_args(&self) -> Vec<std::borrow::Cow<'_, str>> {
-        use std::borrow::Cow;
-        let Command::WriteMany { calls, .. } = self else {
-            return Vec::new();
+    /// The `ARGV` of a [`WriteMany`](Self::WriteMany) after its keys, one
+    /// tuple per call: `a` (acquire) or `e` (extend), its number of keys,
+    /// its token and its TTL in ms, to be sent in that order (none for any
+    /// other command). The keys are those of each call, in order.
+    pub fn write_many_fields(&self) -> impl Iterator<Item = (&'static str, usize, &str, u64)> {
+        let calls: &[&Call] = match self {
+            Command::WriteMany { calls, .. } => calls,
+            _ => &[],
         };
-        let mut args = Vec::with_capacity(calls.len() * 4);
-        for c in calls {
-            args.push(Cow::Borrowed(if c.kind == Kind::Acquire {
-                "a"
-            } else {
-                "e"
-            }));
-            args.push(Cow::Owned(c.keys.len().to_string()));
-            args.push(Cow::Borrowed(c.token.as_deref().unwrap_or_default()));
-            args.push(Cow::Owned(c.number.unwrap_or_default().to_string()));
-        }
-        args
+        calls.iter().map(|c| {
+            (
+                if c.kind == Kind::Acquire { "a" } else { "e" },
+                c.keys.len(),
+                c.token.as_deref().unwrap_or_default(),
+                c.number.unwrap_or_default(),
+            )
+        })
     }
 }
 
@@ -967,7 +963,7 @@ mod tests {
         ));
         let extends = [write(Kind::Extend, &["a"]), write(Kind::Extend, &["b"])];
         assert!(!planner.plan(&extends)[0].command.acquires());
-        assert!(Command::Ping.write_many_args().is_empty());
+        assert_eq!(Command::Ping.write_many_fields().count(), 0);
     }
 
     #[test]

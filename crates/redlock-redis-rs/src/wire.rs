@@ -69,15 +69,15 @@ pub(crate) fn command(command: &Command<'_>) -> Cmd {
         } => {
             let text = if *source { &script.source } else { &script.sha };
             let nkeys: usize = calls.iter().map(|c| c.keys.len()).sum();
-            let args = command.write_many_args();
-            let mut cmd = Cmd::with_capacity(3 + nkeys + args.len(), text.len() + 64 * calls.len());
+            let mut cmd =
+                Cmd::with_capacity(3 + nkeys + 4 * calls.len(), text.len() + 64 * calls.len());
             cmd.arg(if *source { "EVAL" } else { "EVALSHA" }).arg(text);
             cmd.arg(nkeys);
             for c in calls {
                 cmd.arg(&c.keys);
             }
-            for a in &args {
-                cmd.arg(a.as_ref());
+            for (kind, count, token, ttl_ms) in command.write_many_fields() {
+                cmd.arg(kind).arg(count).arg(token).arg(ttl_ms);
             }
             cmd
         }
