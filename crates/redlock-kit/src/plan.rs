@@ -950,10 +950,12 @@ mod tests {
             .collect();
         assert_eq!(keys, ["a", "c", "d", "e", "g"]);
         assert_eq!(
-            command.write_many_args(),
+            command.write_many_fields().collect::<Vec<_>>(),
             [
-                "a", "1", "tok", "900", "a", "2", "tok", "900", "e", "1", "tok", "900", "a", "1",
-                "tok", "900"
+                ("a", 1, "tok", 900),
+                ("a", 2, "tok", 900),
+                ("e", 1, "tok", 900),
+                ("a", 1, "tok", 900)
             ]
         );
         assert!(command.acquires());
