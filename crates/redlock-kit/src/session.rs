@@ -211,7 +211,7 @@ impl<L: Link> Session<L> {
 
     /// Whether one-key releases and extends may use the server's native
     /// commands where it has them (default `true`; see
-    /// [`native`](crate::native)).
+    /// [`native`]).
     #[must_use]
     pub fn with_native(mut self, allowed: bool) -> Self {
         self.native_allowed = allowed;
