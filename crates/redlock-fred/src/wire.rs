@@ -3,15 +3,20 @@
 //! and the [`Executor`] that carries a node's batches through one fred
 //! client.
 //!
-//! fred writes a command without flushing the socket while more commands
-//! wait in its channel, except scripts (`EVAL`, `EVALSHA`) and custom
-//! commands, which it always flushes. So the one-key acquire goes out as
-//! fred's own `SET … NX PX` (fed, not flushed), and a batch's releases as
-//! one merged script call: a batch of acquires and releases costs one or
-//! two socket writes instead of one per command.
+//! Every command costs fred the same bookkeeping whatever it carries (its
+//! router task, channels, a response channel, frame encoding), and fred
+//! flushes the socket after every script and custom command. So a batch's
+//! acquires and extends go out as one merged script call
+//! ([`Command::WriteMany`], [`Planner::with_merged_writes`]) and its
+//! releases as another ([`Command::ReleaseMany`]): a batch of acquires and
+//! releases costs two fred commands, not one per call. A lone one-key
+//! acquire still goes out as fred's own `SET … NX PX`. On a Redis Cluster
+//! every call is one command of its own (keys of different calls may live
+//! in different slots).
 
 use std::time::Duration;
 
+use fred::bytes::BytesMut;
 use fred::clients::Client;
 use fred::error::Error as FredError;
 use fred::interfaces::{ClientLike, KeysInterface, LuaInterface};
@@ -132,11 +137,12 @@ impl Wire {
                 call,
                 source,
             } => {
-                let mut args = vec![text(if *source { &script.source } else { &script.sha })];
-                args.push(Value::Integer(call.keys.len() as i64));
-                args.extend(call.keys.iter().map(|k| text(k)));
-                args.extend(call.args().map(|a| text(&a)));
-                custom(eval(*source), args)
+                let mut args = Args::new(2 + call.keys.len() + call.argc());
+                args.push(if *source { &script.source } else { &script.sha });
+                args.push_number(call.keys.len());
+                call.keys.iter().for_each(|k| args.push(k));
+                call.args().for_each(|a| args.push(&a));
+                custom(eval(*source), args.into_values())
             }
             Command::ReleaseMany {
                 script,
@@ -144,14 +150,33 @@ impl Wire {
                 source,
             } => {
                 let keys = releases.iter().flat_map(|c| &c.keys);
-                let mut args = vec![text(if *source { &script.source } else { &script.sha })];
-                args.push(Value::Integer(keys.clone().count() as i64));
-                args.extend(keys.map(|k| text(k)));
+                let mut args = Args::new(2 + keys.clone().count() + 2 * releases.len());
+                args.push(if *source { &script.source } else { &script.sha });
+                args.push_number(keys.clone().count());
+                keys.for_each(|k| args.push(k));
                 for c in releases {
-                    args.push(Value::Integer(c.keys.len() as i64));
-                    args.push(text(c.token.as_deref().unwrap_or_default()));
+                    args.push_number(c.keys.len());
+                    args.push(c.token.as_deref().unwrap_or_default());
                 }
-                custom(eval(*source), args)
+                custom(eval(*source), args.into_values())
+            }
+            Command::WriteMany {
+                script,
+                calls,
+                source,
+            } => {
+                let keys = calls.iter().flat_map(|c| &c.keys);
+                let mut args = Args::new(2 + keys.clone().count() + 4 * calls.len());
+                args.push(if *source { &script.source } else { &script.sha });
+                args.push_number(keys.clone().count());
+                keys.for_each(|k| args.push(k));
+                for (kind, count, token, ttl_ms) in command.write_many_fields() {
+                    args.push(kind);
+                    args.push_number(count);
+                    args.push(token);
+                    args.push_number(ttl_ms);
+                }
+                custom(eval(*source), args.into_values())
             }
             Command::Ping => custom("PING", Vec::new()),
             Command::ScriptLoad { script } => {
@@ -186,8 +211,7 @@ impl Wire {
     /// since it was first sent ([`Resends`]): it must never land after a
     /// release meant to follow it.
     async fn run(&self, entry: &Entry<'_>, slot: u16) -> Result<Reply, NodeError> {
-        let acquire = matches!(&entry.command, Command::SetNx { .. })
-            || matches!(&entry.command, Command::Script { call, .. } if call.kind == Kind::Acquire);
+        let acquire = entry.command.acquires();
         if is_release(&entry.command) {
             self.resends.releasing();
         }
@@ -245,7 +269,10 @@ impl Executor for Wire {
         if self.detect_native && self.client.state() == ClientState::Connected {
             self.detect().await;
         }
-        let planner = self.planner.clone();
+        // A batch's acquires and extends go out as one script call: what
+        // fred costs per command (its router, channels, a response channel
+        // and frame encoding) is most of what a batch costs here.
+        let planner = self.planner.clone().with_merged_writes(true);
         // Announcements of native releases answered earlier go first (a
         // cluster node plans no native release, so slot 0 is never used
         // for them). Best effort: lost if this batch fails.
@@ -371,6 +398,49 @@ impl Wire {
             tracing::debug!(node = %self.id, ?capabilities, "one-key releases and extends use the server's native commands");
         }
         self.planner = self.planner.clone().with_capabilities(capabilities);
+    }
+}
+
+/// A command's arguments written into one buffer and handed to fred as
+/// slices of it: a few allocations per command instead of a few per
+/// argument (fred clones each argument's bytes as it encodes the frame; a
+/// slice of a shared buffer clones without allocating).
+struct Args {
+    buf: BytesMut,
+    ends: Vec<usize>,
+}
+
+impl Args {
+    fn new(count: usize) -> Self {
+        Args {
+            buf: BytesMut::with_capacity(count * 40),
+            ends: Vec::with_capacity(count),
+        }
+    }
+
+    fn push(&mut self, arg: &str) {
+        self.buf.extend_from_slice(arg.as_bytes());
+        self.ends.push(self.buf.len());
+    }
+
+    fn push_number(&mut self, n: impl std::fmt::Display) {
+        use std::fmt::Write;
+        // Writing into a growable buffer does not fail.
+        let _ = write!(self.buf, "{n}");
+        self.ends.push(self.buf.len());
+    }
+
+    fn into_values(self) -> Vec<Value> {
+        let buf = self.buf.freeze();
+        let mut start = 0;
+        self.ends
+            .into_iter()
+            .map(|end| {
+                let arg = Value::Bytes(buf.slice(start..end));
+                start = end;
+                arg
+            })
+            .collect()
     }
 }
 

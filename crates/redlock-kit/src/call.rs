@@ -171,6 +171,64 @@ end
 return r
 "#;
 
+/// The built-in script for several acquires and extends at once, run in
+/// their order: per call the same effect as [`redlock_core::scripts::ACQUIRE`]
+/// or [`redlock_core::scripts::EXTEND`], with one script call instead of
+/// one command per call (what each command costs a client, in its own
+/// bookkeeping, is most of what a batch of acquires costs it). `ARGV`
+/// holds, per call, `a` (acquire) or `e` (extend), its number of keys, its
+/// token and its TTL in ms; `KEYS` holds their keys in turn. A one-key
+/// acquire is one `SET key token NX PX ttl` inside the script, as it is
+/// outside (the same effect as the acquire script). The reply has
+/// one entry per call: `1` (all keys taken or extended), `0` (none: a key
+/// exists, or is not ours), or the error that stopped it.
+pub const WRITE_MANY: &str = r#"-- redlock acquire and extend, several at once, in order
+local r, k = {}, 0
+for j = 1, #ARGV, 4 do
+  local kind, n, token, ttl = ARGV[j], tonumber(ARGV[j + 1]), ARGV[j + 2], ARGV[j + 3]
+  local answer = 1
+  if kind == 'a' and n == 1 then
+    local v = redis.pcall('set', KEYS[k + 1], token, 'nx', 'px', ttl)
+    if type(v) == 'table' and v.err then
+      answer = v
+    elseif not v then
+      answer = 0
+    end
+    n = 0
+    k = k + 1
+  end
+  for i = k + 1, k + n do
+    local v
+    if kind == 'a' then
+      v = redis.pcall('exists', KEYS[i])
+      if v == 1 then answer = 0 end
+    else
+      v = redis.pcall('get', KEYS[i])
+      if v ~= token then answer = 0 end
+    end
+    if type(v) == 'table' and v.err then answer = v end
+    if answer ~= 1 then break end
+  end
+  if answer == 1 then
+    for i = k + 1, k + n do
+      local v
+      if kind == 'a' then
+        v = redis.pcall('set', KEYS[i], token, 'px', ttl)
+      else
+        v = redis.pcall('pexpire', KEYS[i], ttl)
+      end
+      if type(v) == 'table' and v.err then
+        answer = v
+        break
+      end
+    end
+  end
+  k = k + n
+  r[#r + 1] = answer
+end
+return r
+"#;
+
 /// The five lock scripts of a node, each with its digest, and what the
 /// built-in ones allow (the one-key `SET NX PX` acquire, merged releases).
 #[derive(Debug, Clone)]
@@ -187,6 +245,11 @@ pub struct LoadedScripts {
     /// The release script is the built-in one, so several releases in one
     /// pipeline may be sent as one [`RELEASE_MANY`] call.
     release_many: Option<Script>,
+    /// The acquire or the extend script is the built-in one, so several
+    /// of those calls may be sent as one [`WRITE_MANY`] call.
+    write_many: Option<Script>,
+    /// The extend script is the built-in one.
+    builtin_extend: bool,
 }
 
 impl LoadedScripts {
@@ -201,6 +264,10 @@ impl LoadedScripts {
             plain_acquire: scripts.acquire == redlock_core::scripts::ACQUIRE,
             release_many: (scripts.release == redlock_core::scripts::RELEASE)
                 .then(|| Script::new(RELEASE_MANY)),
+            write_many: (scripts.acquire == redlock_core::scripts::ACQUIRE
+                || scripts.extend == redlock_core::scripts::EXTEND)
+                .then(|| Script::new(WRITE_MANY)),
+            builtin_extend: scripts.extend == redlock_core::scripts::EXTEND,
         }
     }
 
@@ -247,12 +314,30 @@ impl LoadedScripts {
         ]
         .into_iter()
         .chain(self.release_many.as_ref())
+        .chain(self.write_many.as_ref())
     }
 
     /// The script for several releases at once, when the release script is
     /// the built-in one.
     pub fn release_many(&self) -> Option<&Script> {
         self.release_many.as_ref()
+    }
+
+    /// The script for several acquires and extends at once, when the
+    /// acquire or the extend script is the built-in one.
+    pub fn write_many(&self) -> Option<&Script> {
+        self.write_many.as_ref()
+    }
+
+    /// Whether a call of `kind` may be one of a [`WRITE_MANY`] call's
+    /// calls: an acquire with the built-in acquire script, an extend with
+    /// the built-in extend script.
+    pub fn merges_write(&self, kind: Kind) -> bool {
+        match kind {
+            Kind::Acquire => self.plain_acquire,
+            Kind::Extend => self.builtin_extend,
+            _ => false,
+        }
     }
 
     /// Whether a one-key acquire may be sent as `SET key token NX PX ttl`
@@ -274,16 +359,30 @@ mod tests {
             "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"
         );
         let loaded = LoadedScripts::new(&Scripts::default());
-        assert_eq!(loaded.all().count(), 6);
+        assert_eq!(loaded.all().count(), 7);
         assert!(loaded.plain_acquire());
+        assert!(loaded.merges_write(Kind::Acquire) && loaded.merges_write(Kind::Extend));
+        assert!(!loaded.merges_write(Kind::Release));
         let custom = LoadedScripts::new(
             &Scripts::default()
                 .with_release("return 0")
                 .with_acquire("return 1"),
         );
-        assert_eq!(custom.all().count(), 5);
+        assert_eq!(custom.all().count(), 6);
         assert!(!custom.plain_acquire());
         assert!(custom.release_many().is_none());
+        assert!(!custom.merges_write(Kind::Acquire));
+        assert!(
+            custom.merges_write(Kind::Extend),
+            "the extend script is built in"
+        );
+        let neither = LoadedScripts::new(
+            &Scripts::default()
+                .with_acquire("return 1")
+                .with_extend("return 1"),
+        );
+        assert!(neither.write_many().is_none());
+        assert!(!neither.merges_write(Kind::Extend));
     }
 
     #[test]

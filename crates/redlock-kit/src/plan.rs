@@ -66,6 +66,20 @@ pub enum Command<'a> {
         /// Send the source (`EVAL`) rather than the digest (`EVALSHA`).
         source: bool,
     },
+    /// Several acquires and extends, in their order, as one
+    /// [`WRITE_MANY`](crate::call::WRITE_MANY) call: `EVALSHA sha numkeys
+    /// keys-of-each-call…` then, per call, `a` (acquire) or `e` (extend),
+    /// its number of keys, its token and its TTL in ms (`EVAL source …`
+    /// when `source`). Replies one entry per call. Planned only with
+    /// [`Planner::with_merged_writes`].
+    WriteMany {
+        /// The `WRITE_MANY` script.
+        script: &'a Script,
+        /// The acquires and extends, in order.
+        calls: Vec<&'a Call>,
+        /// Send the source (`EVAL`) rather than the digest (`EVALSHA`).
+        source: bool,
+    },
     /// `SCRIPT LOAD source`.
     ScriptLoad {
         /// The script to load.
@@ -103,10 +117,45 @@ impl Command<'_> {
     /// The same command sending the script's source instead of its digest
     /// (after `NOSCRIPT`); other commands are returned as they are.
     pub fn by_source(mut self) -> Self {
-        if let Command::Script { source, .. } | Command::ReleaseMany { source, .. } = &mut self {
+        if let Command::Script { source, .. }
+        | Command::ReleaseMany { source, .. }
+        | Command::WriteMany { source, .. } = &mut self
+        {
             *source = true;
         }
         self
+    }
+
+    /// Whether this command may acquire: a one-key `SET NX PX`, the
+    /// acquire script, or a [`WriteMany`](Self::WriteMany) with an acquire
+    /// among its calls. Such a command refused unrun is sent again only
+    /// under [`Resends`](crate::slots::Resends)' rule.
+    pub fn acquires(&self) -> bool {
+        match self {
+            Command::SetNx { .. } => true,
+            Command::Script { call, .. } => call.kind == Kind::Acquire,
+            Command::WriteMany { calls, .. } => calls.iter().any(|c| c.kind == Kind::Acquire),
+            _ => false,
+        }
+    }
+
+    /// The `ARGV` of a [`WriteMany`](Self::WriteMany) after its keys, one
+    /// tuple per call: `a` (acquire) or `e` (extend), its number of keys,
+    /// its token and its TTL in ms, to be sent in that order (none for any
+    /// other command). The keys are those of each call, in order.
+    pub fn write_many_fields(&self) -> impl Iterator<Item = (&'static str, usize, &str, u64)> {
+        let calls: &[&Call] = match self {
+            Command::WriteMany { calls, .. } => calls,
+            _ => &[],
+        };
+        calls.iter().map(|c| {
+            (
+                if c.kind == Kind::Acquire { "a" } else { "e" },
+                c.keys.len(),
+                c.token.as_deref().unwrap_or_default(),
+                c.number.unwrap_or_default(),
+            )
+        })
     }
 }
 
@@ -292,6 +341,7 @@ pub struct Planner {
     scripts: Arc<LoadedScripts>,
     capabilities: Capabilities,
     durability: Durability,
+    merged_writes: bool,
 }
 
 impl Planner {
@@ -302,7 +352,32 @@ impl Planner {
             scripts: Arc::new(scripts),
             capabilities: Capabilities::default(),
             durability: Durability::Master,
+            merged_writes: false,
         }
+    }
+
+    /// The same, gathering a batch's acquires and extends (with the
+    /// built-in scripts) into one [`Command::WriteMany`] the way releases
+    /// are gathered into one [`Command::ReleaseMany`] (see
+    /// [`plan`](Self::plan)). Off by default: it pays where each command
+    /// costs the client much more than a longer script costs the server.
+    ///
+    /// The executor must send a [`WriteMany`](Command::WriteMany) that
+    /// [`acquires`](Command::acquires) again after `NOSCRIPT` only under
+    /// [`Resends`](crate::slots::Resends)' rule, like a lone acquire script:
+    /// a one-key acquire merged into it is no longer a `SET NX PX`, which
+    /// never meets `NOSCRIPT`. Keys of one call of a Redis Cluster node
+    /// share a slot, but keys of different calls need not: plan a cluster
+    /// batch without this.
+    pub fn with_merged_writes(mut self, merged: bool) -> Self {
+        self.merged_writes = merged;
+        self
+    }
+
+    /// Whether acquires and extends are gathered into one
+    /// [`Command::WriteMany`].
+    pub fn merged_writes(&self) -> bool {
+        self.merged_writes
     }
 
     /// The same, ending every batch that holds an acquire or extend with a
@@ -373,13 +448,21 @@ impl Planner {
 
     /// How `calls` go on the wire, in order: one command per call
     /// ([`single`](Self::single)), except that releases (with the built-in
-    /// release script) are gathered into one [`Command::ReleaseMany`] where
-    /// that keeps the batch's meaning. A release may move later in the
-    /// batch, past calls on other keys only, so every call still meets the
-    /// keys in the state the original order gives (a release deletes only
-    /// keys that hold its own token). A one-key release the server can do
-    /// natively ([`native_release`](Self::native_release)) stays in its
-    /// place. With a replica wait
+    /// release script) are gathered into one [`Command::ReleaseMany`], and,
+    /// with [`with_merged_writes`](Self::with_merged_writes), acquires and
+    /// extends (with the built-in scripts) into one [`Command::WriteMany`],
+    /// where that keeps the batch's meaning. A gathered call may move later
+    /// in the batch, past calls on other keys only, so every call still
+    /// meets its keys in the state the original order gives; calls of one
+    /// gathered command run in their order inside it. A gathered command is
+    /// sent before the first later call that touches one of its keys, and
+    /// otherwise at the end of the batch, releases before writes (so that a
+    /// merged acquire refused with `NOSCRIPT` was sent after those
+    /// releases and may still be sent again, see
+    /// [`Resends`](crate::slots::Resends)). A group of one is sent as that
+    /// call's own command. A one-key release or extend the server can do
+    /// natively ([`native_release`](Self::native_release),
+    /// [`single`](Self::single)) stays in its place. With a replica wait
     /// ([`with_durability`](Self::with_durability)), a batch holding
     /// acquires or extends ends with one [`Command::Wait`] that covers them
     /// all ([`Answers::Replicated`]).
@@ -405,56 +488,153 @@ impl Planner {
         entries
     }
 
-    fn plan_calls<'a>(&'a self, calls: &'a [Call]) -> Vec<Entry<'a>> {
-        let one = |i: usize, entries: &mut Vec<Entry<'a>>| {
-            entries.push(Entry {
-                command: self
-                    .native_release(&calls[i])
-                    .unwrap_or_else(|| self.single(&calls[i])),
-                answers: Answers::One(i),
-            });
-        };
-        let mut entries = Vec::with_capacity(calls.len());
-        let Some(many) = self.scripts.release_many().filter(|_| calls.len() > 1) else {
-            for i in 0..calls.len() {
-                one(i, &mut entries);
+    /// `call`'s own entry: its [`single`](Self::single) command, or a
+    /// native release (announced once answered, see
+    /// [`Entry::announcement`]).
+    fn push_one<'a>(&'a self, call: &'a Call, i: usize, entries: &mut Vec<Entry<'a>>) {
+        entries.push(Entry {
+            command: self
+                .native_release(call)
+                .unwrap_or_else(|| self.single(call)),
+            answers: Answers::One(i),
+        });
+    }
+
+    /// Which group `call` may join: a release, or (when merging writes) an
+    /// acquire or extend, each with its built-in script and not done
+    /// natively by the server.
+    fn group_of(&self, call: &Call) -> Option<Group> {
+        match call.kind {
+            Kind::Release => {
+                let script = &self.scripts.get(Kind::Release).source;
+                (self.scripts.release_many().is_some()
+                    && !native::releases_natively(self.capabilities, script, &call.keys))
+                .then_some(Group::Releases)
             }
-            return entries;
+            Kind::Acquire | Kind::Extend => {
+                let native = match (call.kind, &call.token, call.number) {
+                    (Kind::Extend, Some(token), Some(ttl_ms)) => {
+                        let script = &self.scripts.get(Kind::Extend).source;
+                        native::extend(self.capabilities, script, &call.keys, token, ttl_ms)
+                            .is_some()
+                    }
+                    _ => false,
+                };
+                (self.merged_writes
+                    && self.scripts.write_many().is_some()
+                    && self.scripts.merges_write(call.kind)
+                    && call.token.is_some()
+                    && call.number.is_some()
+                    && !native)
+                    .then_some(Group::Writes)
+            }
+            _ => None,
+        }
+    }
+
+    /// Sends a pending group: as its one call's own command, or gathered.
+    fn flush<'a>(
+        &'a self,
+        calls: &'a [Call],
+        group: &mut Pending<'a>,
+        entries: &mut Vec<Entry<'a>>,
+    ) {
+        group.keys.clear();
+        let members = std::mem::take(&mut group.members);
+        let script = match group.kind {
+            Group::Releases => self.scripts.release_many(),
+            Group::Writes => self.scripts.write_many(),
         };
-        let mut group: Vec<usize> = Vec::new();
-        let mut group_keys: HashSet<&str> = HashSet::new();
-        let flush = |group: &mut Vec<usize>, entries: &mut Vec<Entry<'a>>| match group.len() {
-            0 => {}
-            1 => one(group.remove(0), entries),
-            _ => {
-                let members = std::mem::take(group);
-                entries.push(Entry {
-                    command: Command::ReleaseMany {
-                        script: many,
-                        releases: members.iter().map(|&i| &calls[i]).collect(),
+        match script {
+            Some(script) if members.len() > 1 => {
+                let gathered: Vec<&Call> = members.iter().map(|&i| &calls[i]).collect();
+                let command = match group.kind {
+                    Group::Releases => Command::ReleaseMany {
+                        script,
+                        releases: gathered,
                         source: false,
                     },
+                    Group::Writes => Command::WriteMany {
+                        script,
+                        calls: gathered,
+                        source: false,
+                    },
+                };
+                entries.push(Entry {
+                    command,
                     answers: Answers::Each(members),
                 });
             }
-        };
-        let release_script = &self.scripts.get(Kind::Release).source;
-        for (i, call) in calls.iter().enumerate() {
-            if call.kind == Kind::Release
-                && !native::releases_natively(self.capabilities, release_script, &call.keys)
-            {
-                group.push(i);
-                group_keys.extend(call.keys.iter().map(String::as_str));
-                continue;
+            _ => {
+                for &i in &members {
+                    self.push_one(&calls[i], i, entries);
+                }
             }
-            if !group.is_empty() && call.keys.iter().any(|k| group_keys.contains(k.as_str())) {
-                flush(&mut group, &mut entries);
-                group_keys.clear();
-            }
-            one(i, &mut entries);
         }
-        flush(&mut group, &mut entries);
+    }
+
+    fn plan_calls<'a>(&'a self, calls: &'a [Call]) -> Vec<Entry<'a>> {
+        let mut entries = Vec::with_capacity(calls.len());
+        if calls.len() < 2 {
+            for (i, call) in calls.iter().enumerate() {
+                self.push_one(call, i, &mut entries);
+            }
+            return entries;
+        }
+        // Pending groups: releases first, so that at the end (and when a
+        // call touches both) releases are sent before writes. Their keys
+        // never overlap: a call that touches a pending group's keys sends
+        // that group first.
+        let mut groups = [Pending::new(Group::Releases), Pending::new(Group::Writes)];
+        for (i, call) in calls.iter().enumerate() {
+            let joins = self.group_of(call);
+            for group in groups.iter_mut() {
+                if Some(group.kind) != joins && group.touches(&call.keys) {
+                    self.flush(calls, group, &mut entries);
+                }
+            }
+            match joins.and_then(|g| groups.iter_mut().find(|p| p.kind == g)) {
+                Some(group) => {
+                    group.members.push(i);
+                    group.keys.extend(call.keys.iter().map(String::as_str));
+                }
+                None => self.push_one(call, i, &mut entries),
+            }
+        }
+        for group in groups.iter_mut() {
+            self.flush(calls, group, &mut entries);
+        }
         entries
+    }
+}
+
+/// The kinds of calls the planner gathers into one command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Group {
+    /// Releases, into [`Command::ReleaseMany`].
+    Releases,
+    /// Acquires and extends, into [`Command::WriteMany`].
+    Writes,
+}
+
+/// A group's calls not yet planned, and their keys.
+struct Pending<'a> {
+    kind: Group,
+    members: Vec<usize>,
+    keys: HashSet<&'a str>,
+}
+
+impl<'a> Pending<'a> {
+    fn new(kind: Group) -> Self {
+        Pending {
+            kind,
+            members: Vec::new(),
+            keys: HashSet::new(),
+        }
+    }
+
+    fn touches(&self, keys: &[String]) -> bool {
+        !self.members.is_empty() && keys.iter().any(|k| self.keys.contains(k.as_str()))
     }
 }
 
@@ -482,6 +662,7 @@ mod tests {
                     Command::SetNx { .. } => "set",
                     Command::Script { .. } => "script",
                     Command::ReleaseMany { .. } => "many",
+                    Command::WriteMany { .. } => "writes",
                     Command::Native(n) if n.name == "PUBLISH" => "announce",
                     Command::Native(n) if n.name == "SET" => "set-ifeq",
                     Command::Native(_) => "delete",
@@ -726,5 +907,260 @@ mod tests {
         wait.distribute(Err(NodeError::Connection("reset".into())), &mut broken);
         assert_eq!(broken[2], Err(NodeError::Connection("reset".into())));
         assert_eq!(broken[1], Ok(Reply::Nil));
+    }
+
+    fn write(kind: Kind, keys: &[&str]) -> Call {
+        Call {
+            kind,
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            token: Some("tok".into()),
+            number: Some(900),
+        }
+    }
+
+    fn merging() -> Planner {
+        Planner::new(LoadedScripts::new(&Scripts::default())).with_merged_writes(true)
+    }
+
+    #[test]
+    fn merged_writes_are_off_unless_asked_for() {
+        let calls = [write(Kind::Acquire, &["a"]), write(Kind::Acquire, &["b"])];
+        let plain = Planner::new(LoadedScripts::new(&Scripts::default()));
+        assert!(!plain.merged_writes());
+        assert_eq!(
+            shape(&plain.plan(&calls)),
+            vec![("set", vec![0]), ("set", vec![1])]
+        );
+        assert!(merging().merged_writes());
+        assert_eq!(shape(&merging().plan(&calls)), vec![("writes", vec![0, 1])]);
+    }
+
+    #[test]
+    fn a_batch_of_acquires_and_releases_is_two_commands() {
+        let calls = [
+            write(Kind::Acquire, &["a"]),
+            call(Kind::Release, &["b"]),
+            write(Kind::Acquire, &["c", "d"]),
+            write(Kind::Extend, &["e"]),
+            call(Kind::Release, &["f"]),
+            write(Kind::Acquire, &["g"]),
+        ];
+        let planner = merging();
+        let entries = planner.plan(&calls);
+        // Releases first, then the writes, each in their order.
+        assert_eq!(
+            shape(&entries),
+            vec![("many", vec![1, 4]), ("writes", vec![0, 2, 3, 5])]
+        );
+        let command = &entries[1].command;
+        let Command::WriteMany {
+            calls: members,
+            source: false,
+            ..
+        } = command
+        else {
+            panic!("a merged write");
+        };
+        let keys: Vec<&str> = members
+            .iter()
+            .flat_map(|c| c.keys.iter().map(String::as_str))
+            .collect();
+        assert_eq!(keys, ["a", "c", "d", "e", "g"]);
+        assert_eq!(
+            command.write_many_fields().collect::<Vec<_>>(),
+            [
+                ("a", 1, "tok", 900),
+                ("a", 2, "tok", 900),
+                ("e", 1, "tok", 900),
+                ("a", 1, "tok", 900)
+            ]
+        );
+        assert!(command.acquires());
+        assert!(matches!(
+            command.clone().by_source(),
+            Command::WriteMany { source: true, .. }
+        ));
+        let extends = [write(Kind::Extend, &["a"]), write(Kind::Extend, &["b"])];
+        assert!(!planner.plan(&extends)[0].command.acquires());
+        assert_eq!(Command::Ping.write_many_fields().count(), 0);
+    }
+
+    #[test]
+    fn a_merged_call_never_moves_past_a_call_on_its_keys() {
+        let calls = [
+            write(Kind::Acquire, &["a"]),
+            write(Kind::Acquire, &["b"]),
+            // Releases what the first acquire took: the writes go first.
+            call(Kind::Release, &["a"]),
+            write(Kind::Acquire, &["c"]),
+            // Takes what the release above frees: the release goes first.
+            write(Kind::Acquire, &["a"]),
+            call(Kind::Inspect, &["c"]),
+            call(Kind::Ping, &[]),
+            write(Kind::Extend, &["x"]),
+            write(Kind::Extend, &["x"]),
+        ];
+        assert_eq!(
+            shape(&merging().plan(&calls)),
+            vec![
+                ("writes", vec![0, 1]),
+                ("script", vec![2]),
+                // The acquire of `c` waits in the group until the inspect
+                // of `c`; the acquire of `a` goes with it.
+                ("writes", vec![3, 4]),
+                ("script", vec![5]),
+                ("ping", vec![6]),
+                // Two calls on one key run in their order inside the script.
+                ("writes", vec![7, 8]),
+            ]
+        );
+    }
+
+    /// Replays `calls` in the order the plan sends them (a gathered
+    /// command's calls in its order) and checks that every two calls on a
+    /// common key keep their order.
+    fn keeps_order(planner: &Planner, calls: &[Call]) {
+        let sent: Vec<usize> = planner
+            .plan(calls)
+            .iter()
+            .flat_map(|e| e.answers.calls().to_vec())
+            .collect();
+        let mut seen = sent.clone();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..calls.len()).collect::<Vec<_>>(), "each call once");
+        for (x, &i) in sent.iter().enumerate() {
+            for &j in &sent[x + 1..] {
+                let shared = calls[i].keys.iter().any(|k| calls[j].keys.contains(k));
+                assert!(
+                    !shared || i < j,
+                    "call {j} overtook call {i} on a common key: {sent:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn mixed_batches_keep_the_order_of_calls_on_a_key() {
+        let kinds = [
+            Kind::Acquire,
+            Kind::Release,
+            Kind::Extend,
+            Kind::Inspect,
+            Kind::Ping,
+        ];
+        let names = ["a", "b", "c", "d"];
+        let planners = [
+            merging(),
+            merging().with_capabilities(Capabilities::VALKEY),
+            Planner::new(LoadedScripts::new(&Scripts::default())),
+        ];
+        // A small deterministic generator: every batch of 8 calls drawn
+        // from these kinds and keys.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for _ in 0..2000 {
+            let calls: Vec<Call> = (0..8)
+                .map(|_| {
+                    let kind = kinds[next(kinds.len())];
+                    let keys: Vec<&str> = match kind {
+                        Kind::Ping => Vec::new(),
+                        _ if next(3) == 0 => vec![names[next(4)], names[next(4)]],
+                        _ => vec![names[next(4)]],
+                    };
+                    write(kind, &keys)
+                })
+                .collect();
+            for planner in &planners {
+                keeps_order(planner, &calls);
+            }
+        }
+    }
+
+    #[test]
+    fn substitute_scripts_and_native_extends_are_not_merged() {
+        let calls = [
+            write(Kind::Acquire, &["a"]),
+            write(Kind::Acquire, &["b"]),
+            write(Kind::Extend, &["c"]),
+            write(Kind::Extend, &["d", "e"]),
+        ];
+        let acquire = Planner::new(LoadedScripts::new(
+            &Scripts::default().with_acquire("return 1"),
+        ))
+        .with_merged_writes(true);
+        assert_eq!(
+            shape(&acquire.plan(&calls)),
+            vec![
+                ("script", vec![0]),
+                ("script", vec![1]),
+                ("writes", vec![2, 3])
+            ]
+        );
+        let neither = Planner::new(LoadedScripts::new(
+            &Scripts::default()
+                .with_acquire("return 1")
+                .with_extend("return 1"),
+        ))
+        .with_merged_writes(true);
+        assert!(shape(&neither.plan(&calls))
+            .iter()
+            .all(|(w, _)| *w == "script"));
+        // On Valkey 9 a one-key extend is a native SET IFEQ, in its place.
+        let valkey = merging().with_capabilities(Capabilities::VALKEY);
+        assert_eq!(
+            shape(&valkey.plan(&calls)),
+            vec![("set-ifeq", vec![2]), ("writes", vec![0, 1, 3])]
+        );
+    }
+
+    #[test]
+    fn merged_replies_reach_their_calls_and_the_wait_covers_them() {
+        let wait = Durability::replicas(1, std::time::Duration::from_millis(50)).expect("valid");
+        let planner = merging().with_durability(wait);
+        let calls = [
+            write(Kind::Acquire, &["a"]),
+            write(Kind::Acquire, &["b"]),
+            write(Kind::Extend, &["c"]),
+            call(Kind::Release, &["d"]),
+        ];
+        let entries = planner.plan(&calls);
+        assert_eq!(
+            shape(&entries),
+            vec![
+                ("script", vec![3]),
+                ("writes", vec![0, 1, 2]),
+                ("other", vec![])
+            ]
+        );
+        assert_eq!(entries[2].answers, Answers::Replicated(vec![0, 1, 2]));
+        let mut results: Vec<Result<Reply, NodeError>> =
+            calls.iter().map(|_| Err(NodeError::Closed)).collect();
+        entries[0].distribute(Ok(Reply::Int(1)), &mut results);
+        entries[1].distribute(
+            Ok(Reply::Array(vec![
+                Reply::Int(1),
+                Reply::Int(0),
+                Reply::Error("OOM".into()),
+            ])),
+            &mut results,
+        );
+        assert_eq!(
+            crate::reply::acquire(&results[0].clone().expect("ok")),
+            Ok(Acquire::Acquired)
+        );
+        assert_eq!(
+            crate::reply::acquire(&results[1].clone().expect("ok")),
+            Ok(Acquire::Held)
+        );
+        assert_eq!(results[2], Err(NodeError::Server("OOM".into())));
+        assert_eq!(results[3], Ok(Reply::Int(1)));
+        entries[2].distribute(Ok(Reply::Int(0)), &mut results);
+        assert!(matches!(results[0], Err(NodeError::NotReplicated { .. })));
+        assert_eq!(results[1], Ok(Reply::Int(0)), "a held key was not taken");
     }
 }

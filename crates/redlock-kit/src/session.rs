@@ -726,6 +726,11 @@ mod tests {
                 if *source { "EVAL" } else { "EVALSHA" },
                 releases.len()
             ),
+            Command::WriteMany { calls, source, .. } => format!(
+                "{} WRITE_MANY {}",
+                if *source { "EVAL" } else { "EVALSHA" },
+                calls.len()
+            ),
             Command::ScriptLoad { .. } => "SCRIPT LOAD".into(),
             Command::ClientId => "CLIENT ID".into(),
             Command::InfoServer => "INFO".into(),

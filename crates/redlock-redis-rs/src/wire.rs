@@ -62,6 +62,25 @@ pub(crate) fn command(command: &Command<'_>) -> Cmd {
             }
             cmd
         }
+        Command::WriteMany {
+            script,
+            calls,
+            source,
+        } => {
+            let text = if *source { &script.source } else { &script.sha };
+            let nkeys: usize = calls.iter().map(|c| c.keys.len()).sum();
+            let mut cmd =
+                Cmd::with_capacity(3 + nkeys + 4 * calls.len(), text.len() + 64 * calls.len());
+            cmd.arg(if *source { "EVAL" } else { "EVALSHA" }).arg(text);
+            cmd.arg(nkeys);
+            for c in calls {
+                cmd.arg(&c.keys);
+            }
+            for (kind, count, token, ttl_ms) in command.write_many_fields() {
+                cmd.arg(kind).arg(count).arg(token).arg(ttl_ms);
+            }
+            cmd
+        }
         Command::ScriptLoad { script } => {
             let mut cmd = redis::cmd("SCRIPT");
             cmd.arg("LOAD").arg(&script.source);
