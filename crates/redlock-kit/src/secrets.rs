@@ -77,7 +77,13 @@ impl Secrets {
             let query = query.split('#').next().unwrap_or(query);
             for pair in query.split('&') {
                 if let Some((k, v)) = pair.split_once('=') {
-                    if k.to_ascii_lowercase().contains("password") {
+                    // `password=`, `pass=`, `passwd=`, `auth=`, `secret=`,
+                    // `token=`: whatever names a credential.
+                    let k = k.to_ascii_lowercase();
+                    if ["pass", "auth", "secret", "token"]
+                        .iter()
+                        .any(|w| k.contains(w))
+                    {
                         self.add(v);
                     }
                 }
@@ -138,12 +144,7 @@ pub fn redact_url(url: &str) -> String {
     // Passwords given as query parameters go too.
     let mut secrets = Secrets::default();
     secrets.add_from_url(url);
-    if let Some((_, query)) = rest.split_once('?') {
-        if query.to_ascii_lowercase().contains("password") {
-            return secrets.redact(&without_user);
-        }
-    }
-    without_user
+    secrets.redact(&without_user)
 }
 
 fn percent_decode(s: &str) -> String {
@@ -182,6 +183,15 @@ mod tests {
         assert_eq!(redact_url("no secret here"), "no secret here");
         let shown = redact_url("redis-sentinel://h:26379?sentinelPassword=topsecret&x=1");
         assert!(!shown.contains("topsecret"), "{shown}");
+        for query in [
+            "pass=pw-s3cr3t",
+            "passwd=pw-s3cr3t",
+            "auth=pw-s3cr3t",
+            "token=pw-s3cr3t",
+        ] {
+            let shown = redact_url(&format!("redis+unix:///tmp/sock?{query}"));
+            assert!(!shown.contains("pw-s3cr3t"), "{shown}");
+        }
     }
 
     #[test]
