@@ -1,0 +1,9 @@
+//! Real-server checks of adapter options, shared by every adapter: public
+//! async functions over a factory that builds the adapter's node with the
+//! option under test, and a macro per module that emits the `#[tokio::test]`
+//! list, like [`stall`](crate::stall) and its [`stall_tests!`](crate::stall_tests).
+//!
+//! - [`durability`]: `Builder::durability`, the replica wait (`WAIT`), and
+//!   [`durability_tests!`](crate::durability_tests).
+
+pub mod durability;
