@@ -5,5 +5,8 @@
 //!
 //! - [`durability`]: `Builder::durability`, the replica wait (`WAIT`), and
 //!   [`durability_tests!`](crate::durability_tests).
+//! - [`native`]: `DELIFEQ` / `SET … IFEQ` where the server has them, scripts
+//!   elsewhere, and [`native_tests!`](crate::native_tests).
 
 pub mod durability;
+pub mod native;
