@@ -7,6 +7,11 @@
 //!   [`durability_tests!`](crate::durability_tests).
 //! - [`native`]: `DELIFEQ` / `SET … IFEQ` where the server has them, scripts
 //!   elsewhere, and [`native_tests!`](crate::native_tests).
+//! - [`wake_sentinel`]: wake-on-release across a Sentinel failover, and
+//!   [`wake_sentinel_tests!`](crate::wake_sentinel_tests), over a
+//!   [`wake::WatchedNodeFactory`].
 
 pub mod durability;
 pub mod native;
+pub mod wake;
+pub mod wake_sentinel;
