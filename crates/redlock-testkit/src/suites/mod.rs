@@ -10,8 +10,11 @@
 //! - [`wake_sentinel`]: wake-on-release across a Sentinel failover, and
 //!   [`wake_sentinel_tests!`](crate::wake_sentinel_tests), over a
 //!   [`wake::WatchedNodeFactory`].
+//! - [`wake_cluster`]: wake-on-release on a Redis Cluster (sharded pub/sub,
+//!   polling without it), and [`wake_cluster_tests!`](crate::wake_cluster_tests).
 
 pub mod durability;
 pub mod native;
 pub mod wake;
+pub mod wake_cluster;
 pub mod wake_sentinel;

@@ -1,4 +1,5 @@
-//! What the wake-on-release checks ([`wake_sentinel`](super::wake_sentinel))
+//! What the wake-on-release checks ([`wake_sentinel`](super::wake_sentinel),
+//! [`wake_cluster`](super::wake_cluster))
 //! build: a node with the status of its release subscriptions.
 
 use std::future::Future;
