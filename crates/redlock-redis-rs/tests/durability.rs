@@ -1,197 +1,24 @@
-//! `Builder::durability`: after an acquire or extend the node waits for
-//! replicas (`WAIT`), and a write they did not acknowledge in time is a
-//! failed vote whose keys are released. Real servers: a master and a
-//! replica started here (and a Sentinel deployment for the failover run).
+//! `Builder::durability`: the shared checks of
+//! `redlock_testkit::suites::durability` over `RedisNode`s (a master and a
+//! replica started per check), and the checker's failover run with the
+//! replica wait on a Sentinel deployment.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use redlock_core::{
-    Acquire, Durability, DurabilityError, Extend, InvalidArgument, LockError, Node, NodeError,
-    Options, Redlock,
-};
+use redlock_core::{Durability, Node};
 use redlock_redis_rs::RedisNode;
-use redlock_testkit::server::single::ServerOptions;
-use redlock_testkit::wait::eventually_blocking;
-use redlock_testkit::RedisServer;
+use redlock_testkit::conformance::BoxError;
 
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-/// A master and one replica of it, in sync.
-fn master_and_replica() -> (RedisServer, RedisServer) {
-    let master = RedisServer::start().expect("master");
-    let replica = RedisServer::start_with(ServerOptions {
-        args: vec![
-            "--replicaof".into(),
-            "127.0.0.1".into(),
-            master.port().to_string(),
-        ],
-        password: None,
-    })
-    .expect("replica");
-    assert!(
-        eventually_blocking(Duration::from_secs(20), || {
-            replica
-                .info_field("replication", "master_link_status")
-                .as_deref()
-                == Some("up")
-                && master
-                    .info_field("replication", "connected_slaves")
-                    .as_deref()
-                    == Some("1")
-        }),
-        "replica did not come in sync"
-    );
-    (master, replica)
-}
-
-fn token_on(server: &RedisServer, key: &str) -> String {
-    server.text(&["GET", key]).expect("GET")
-}
-
-async fn node(server: &RedisServer, durability: Durability) -> RedisNode {
-    RedisNode::builder()
+async fn node(url: String, durability: Durability) -> Result<Arc<dyn Node>, BoxError> {
+    let node = RedisNode::builder()
         .durability(durability)
-        .connect(&server.url())
-        .await
-        .expect("node")
+        .connect(&url)
+        .await?;
+    Ok(Arc::new(node))
 }
 
-#[test]
-fn invalid_durability_is_a_typed_error() {
-    assert_eq!(
-        Durability::replicas(0, ms(50)),
-        Err(DurabilityError::NoReplicas)
-    );
-    assert_eq!(
-        Durability::replicas(1, Duration::ZERO),
-        Err(DurabilityError::ZeroTimeout)
-    );
-    let err = Durability::replicas(0, ms(50)).unwrap_err();
-    assert!(err.to_string().contains("give 1 or more"), "{err}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ttl_the_replica_wait_would_use_up_is_refused_before_sending() {
-    let (master, _replica) = master_and_replica();
-    let wait = Durability::replicas(1, ms(500)).expect("valid");
-    let redlock = Redlock::new(vec![node(&master, wait).await], Options::new()).expect("redlock");
-    match redlock.lock("short", ms(400)).await {
-        Err(LockError::InvalidArgument(InvalidArgument::Durability(
-            DurabilityError::TimeoutNotBelowTtl { timeout, .. },
-        ))) => assert_eq!(timeout, ms(500)),
-        other => panic!("expected the ttl to be refused: {other:?}"),
-    }
-    assert_eq!(token_on(&master, "short"), "", "nothing was sent");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_a_replica_in_sync_the_key_is_on_the_replica_when_the_acquire_returns() {
-    let (master, replica) = master_and_replica();
-    let node = node(&master, Durability::replicas(1, ms(1_000)).expect("valid")).await;
-    let keys = vec!["replicated".to_owned()];
-    assert_eq!(
-        node.acquire(&keys, "tok-1", Duration::from_secs(30)).await,
-        Ok(Acquire::Acquired)
-    );
-    // WAIT returned: the replica applied the write before the reply.
-    assert_eq!(token_on(&replica, "replicated"), "tok-1");
-    assert_eq!(
-        node.extend(&keys, "tok-1", Duration::from_secs(60)).await,
-        Ok(Extend::Extended)
-    );
-    let ttl: u64 = replica
-        .text(&["PTTL", "replicated"])
-        .expect("PTTL")
-        .parse()
-        .expect("a number");
-    assert!(ttl > 30_000, "the extension reached the replica: {ttl} ms");
-    // A batch: concurrent acquires share one pipeline and one WAIT.
-    let many: Vec<Vec<String>> = (0..20).map(|i| vec![format!("batch-{i}")]).collect();
-    let answers = futures_util::future::join_all(
-        many.iter()
-            .map(|k| node.acquire(k, "tok-2", Duration::from_secs(30))),
-    )
-    .await;
-    assert!(
-        answers.iter().all(|a| *a == Ok(Acquire::Acquired)),
-        "{answers:?}"
-    );
-    for k in &many {
-        assert_eq!(token_on(&replica, &k[0]), "tok-2");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_the_replica_stopped_an_acquire_fails_as_a_vote_and_leaves_no_key() {
-    let (master, replica) = master_and_replica();
-    let durable = node(&master, Durability::replicas(1, ms(100)).expect("valid")).await;
-    let plain = node(&master, Durability::Master).await;
-    replica.pause().expect("SIGSTOP replica");
-
-    // The node itself: the write ran on the master, the replica never
-    // acknowledged it.
-    let keys = vec!["lagging".to_owned()];
-    assert_eq!(
-        durable
-            .acquire(&keys, "tok-1", Duration::from_secs(30))
-            .await,
-        Err(NodeError::NotReplicated {
-            required: 1,
-            reached: 0
-        })
-    );
-    assert_eq!(durable.release(&keys, "tok-1").await, Ok(1));
-
-    // Through the core: a failed vote, released before the call returns.
-    let redlock = Redlock::new(
-        vec![durable.clone()],
-        Options::new().retry_count(0).node_timeout(ms(1_000)),
-    )
-    .expect("redlock");
-    let err = redlock
-        .lock("lagging", Duration::from_secs(30))
-        .await
-        .expect_err("no replica acknowledged");
-    assert!(
-        matches!(&err, LockError::NoQuorum(f) if f.nodes.iter().any(|n| matches!(
-            n.outcome,
-            redlock_core::NodeOutcome::Error(NodeError::NotReplicated { .. })
-        ))),
-        "{err}"
-    );
-    assert_eq!(
-        token_on(&master, "lagging"),
-        "",
-        "no key left on the master"
-    );
-
-    // Without the option the same acquire succeeds on the master alone.
-    let redlock = Redlock::new(vec![plain], Options::new().retry_count(0)).expect("redlock");
-    let lock = redlock
-        .lock("lagging", Duration::from_secs(30))
-        .await
-        .expect("the master alone grants it");
-    assert_eq!(token_on(&master, "lagging"), lock.token());
-
-    // An extend the replica does not acknowledge fails as a vote too.
-    assert_eq!(
-        durable
-            .extend(
-                &["lagging".to_owned()],
-                lock.token(),
-                Duration::from_secs(60)
-            )
-            .await,
-        Err(NodeError::NotReplicated {
-            required: 1,
-            reached: 0
-        })
-    );
-    replica.resume().expect("SIGCONT replica");
-    lock.unlock().await.expect("released");
-}
+redlock_testkit::durability_tests!(node);
 
 /// The failover run of the checker with the replica behind at every kill:
 /// with the replica wait, no acquire the replica missed is ever a held
@@ -200,12 +27,10 @@ async fn with_the_replica_stopped_an_acquire_fails_as_a_vote_and_leaves_no_key()
 #[cfg(feature = "sentinel")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failovers_with_a_lagging_replica_give_no_overlap_with_the_replica_wait() {
-    use std::sync::Arc;
-
     use redlock_testkit::checker::{failover, Config, Failovers};
     use redlock_testkit::Sentinel;
 
-    let wait = Durability::replicas(1, ms(50)).expect("valid");
+    let wait = Durability::replicas(1, Duration::from_millis(50)).expect("valid");
     let config = Config::new("failover-wait")
         .contenders(3)
         .ttl(Duration::from_secs(8))

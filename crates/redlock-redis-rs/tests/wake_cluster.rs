@@ -1,164 +1,22 @@
-//! Wake-on-release on a Redis Cluster node, against a real cluster: the
-//! release is announced with a sharded `SPUBLISH` on the key's shard, the
-//! waiter's node listens there with `SSUBSCRIBE`, and a waiter whose retry
-//! delay is an hour gets the lock as soon as the holder releases. On a
-//! Redis 6 cluster (no sharded pub/sub) waiters poll and releases work.
+//! Wake-on-release on a redis-rs Redis Cluster node, against a real
+//! cluster: the shared checks of `redlock_testkit::suites::wake_cluster`
+//! over `RedisNode`s connected with `connect_cluster`.
 
-use std::time::Duration;
+use std::sync::Arc;
 
-use redlock_core::scripts::sharded_release_channel;
-use redlock_core::{LockOptions, Options, Redlock, Retries, RetryPolicy};
 use redlock_redis_rs::RedisNode;
-use redlock_testkit::server::binaries::find_server;
-use redlock_testkit::server::{RedisCluster, RedisServer, Reply};
-use redlock_testkit::wait::until;
+use redlock_testkit::conformance::{BoxError, Target};
+use redlock_testkit::suites::wake::WatchedNode;
 
-const TTL: Duration = Duration::from_secs(30);
-const PATIENCE: Duration = Duration::from_secs(20);
-
-/// Retry delay of an hour, bounded by a deadline that fails the test (not
-/// hangs it) if no wake-up comes.
-fn hour_delay() -> RetryPolicy {
-    RetryPolicy::default()
-        .retries(Retries::Forever)
-        .delay(Duration::from_secs(3600))
-        .jitter(Duration::ZERO)
-        .deadline(Some(Duration::from_secs(60)))
-}
-
-/// Sharded subscribers of `channel` on `server`.
-fn shardnumsub(server: &RedisServer, channel: &str) -> i64 {
-    match server.command(&["PUBSUB", "SHARDNUMSUB", channel]) {
-        Ok(Reply::Array(Some(items))) => match items.get(1) {
-            Some(Reply::Int(n)) => *n,
-            _ => -1,
-        },
-        _ => -1,
-    }
-}
-
-/// Calls of `command` on `server` so far (scripts' calls included).
-fn calls(server: &RedisServer, command: &str) -> u64 {
-    let info = server.text(&["INFO", "commandstats"]).unwrap_or_default();
-    let prefix = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_release_on_the_keys_shard_wakes_the_waiter() {
-    let cluster = RedisCluster::start(3, 0).expect("cluster starts");
-    let urls = cluster.urls();
-    let holder = RedisNode::connect_cluster(&urls).await.expect("connects");
-    let holder = Redlock::new(vec![holder], Options::new()).expect("valid");
-    // Another client, as another process would be: only the cluster's
-    // announcements can wake it (calls of one client hand over directly).
-    let watching = RedisNode::connect_cluster(&urls).await.expect("connects");
-    let mut subscriptions = watching
-        .release_subscriptions()
-        .expect("a cluster node watches releases");
-    let waiter = Redlock::new(vec![watching], Options::new()).expect("valid");
-
-    // A key without a hash tag, and one with: both channels lie in their
-    // key's slot.
-    for key in ["wake-job", "{account:7}:export"] {
-        let channel = sharded_release_channel(key).expect("has a channel");
-        let held = holder.lock(key, TTL).await.expect("free");
-        let task = {
-            let waiter = waiter.clone();
-            let key = key.to_owned();
-            tokio::spawn(async move {
-                waiter
-                    .acquire(&LockOptions::new(key, TTL).retry(hour_delay()))
-                    .await
-            })
-        };
-        let status = tokio::time::timeout(
-            PATIENCE,
-            subscriptions.until(|s| s.subscribed.contains(&channel)),
-        )
-        .await
-        .expect("the sharded subscription is confirmed");
-        assert!(!status.unsupported);
-        // Confirmed by the shard that owns the key, and only there.
-        let counts: Vec<i64> = cluster
-            .master_servers()
-            .iter()
-            .map(|s| shardnumsub(s, &channel))
-            .collect();
-        assert_eq!(counts.iter().sum::<i64>(), 1, "{channel}: {counts:?}");
-
-        held.unlock().await.expect("unlocked");
-        let lock = tokio::time::timeout(PATIENCE, task)
-            .await
-            .expect("woken by the release, long before the hour")
-            .expect("task")
-            .expect("acquired");
-        assert_eq!(lock.attempts(), 2, "{key}: one wait, then the lock");
-        lock.unlock().await.expect("unlocked");
-        // Nobody waits any more: the channel is given up.
-        tokio::time::timeout(
-            PATIENCE,
-            subscriptions.until(|s| !s.subscribed.contains(&channel)),
-        )
-        .await
-        .expect("unsubscribed");
-    }
-    // The announcements went out sharded, never as a cluster-wide PUBLISH.
-    let masters = cluster.master_servers();
-    let spublish: u64 = masters.iter().map(|s| calls(s, "spublish")).sum();
-    let publish: u64 = masters.iter().map(|s| calls(s, "publish")).sum();
-    assert!(spublish >= 2, "spublish calls: {spublish}");
-    assert_eq!(publish, 0, "no PUBLISH on a cluster");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_without_sharded_pub_sub_polls() {
-    let Some((binary, version)) = find_server(|v| !v.is_valkey() && !v.at_least(7, 0)) else {
-        eprintln!("skipped: no Redis 6 binary found");
-        return;
+async fn node(target: Target) -> Result<WatchedNode, BoxError> {
+    let Target::Cluster(urls) = target else {
+        return Err("cluster targets only".into());
     };
-    let cluster = RedisCluster::start_binary(&binary, 3, 0).expect("cluster starts");
-    let urls = cluster.urls();
-    let node = RedisNode::connect_cluster(&urls).await.expect("connects");
-    let mut subscriptions = node.release_subscriptions().expect("watches");
-    let redlock = Redlock::new(vec![node], Options::new()).expect("valid");
-    let other = RedisNode::connect_cluster(&urls).await.expect("connects");
-    let other = Redlock::new(vec![other], Options::new()).expect("valid");
-
-    let held = other.lock("old-job", TTL).await.expect("free");
-    let polling = RetryPolicy::default()
-        .retries(Retries::Forever)
-        .delay(Duration::from_millis(100))
-        .jitter(Duration::ZERO)
-        .deadline(Some(Duration::from_secs(60)));
-    let task = tokio::spawn(async move {
-        redlock
-            .acquire(&LockOptions::new("old-job", TTL).retry(polling))
-            .await
-    });
-    let status = tokio::time::timeout(PATIENCE, subscriptions.until(|s| s.unsupported))
-        .await
-        .unwrap_or_else(|_| panic!("{version}: SSUBSCRIBE refused as unknown"));
-    assert!(status.subscribed.is_empty());
-    assert_eq!(status.connects, 1, "not reconnecting in a loop");
-    // The release script's SPUBLISH fails quietly and the key is deleted:
-    // the waiter gets it long before the TTL runs out.
-    held.unlock().await.expect("unlocked");
-    let lock = tokio::time::timeout(PATIENCE, task)
-        .await
-        .expect("acquired by polling")
-        .expect("task")
-        .expect("acquired");
-    lock.unlock().await.expect("unlocked");
-    until("no keys left", PATIENCE, || async {
-        cluster
-            .master_servers()
-            .iter()
-            .all(|s| s.text(&["DBSIZE"]).is_ok_and(|n| n == "0"))
+    let node = RedisNode::connect_cluster(&urls).await?;
+    Ok(WatchedNode {
+        subscriptions: node.release_subscriptions(),
+        node: Arc::new(node),
     })
-    .await;
 }
+
+redlock_testkit::wake_cluster_tests!(node);

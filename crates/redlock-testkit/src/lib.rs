@@ -42,6 +42,8 @@ pub mod sim;
 #[cfg(feature = "servers")]
 pub mod stall;
 #[cfg(feature = "servers")]
+pub mod suites;
+#[cfg(feature = "servers")]
 pub mod timeline;
 #[cfg(feature = "servers")]
 pub mod tls;
