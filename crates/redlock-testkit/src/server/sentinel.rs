@@ -5,8 +5,8 @@ use std::sync::Mutex;
 
 use super::single::{Mode, Process};
 use super::{
-    free_port, scratch_dir, sentinel_binary, wait_until, RedisServer, Result, ServerError,
-    ServerOptions, PORT_ATTEMPTS, SETTLE_TIMEOUT,
+    scratch_dir, sentinel_binary, wait_until, RedisServer, Result, ServerError, ServerOptions,
+    SETTLE_TIMEOUT,
 };
 
 /// A master, one replica and three sentinels monitoring the master under the
@@ -27,14 +27,7 @@ impl Sentinel {
     /// sentinels.
     pub fn start() -> Result<Self> {
         let master = RedisServer::start()?;
-        let replica = RedisServer::start_with(ServerOptions {
-            args: vec![
-                "--replicaof".into(),
-                "127.0.0.1".into(),
-                master.port().to_string(),
-            ],
-            password: None,
-        })?;
+        let replica = RedisServer::start_with(ServerOptions::replica_of(master.port()))?;
         let mut sentinels = Vec::with_capacity(3);
         for _ in 0..3 {
             sentinels.push(Self::start_sentinel(master.port())?);
@@ -49,10 +42,7 @@ impl Sentinel {
     }
 
     fn start_sentinel(master_port: u16) -> Result<RedisServer> {
-        let dir = scratch_dir("sentinel")?;
-        let mut last = None;
-        for _ in 0..PORT_ATTEMPTS {
-            let port = free_port()?;
+        RedisServer::spawn_on_free_port(scratch_dir("sentinel")?, |dir, port| {
             let conf = format!(
                 "port {port}\nbind 127.0.0.1\ndaemonize no\n\
                  sentinel monitor {name} 127.0.0.1 {master_port} 2\n\
@@ -62,10 +52,10 @@ impl Sentinel {
                 name = Self::MASTER_NAME
             );
             fs::write(dir.join("sentinel.conf"), conf)?;
-            let server = RedisServer {
+            Ok(RedisServer {
                 binary: sentinel_binary(),
                 port,
-                dir: dir.clone(),
+                dir: dir.to_owned(),
                 extra: Vec::new(),
                 mode: Mode::Sentinel,
                 process: Mutex::new(Process {
@@ -73,19 +63,8 @@ impl Sentinel {
                     paused: false,
                 }),
                 password: None,
-            };
-            match server.spawn() {
-                Ok(()) => return Ok(server),
-                Err(e @ ServerError::MissingBinary { .. }) => return Err(e),
-                Err(e) => {
-                    server.kill_process();
-                    std::mem::forget(server);
-                    last = Some(e);
-                }
-            }
-        }
-        let _ = fs::remove_dir_all(&dir);
-        Err(last.unwrap_or_else(|| ServerError::Settle("could not start sentinel".into())))
+            })
+        })
     }
 
     fn master_port_seen_by(&self, sentinel: &RedisServer) -> Option<u16> {
