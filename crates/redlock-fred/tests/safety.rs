@@ -20,11 +20,7 @@ async fn node(url: String) -> Result<Arc<dyn Node>, String> {
 
 async fn run(name: &str, acquisitions: u64) -> Report {
     assert!(checker::is_safe_scenario(name), "{name} is not a safe run");
-    let report = checker::scenario(name, acquisitions, node)
-        .await
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-    println!("{report}");
-    report.assert_complete(acquisitions);
+    let report = checker::completed_scenario(name, acquisitions, node).await;
     report.assert_safe();
     report
 }

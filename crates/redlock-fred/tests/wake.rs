@@ -6,10 +6,12 @@
 use std::time::{Duration, Instant};
 
 use redlock_core::scripts::release_channel;
-use redlock_core::{Lock, LockOptions, Node, Options, Redlock, Retries, RetryPolicy};
+use redlock_core::{Lock, Node, Options, Redlock, RetryPolicy};
 use redlock_fred::FredNode;
 use redlock_testkit::server::ServerOptions;
-use redlock_testkit::suites::wake::{self, spawn_acquire};
+use redlock_testkit::suites::wake::{
+    self, a_conflict_subscribes_nowhere, killed_subscriptions_fall_back_to_polling, spawn_acquire,
+};
 use redlock_testkit::wait::until;
 use redlock_testkit::RedisServer;
 
@@ -206,21 +208,9 @@ async fn the_pubsub_connection_goes_away_with_the_node() {
 async fn killed_subscriptions_fall_back_to_the_delay_and_come_back() {
     let servers = servers(3);
     let redlock = redlock(&servers).await;
-    let channel = "redlock:release:kill-job";
-
-    let held = redlock.lock("kill-job", TTL).await.expect("free");
-    let polling = retry_every(Duration::from_millis(200));
-    // Another client, as another process would be: only the nodes'
-    // announcements can wake it (calls of one client hand over directly).
-    let waiter = spawn_acquire(&crate::redlock(&servers).await, "kill-job", TTL, polling);
-    until_subscribed(&servers, channel, 1).await;
-    for s in &servers {
-        s.command(&["CLIENT", "KILL", "TYPE", "pubsub"])
-            .expect("client kill");
-    }
-    held.unlock().await.expect("unlocked");
-    let lock = waiter.await.expect("task").expect("polling still works");
-    lock.unlock().await.expect("unlocked");
+    let other = crate::redlock(&servers).await;
+    killed_subscriptions_fall_back_to_polling(&servers, &redlock, other, "kill-job", PATIENCE)
+        .await;
 
     // A new waiter makes the nodes reconnect and subscribe again; then a
     // release wakes it as before.
@@ -291,16 +281,8 @@ async fn nodes_without_wake_on_release_poll() {
         nodes.push(node);
     }
     let redlock = Redlock::new(nodes, Options::new()).expect("valid");
-    let held = redlock.lock("poll-job", TTL).await.expect("free");
-    let policy = RetryPolicy::default().retries(Retries::Limited(0));
-    let err = redlock
-        .acquire(&LockOptions::new("poll-job", TTL).retry(policy))
-        .await
-        .expect_err("held");
-    assert!(err.is_conflict());
-    assert!(servers
-        .iter()
-        .all(|s| s.numsub("redlock:release:poll-job") == 0 && pubsub_connections(s) == 0));
+    let held = a_conflict_subscribes_nowhere(&servers, &redlock, "poll-job").await;
+    assert!(servers.iter().all(|s| pubsub_connections(s) == 0));
     held.unlock().await.expect("unlocked");
 }
 

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use redlock_core::{LockOptions, Options, Redlock, Retries, RetryPolicy};
 use redlock_redis_rs::RedisNode;
-use redlock_testkit::suites::wake::{hour_delay, retry_every, spawn_acquire, until_subscribed};
+use redlock_testkit::suites::wake::{
+    a_conflict_subscribes_nowhere, hour_delay, killed_subscriptions_fall_back_to_polling,
+    spawn_acquire, until_subscribed,
+};
 use redlock_testkit::wait::eventually;
 use redlock_testkit::RedisServer;
 
@@ -72,20 +75,9 @@ async fn killed_subscriptions_fall_back_to_the_delay_and_come_back() {
     let servers = servers(3);
     let redlock = redlock(&servers).await;
     let channel = "redlock:release:kill-job";
-    let polling = retry_every(Duration::from_millis(200), DEADLINE);
-
-    let held = redlock.lock("kill-job", TTL).await.expect("free");
-    // Another client, as another process would be: only the nodes'
-    // announcements can wake it (calls of one client hand over directly).
-    let waiter = spawn_acquire(&crate::redlock(&servers).await, "kill-job", TTL, polling);
-    until_subscribed(&servers, channel, 1, PATIENCE).await;
-    for s in &servers {
-        s.command(&["CLIENT", "KILL", "TYPE", "pubsub"])
-            .expect("client kill");
-    }
-    held.unlock().await.expect("unlocked");
-    let lock = waiter.await.expect("task").expect("polling still works");
-    lock.unlock().await.expect("unlocked");
+    let other = crate::redlock(&servers).await;
+    killed_subscriptions_fall_back_to_polling(&servers, &redlock, other, "kill-job", PATIENCE)
+        .await;
 
     // A new waiter makes the hub reconnect and subscribe again; then a
     // release wakes it as before.
@@ -116,16 +108,7 @@ async fn nodes_without_wake_on_release_poll() {
         );
     }
     let redlock = Redlock::new(nodes, Options::new()).expect("valid");
-    let held = redlock.lock("poll-job", TTL).await.expect("free");
-    let policy = RetryPolicy::default().retries(Retries::Limited(0));
-    let err = redlock
-        .acquire(&LockOptions::new("poll-job", TTL).retry(policy))
-        .await
-        .expect_err("held");
-    assert!(err.is_conflict());
-    assert!(servers
-        .iter()
-        .all(|s| s.numsub("redlock:release:poll-job") == 0));
+    let held = a_conflict_subscribes_nowhere(&servers, &redlock, "poll-job").await;
     held.unlock().await.expect("unlocked");
 }
 

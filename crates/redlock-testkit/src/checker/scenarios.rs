@@ -159,6 +159,25 @@ where
     run_scenario(name.parse()?, base, make).await
 }
 
+/// [`scenario`] as a test runs it: prints the report and returns it after
+/// checking that it is complete (see [`Report::assert_complete`]).
+///
+/// # Panics
+///
+/// When the run could not be set up or is not complete.
+pub async fn completed_scenario<M, Fut>(name: &str, acquisitions: u64, make: M) -> Report
+where
+    M: Fn(String) -> Fut,
+    Fut: Future<Output = Result<Arc<dyn Node>, String>>,
+{
+    let report = scenario(name, acquisitions, make)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    println!("{report}");
+    report.assert_complete(acquisitions);
+    report
+}
+
 /// The `no-fault` run every adapter's tests make: 300 acquisitions with a
 /// TTL (10 s) well above any scheduling stall of a loaded test machine
 /// (holds are 1 ms; the TTL costs nothing), on nodes `make` builds. Prints

@@ -8,6 +8,7 @@ use super::{
     scratch_dir, sentinel_binary, wait_until, RedisServer, Result, ServerError, ServerOptions,
     SETTLE_TIMEOUT,
 };
+use crate::conformance::Target;
 
 /// A master, one replica and three sentinels monitoring the master under the
 /// name [`Sentinel::MASTER_NAME`].
@@ -21,6 +22,15 @@ pub struct Sentinel {
 impl Sentinel {
     /// The name the sentinels monitor the master under.
     pub const MASTER_NAME: &'static str = "mymaster";
+
+    /// The conformance target of this deployment: its sentinels and
+    /// [`Sentinel::MASTER_NAME`].
+    pub fn target(&self) -> Target {
+        Target::Sentinel {
+            sentinels: self.sentinel_urls(),
+            master: Self::MASTER_NAME.to_owned(),
+        }
+    }
 
     /// Starts master, replica and three sentinels, and waits until the
     /// replica is in sync and every sentinel knows the replica and the other

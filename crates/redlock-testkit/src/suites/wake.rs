@@ -8,6 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use redlock_core::scripts::release_channel;
 use redlock_core::{Lock, LockError, LockOptions, Node, Redlock, Retries, RetryPolicy};
 use redlock_kit::watch::Status;
 use redlock_kit::Subscriptions;
@@ -94,6 +95,55 @@ pub async fn until_subscribed(servers: &[RedisServer], channel: &str, n: i64, wi
         || async { servers.iter().all(|s| s.numsub(channel) == n) },
     )
     .await;
+}
+
+/// With the release subscriptions of `waiter`'s nodes killed on every
+/// server (`CLIENT KILL TYPE pubsub`) while it waits for `key`, polling
+/// every 200 ms, the waiter still gets the lock by polling once `holder`
+/// releases. `waiter` is another client (as another process would be:
+/// only the nodes' announcements can wake it), given up with its task.
+/// Each wait fails the test after `patience`.
+pub async fn killed_subscriptions_fall_back_to_polling(
+    servers: &[RedisServer],
+    holder: &Redlock,
+    waiter: Redlock,
+    key: &str,
+    patience: Duration,
+) {
+    let ttl = WAKE_TTL;
+    let held = holder.lock(key, ttl).await.expect("free");
+    let polling = retry_every(Duration::from_millis(200), Duration::from_secs(60));
+    let task = spawn_acquire(&waiter, key, ttl, polling);
+    drop(waiter);
+    until_subscribed(servers, &release_channel(key), 1, patience).await;
+    for s in servers {
+        s.command(&["CLIENT", "KILL", "TYPE", "pubsub"])
+            .expect("client kill");
+    }
+    held.unlock().await.expect("unlocked");
+    let lock = task.await.expect("task").expect("polling still works");
+    lock.unlock().await.expect("unlocked");
+}
+
+/// Over nodes that do not watch releases: `redlock`'s attempt on `key`,
+/// held by itself, fails at once as a conflict, and no server has a
+/// subscriber of the key's release channel. Returns the held lock, for the
+/// caller's own checks.
+pub async fn a_conflict_subscribes_nowhere(
+    servers: &[RedisServer],
+    redlock: &Redlock,
+    key: &str,
+) -> Lock {
+    let held = redlock.lock(key, WAKE_TTL).await.expect("free");
+    let once = RetryPolicy::default().retries(Retries::Limited(0));
+    let err = redlock
+        .acquire(&LockOptions::new(key, WAKE_TTL).retry(once))
+        .await
+        .expect_err("held");
+    assert!(err.is_conflict());
+    let channel = release_channel(key);
+    assert!(servers.iter().all(|s| s.numsub(&channel) == 0));
+    held
 }
 
 /// The TTL of the locks in [`WakeOnce::run`].

@@ -12,7 +12,6 @@ use redlock_core::scripts::release_channel;
 use redlock_core::{LockOptions, Options, Redlock};
 
 use super::wake::{retry_every, watched_node, WakeOnce, WatchedNode, WatchedNodeFactory};
-use crate::conformance::Target;
 use crate::server::Sentinel;
 
 const TTL: Duration = Duration::from_secs(30);
@@ -21,11 +20,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 const DEADLINE: Duration = Duration::from_secs(90);
 
 async fn node(f: &dyn WatchedNodeFactory, sentinel: &Sentinel) -> WatchedNode {
-    let target = Target::Sentinel {
-        sentinels: sentinel.sentinel_urls(),
-        master: Sentinel::MASTER_NAME.to_owned(),
-    };
-    watched_node(f, target).await
+    watched_node(f, sentinel.target()).await
 }
 
 /// Holds `key`, has the waiter wait for it, and checks that the release
