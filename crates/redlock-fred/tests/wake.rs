@@ -5,12 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use redlock_core::scripts::release_channel;
 use redlock_core::{Lock, Node, Options, Redlock, RetryPolicy};
 use redlock_fred::FredNode;
 use redlock_testkit::server::ServerOptions;
 use redlock_testkit::suites::wake::{
     self, a_conflict_subscribes_nowhere, killed_subscriptions_fall_back_to_polling, spawn_acquire,
+    woken_by_the_release,
 };
 use redlock_testkit::wait::until;
 use redlock_testkit::RedisServer;
@@ -78,14 +78,9 @@ async fn woken_before_the_delay(
     key: &str,
     delay: Duration,
 ) -> Lock {
-    let held = redlock.lock(key, TTL).await.expect("free");
-    let waiter = spawn_acquire(&crate::redlock(servers).await, key, TTL, retry_every(delay));
-    // Subscribed means the waiter's first attempt failed and it now waits.
-    until_subscribed(servers, &release_channel(key), 1).await;
-    let released = Instant::now();
-    held.unlock().await.expect("unlocked");
-    let lock = waiter.await.expect("task").expect("woken by the release");
-    let waited = released.elapsed();
+    let waiter = crate::redlock(servers).await;
+    let (lock, waited) =
+        woken_by_the_release(servers, redlock, waiter, key, retry_every(delay), PATIENCE).await;
     assert!(
         waited < delay / 2,
         "the waiter took {waited:?}, as if it had slept its {delay:?} delay"

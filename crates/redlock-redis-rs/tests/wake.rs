@@ -9,7 +9,7 @@ use redlock_core::{LockOptions, Options, Redlock, Retries, RetryPolicy};
 use redlock_redis_rs::RedisNode;
 use redlock_testkit::suites::wake::{
     a_conflict_subscribes_nowhere, hour_delay, killed_subscriptions_fall_back_to_polling,
-    spawn_acquire, until_subscribed,
+    until_subscribed, woken_by_the_release,
 };
 use redlock_testkit::wait::eventually;
 use redlock_testkit::RedisServer;
@@ -41,21 +41,16 @@ async fn waiter_wakes_on_release_and_unsubscribes_after() {
     let servers = servers(3);
     let redlock = redlock(&servers).await;
     let channel = "redlock:release:wake-job";
-    let held = redlock.lock("wake-job", TTL).await.expect("free");
-    // Another client, as another process would be: only the nodes'
-    // announcements can wake it (calls of one client hand over directly).
-    let waiter = spawn_acquire(
-        &crate::redlock(&servers).await,
+    let other = crate::redlock(&servers).await;
+    let (lock, _) = woken_by_the_release(
+        &servers,
+        &redlock,
+        other,
         "wake-job",
-        TTL,
         hour_delay(DEADLINE),
-    );
-    until_subscribed(&servers, channel, 1, PATIENCE).await;
-    held.unlock().await.expect("unlocked");
-    let lock = waiter
-        .await
-        .expect("task")
-        .expect("woken by the release, long before the hour");
+        PATIENCE,
+    )
+    .await;
     assert_eq!(lock.attempts(), 2);
     lock.unlock().await.expect("unlocked");
     // Nobody waits any more: the channel is given up.
@@ -74,23 +69,22 @@ async fn waiter_wakes_on_release_and_unsubscribes_after() {
 async fn killed_subscriptions_fall_back_to_the_delay_and_come_back() {
     let servers = servers(3);
     let redlock = redlock(&servers).await;
-    let channel = "redlock:release:kill-job";
     let other = crate::redlock(&servers).await;
     killed_subscriptions_fall_back_to_polling(&servers, &redlock, other, "kill-job", PATIENCE)
         .await;
 
     // A new waiter makes the hub reconnect and subscribe again; then a
     // release wakes it as before.
-    let held = redlock.lock("kill-job", TTL).await.expect("free");
-    let waiter = spawn_acquire(
-        &crate::redlock(&servers).await,
+    let other = crate::redlock(&servers).await;
+    let (lock, _) = woken_by_the_release(
+        &servers,
+        &redlock,
+        other,
         "kill-job",
-        TTL,
         hour_delay(DEADLINE),
-    );
-    until_subscribed(&servers, channel, 1, PATIENCE).await;
-    held.unlock().await.expect("unlocked");
-    let lock = waiter.await.expect("task").expect("woken after reconnect");
+        PATIENCE,
+    )
+    .await;
     lock.unlock().await.expect("unlocked");
 }
 

@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redlock_core::scripts::release_channel;
 use redlock_core::{Lock, LockError, LockOptions, Node, Redlock, Retries, RetryPolicy};
@@ -95,6 +95,35 @@ pub async fn until_subscribed(servers: &[RedisServer], channel: &str, n: i64, wi
         || async { servers.iter().all(|s| s.numsub(channel) == n) },
     )
     .await;
+}
+
+/// Holds `key` with `holder`, has `waiter` (another client, as another
+/// process would be: only the nodes' announcements can wake it) wait for
+/// it with `retry` in a task of its own, and releases once it waits (one
+/// subscriber of the key's release channel on every server). Returns the
+/// waiter's lock and how long after the release it got it. Each wait fails
+/// the test after `patience`.
+pub async fn woken_by_the_release(
+    servers: &[RedisServer],
+    holder: &Redlock,
+    waiter: Redlock,
+    key: &str,
+    retry: RetryPolicy,
+    patience: Duration,
+) -> (Lock, Duration) {
+    let held = holder.lock(key, WAKE_TTL).await.expect("free");
+    let task = spawn_acquire(&waiter, key, WAKE_TTL, retry);
+    drop(waiter);
+    // Subscribed means the waiter's first attempt failed and it now waits.
+    until_subscribed(servers, &release_channel(key), 1, patience).await;
+    let released = Instant::now();
+    held.unlock().await.expect("unlocked");
+    let lock = tokio::time::timeout(patience, task)
+        .await
+        .expect("woken by the release")
+        .expect("task")
+        .expect("acquired");
+    (lock, released.elapsed())
 }
 
 /// With the release subscriptions of `waiter`'s nodes killed on every
