@@ -81,8 +81,9 @@
 //! [`suites::wake`] holds what the wake checks share, and what an adapter's
 //! own wake tests use: the factory, [`retry_every`](suites::wake::retry_every)
 //! and [`hour_delay`](suites::wake::hour_delay),
-//! [`spawn_acquire`](suites::wake::spawn_acquire) and
-//! [`until_subscribed`](suites::wake::until_subscribed).
+//! [`spawn_acquire`](suites::wake::spawn_acquire),
+//! [`until_subscribed`](suites::wake::until_subscribed), and whole steps
+//! such as [`woken_by_the_release`](suites::wake::woken_by_the_release).
 //!
 //! A check whose server is missing (a Valkey 9 or Redis 6 binary, found by
 //! [`server::binaries`]) returns early with a printed reason.
