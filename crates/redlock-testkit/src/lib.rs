@@ -50,8 +50,9 @@
 //! - [`stall`]: a node whose server stops answering stays bounded
 //!   (backlog limit), and quit and drop close every connection;
 //!   [`stall_tests!`].
-//! - [`e2e`]: five-node Redlock end to end (contention, minorities and
-//!   majorities paused or killed); [`e2e_tests!`].
+//! - [`e2e`]: five-node Redlock end to end (lock, extend, unlock;
+//!   contention; one node paused; two or three of five killed; a node
+//!   restarted); [`e2e_tests!`].
 //! - [`leases`]: scoped locks, release on drop, status and fencing on five
 //!   servers with faults; [`lease_tests!`].
 //! - [`checker`]: a Jepsen-style safety checker: contenders on one
