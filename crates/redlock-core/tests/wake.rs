@@ -7,8 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::{ms, settle, setup, total_keys};
-use redlock_core::{LockError, LockOptions, Options, Redlock, Retries, RetryPolicy};
+use redlock_core::{Lock, LockError, LockOptions, Options, Redlock, Retries, RetryPolicy};
 use redlock_testkit::sim::{Announce, SimNode};
+use tokio::task::JoinHandle;
 
 const TTL: Duration = Duration::from_secs(30);
 const DELAY: Duration = Duration::from_secs(1);
@@ -27,6 +28,26 @@ fn announce(nodes: &[SimNode], mode: Announce) {
     }
 }
 
+/// Another client (process) over the same nodes, locking "job" in a task
+/// of its own: only the nodes' announcements can wake it. It retries as
+/// [`waiting`] says, or by `policy`.
+fn other_client(
+    nodes: &[SimNode],
+    policy: Option<RetryPolicy>,
+) -> JoinHandle<Result<Lock, LockError>> {
+    let redlock = Redlock::new(nodes.to_vec(), waiting()).expect("valid");
+    tokio::spawn(async move {
+        match policy {
+            None => redlock.lock("job", TTL).await,
+            Some(policy) => {
+                redlock
+                    .acquire(&LockOptions::new("job", TTL).retry(policy))
+                    .await
+            }
+        }
+    })
+}
+
 fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
@@ -38,12 +59,7 @@ async fn contend(mode: Announce, hold: Duration) -> (Duration, u32, Vec<SimNode>
     announce(&nodes, mode);
     let t0 = now();
     let held = redlock.lock("job", TTL).await.expect("free at first");
-    let waiter = {
-        // Another client (process) over the same nodes: only the nodes'
-        // announcements can wake it.
-        let redlock = Redlock::new(nodes.clone(), waiting()).expect("valid");
-        tokio::spawn(async move { redlock.lock("job", TTL).await })
-    };
+    let waiter = other_client(&nodes, None);
     tokio::time::sleep(hold).await;
     held.unlock().await.expect("unlocked");
     let lock = waiter.await.expect("waiter task").expect("waiter locks");
@@ -88,12 +104,7 @@ async fn mixed(modes: [Announce; 5]) -> Duration {
     }
     let t0 = now();
     let held = redlock.lock("job", TTL).await.expect("free");
-    let waiter = {
-        // Another client (process) over the same nodes: only the nodes'
-        // announcements can wake it.
-        let redlock = Redlock::new(nodes.clone(), waiting()).expect("valid");
-        tokio::spawn(async move { redlock.lock("job", TTL).await })
-    };
+    let waiter = other_client(&nodes, None);
     tokio::time::sleep(ms(300)).await;
     held.unlock().await.expect("unlocked");
     let lock = waiter.await.expect("task").expect("locks");
@@ -127,12 +138,7 @@ async fn a_release_during_the_attempt_is_not_missed() {
     for n in &nodes {
         n.set_delay(ms(20));
     }
-    let waiter = {
-        // Another client (process) over the same nodes: only the nodes'
-        // announcements can wake it.
-        let redlock = Redlock::new(nodes.clone(), waiting()).expect("valid");
-        tokio::spawn(async move { redlock.lock("job", TTL).await })
-    };
+    let waiter = other_client(&nodes, None);
     // Attempt 1: 0..20 ms (held everywhere, so nothing to release), then
     // it waits 1 s. Attempt 2 starts at 1020 ms and is answered at 1040 ms;
     // the holder's release is sent at 1025 ms, during attempt 2, and is
@@ -160,16 +166,7 @@ async fn a_watch_lets_the_last_wait_run_to_the_deadline() {
         .delay(Duration::from_secs(3600))
         .jitter(Duration::ZERO)
         .deadline(Some(Duration::from_secs(10)));
-    let waiter = {
-        // Another client (process) over the same nodes: only the nodes'
-        // announcements can wake it.
-        let redlock = Redlock::new(nodes.clone(), waiting()).expect("valid");
-        tokio::spawn(async move {
-            redlock
-                .acquire(&LockOptions::new("job", TTL).retry(policy))
-                .await
-        })
-    };
+    let waiter = other_client(&nodes, Some(policy));
     tokio::time::sleep(ms(700)).await;
     held.unlock().await.expect("unlocked");
     let lock = waiter
@@ -180,16 +177,7 @@ async fn a_watch_lets_the_last_wait_run_to_the_deadline() {
 
     // Nobody releases: the call ends at the deadline, not after an hour.
     let t1 = now();
-    let waiter = {
-        // Another client (process) over the same nodes: only the nodes'
-        // announcements can wake it.
-        let redlock = Redlock::new(nodes.clone(), waiting()).expect("valid");
-        tokio::spawn(async move {
-            redlock
-                .acquire(&LockOptions::new("job", TTL).retry(policy))
-                .await
-        })
-    };
+    let waiter = other_client(&nodes, Some(policy));
     let err = waiter.await.expect("task").expect_err("deadline");
     assert!(matches!(err, LockError::DeadlineExceeded(_)), "{err}");
     assert_eq!(now() - t1, Duration::from_secs(10));

@@ -17,23 +17,12 @@ use futures_util::FutureExt;
 use redlock_core::{Acquire, Extend, Node};
 use redlock_fred::FredNode;
 use redlock_testkit::server::RedisServer;
+use redlock_testkit::wait::until;
 
 const TTL: Duration = Duration::from_secs(30);
 
 fn keys(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
-}
-
-/// `calls=` of `cmdstat_<command>` (0 when the command never ran).
-fn calls(server: &RedisServer, command: &str) -> u64 {
-    server
-        .info_field("commandstats", &format!("cmdstat_{command}"))
-        .and_then(|v| {
-            v.split(',')
-                .find_map(|kv| kv.strip_prefix("calls="))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn exists(server: &RedisServer, key: &str) -> bool {
@@ -42,8 +31,14 @@ fn exists(server: &RedisServer, key: &str) -> bool {
 
 /// Runs `first`, then (while the server is paused, so that `first` is
 /// still in flight) every future of `rest`, and answers them all once the
-/// server resumes.
-async fn batched<T, F, G>(server: &RedisServer, first: F, rest: Vec<G>) -> (T, Vec<T>)
+/// server resumes: it resumes once `node` admitted every call (the first
+/// in flight, the rest in its queue).
+async fn batched<T, F, G>(
+    server: &RedisServer,
+    node: &FredNode,
+    first: F,
+    rest: Vec<G>,
+) -> (T, Vec<T>)
 where
     F: Future<Output = T>,
     G: Future<Output = T>,
@@ -52,9 +47,13 @@ where
     let mut first = Box::pin(first);
     // The first call is handed to fred and waits for the paused server.
     assert!(futures_util::poll!(first.as_mut()).is_pending());
+    let calls = 1 + rest.len();
     let rest = join_all(rest);
     let resume = async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        until("every call is queued", Duration::from_secs(10), || async {
+            node.outstanding() == Some(calls)
+        })
+        .await;
         server.resume().expect("resume");
     };
     let (a, b, ()) = tokio::join!(first, rest, resume);
@@ -75,6 +74,7 @@ async fn a_batch_of_acquires_is_one_command() {
     let first = keys(&["many:first"]);
     let (a, rest) = batched(
         &server,
+        &node,
         node.acquire(&first, "t", TTL),
         names.iter().map(|k| node.acquire(k, "t", TTL)).collect(),
     )
@@ -84,8 +84,8 @@ async fn a_batch_of_acquires_is_one_command() {
     assert!(names.iter().all(|k| exists(&server, &k[0])));
     // The first alone as `SET NX PX`, the twenty others as one script call
     // (whose own `SET NX PX` calls count as well).
-    assert_eq!(calls(&server, "evalsha"), 1);
-    assert_eq!(calls(&server, "set"), 21);
+    assert_eq!(server.command_calls("evalsha"), 1);
+    assert_eq!(server.command_calls("set"), 21);
 
     // Releases and acquires (some held, one of two keys where one is
     // held), and extends (ours, another's) in one batch: two commands,
@@ -95,6 +95,7 @@ async fn a_batch_of_acquires_is_one_command() {
     let pair = keys(&["fresh:pair", "many:0"]);
     let (released, answers) = batched(
         &server,
+        &node,
         async { node.release(&first, "t").await.map(|n| n.to_string()) },
         names[10..]
             .iter()
@@ -132,8 +133,8 @@ async fn a_batch_of_acquires_is_one_command() {
     )
     .await;
     // The first release alone; then one merged release, one merged write.
-    assert_eq!(calls(&server, "evalsha"), 3);
-    assert_eq!(calls(&server, "exists"), 2, "the acquire of two keys");
+    assert_eq!(server.command_calls("evalsha"), 3);
+    assert_eq!(server.command_calls("exists"), 2, "the acquire of two keys");
     assert_eq!(released.as_deref(), Ok("1"));
     let answers: Vec<String> = answers.into_iter().map(|r| r.expect("answer")).collect();
     assert!(answers[..10].iter().all(|a| a == "1"), "{answers:?}");
@@ -162,6 +163,7 @@ async fn a_merged_batch_survives_a_flushed_script_cache() {
     let new: Vec<Vec<String>> = (0..8).map(|i| keys(&[&format!("new:{i}")])).collect();
     let (first, answers) = batched(
         &server,
+        &node,
         async {
             node.extend(&held[0], "t", TTL)
                 .await
@@ -183,7 +185,7 @@ async fn a_merged_batch_survives_a_flushed_script_cache() {
     assert!(answers[7..].iter().all(|a| a == "Acquired"), "{answers:?}");
     assert!(new.iter().all(|k| exists(&server, &k[0])));
     assert!(held[1..].iter().all(|k| !exists(&server, &k[0])));
-    assert!(calls(&server, "eval") >= 2, "sent again by source");
+    assert!(server.command_calls("eval") >= 2, "sent again by source");
 
     // Nothing was left behind: releasing all leaves only the extended key.
     for k in &new {

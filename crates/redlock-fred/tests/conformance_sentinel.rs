@@ -7,17 +7,13 @@ use std::time::Duration;
 
 use redlock_core::{Acquire, Node, Options, Redlock};
 use redlock_fred::FredNode;
-use redlock_testkit::conformance::{self, eventually, Target};
+use redlock_testkit::conformance::{self, eventually};
 use redlock_testkit::Sentinel;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_behind_sentinel_and_failover() {
     let deployment = Sentinel::start().expect("sentinel deployment");
-    let target = Target::Sentinel {
-        sentinels: deployment.sentinel_urls(),
-        master: Sentinel::MASTER_NAME.to_string(),
-    };
-    conformance::run_on_target(&common::factory, &target).await;
+    conformance::run_on_target(&common::factory, &deployment.target()).await;
 
     let url = common::sentinel_url(&deployment.sentinel_urls(), Sentinel::MASTER_NAME);
     let node = FredNode::connect(&url).await.expect("connect via sentinel");

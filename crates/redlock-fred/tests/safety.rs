@@ -20,30 +20,14 @@ async fn node(url: String) -> Result<Arc<dyn Node>, String> {
 
 async fn run(name: &str, acquisitions: u64) -> Report {
     assert!(checker::is_safe_scenario(name), "{name} is not a safe run");
-    let report = checker::scenario(name, acquisitions, node)
-        .await
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-    println!("{report}");
-    report.assert_complete(acquisitions);
+    let report = checker::completed_scenario(name, acquisitions, node).await;
     report.assert_safe();
     report
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_fault() {
-    // A TTL well above any scheduling stall of a loaded test machine: with
-    // no fault, no lock may be lost (holds are 1 ms; the TTL costs nothing).
-    let config = checker::Config::new("no-fault")
-        .acquisitions(300)
-        .ttl(std::time::Duration::from_secs(10));
-    let report = checker::scenario_with("no-fault", config, node)
-        .await
-        .unwrap_or_else(|e| panic!("no-fault: {e}"));
-    println!("{report}");
-    report.assert_complete(300);
-    report.assert_safe();
-    assert_eq!(report.keys_left, 0, "{report}");
-    assert_eq!(report.lost_lock_detections, 0, "{report}");
+    checker::no_fault_is_clean(node).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

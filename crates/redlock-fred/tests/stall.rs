@@ -8,6 +8,7 @@ use std::time::Duration;
 use redlock_core::{Acquire, Node, NodeError};
 use redlock_fred::{Error, FredNode};
 use redlock_testkit::conformance::{BoxError, Target};
+use redlock_testkit::wait::until;
 use redlock_testkit::{stall, RedisServer};
 
 async fn node(target: Target, limit: usize) -> Result<Arc<dyn Node>, BoxError> {
@@ -77,15 +78,12 @@ async fn full_backlog_refuses_without_sending() {
     }
     assert_eq!(node.outstanding(), Some(2));
     server.resume().expect("SIGCONT");
-    let end = std::time::Instant::now() + Duration::from_secs(20);
-    while node.outstanding() != Some(0) {
-        assert!(
-            std::time::Instant::now() < end,
-            "{:?} outstanding",
-            node.outstanding()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until(
+        "every admitted request is answered",
+        Duration::from_secs(20),
+        || async { node.outstanding() == Some(0) },
+    )
+    .await;
     assert_eq!(
         node.acquire(&["full:y".to_owned()], "t", ttl)
             .await

@@ -3,12 +3,16 @@
 //! subscription when dropped; the pub/sub connection goes away with the
 //! node; a broken or refused subscription falls back to the retry delay.
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
-use redlock_core::{LockOptions, Node, Options, Redlock, Retries, RetryPolicy};
+use redlock_core::{Lock, Node, Options, Redlock, RetryPolicy};
 use redlock_fred::FredNode;
-use redlock_testkit::server::{Reply, ServerOptions};
+use redlock_testkit::server::ServerOptions;
+use redlock_testkit::suites::wake::{
+    self, a_conflict_subscribes_nowhere, killed_subscriptions_fall_back_to_polling, spawn_acquire,
+    woken_by_the_release,
+};
+use redlock_testkit::wait::until;
 use redlock_testkit::RedisServer;
 
 const TTL: Duration = Duration::from_secs(30);
@@ -34,17 +38,6 @@ async fn redlock(servers: &[RedisServer]) -> Redlock {
     Redlock::new(nodes(servers).await, Options::new()).expect("valid")
 }
 
-/// Subscribers of `channel` on `server` (-1 when the server did not answer).
-fn numsub(server: &RedisServer, channel: &str) -> i64 {
-    match server.command(&["PUBSUB", "NUMSUB", channel]) {
-        Ok(Reply::Array(Some(items))) => match items.get(1) {
-            Some(Reply::Int(n)) => *n,
-            _ => -1,
-        },
-        _ => -1,
-    }
-}
-
 /// Connections on `server` whose last command was a (UN)SUBSCRIBE or the
 /// PING that confirms one: the nodes' pub/sub connections (the lock
 /// connections' last commands are scripts).
@@ -63,35 +56,36 @@ fn pubsub_connections(server: &RedisServer) -> usize {
         .unwrap_or(usize::MAX)
 }
 
-/// Polls `cond` until it holds; fails the test after [`PATIENCE`].
-async fn eventually<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let end = Instant::now() + PATIENCE;
-    while !cond().await {
-        assert!(Instant::now() < end, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Waits until every server has exactly `n` subscribers on `channel`.
 async fn until_subscribed(servers: &[RedisServer], channel: &str, n: i64) {
-    eventually(&format!("{channel} has {n} subscribers"), || async {
-        servers.iter().all(|s| numsub(s, channel) == n)
-    })
-    .await;
+    wake::until_subscribed(servers, channel, n, PATIENCE).await;
 }
 
 /// Waits forever, `delay` between attempts, bounded by a deadline that
 /// fails the test (not hangs it).
 fn retry_every(delay: Duration) -> RetryPolicy {
-    RetryPolicy::default()
-        .retries(Retries::Forever)
-        .delay(delay)
-        .jitter(Duration::ZERO)
-        .deadline(Some(Duration::from_secs(60)))
+    wake::retry_every(delay, Duration::from_secs(60))
+}
+
+/// Holds `key` with `redlock`, has another client (as another process
+/// would be: only the nodes' announcements can wake it, calls of one
+/// client hand over directly) wait for it with `delay` between attempts,
+/// and releases once it waits (subscribed on every server): the waiter gets
+/// the lock well before its delay, woken by the release. Returns its lock.
+async fn woken_before_the_delay(
+    servers: &[RedisServer],
+    redlock: &Redlock,
+    key: &str,
+    delay: Duration,
+) -> Lock {
+    let waiter = crate::redlock(servers).await;
+    let (lock, waited) =
+        woken_by_the_release(servers, redlock, waiter, key, retry_every(delay), PATIENCE).await;
+    assert!(
+        waited < delay / 2,
+        "the waiter took {waited:?}, as if it had slept its {delay:?} delay"
+    );
+    lock
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,28 +93,7 @@ async fn waiter_gets_the_lock_soon_after_the_holder_unlocks() {
     let servers = servers(3);
     let redlock = redlock(&servers).await;
     let channel = "redlock:release:wake-job";
-    let delay = Duration::from_secs(5);
-    let held = redlock.lock("wake-job", TTL).await.expect("free");
-    let waiter = {
-        // Another client, as another process would be: only the nodes'
-        // announcements can wake it (calls of one client hand over directly).
-        let redlock = crate::redlock(&servers).await;
-        tokio::spawn(async move {
-            redlock
-                .acquire(&LockOptions::new("wake-job", TTL).retry(retry_every(delay)))
-                .await
-        })
-    };
-    // Subscribed means the waiter's first attempt failed and it now waits.
-    until_subscribed(&servers, channel, 1).await;
-    let released = Instant::now();
-    held.unlock().await.expect("unlocked");
-    let lock = waiter.await.expect("task").expect("woken by the release");
-    let waited = released.elapsed();
-    assert!(
-        waited < delay / 2,
-        "the waiter took {waited:?}, as if it had slept its {delay:?} delay"
-    );
+    let lock = woken_before_the_delay(&servers, &redlock, "wake-job", Duration::from_secs(5)).await;
     assert_eq!(lock.attempts(), 2);
     lock.unlock().await.expect("unlocked");
     // Nobody waits any more: the channel is given up.
@@ -132,7 +105,7 @@ async fn waiter_gets_the_lock_soon_after_the_holder_unlocks() {
             .iter()
             .all(|s| s.text(&["DBSIZE"]).is_ok_and(|n| n == "0"))
     };
-    eventually("no key is left", empty).await;
+    until("no key is left", PATIENCE, empty).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,7 +128,7 @@ async fn a_dropped_watch_withdraws_the_subscription() {
     // chance to show, by waiting for a change that comes after it.
     drop(unrelated);
     until_subscribed(&servers, "redlock:release:other-job", 0).await;
-    assert_eq!(numsub(server, channel), 1, "another watch still needs it");
+    assert_eq!(server.numsub(channel), 1, "another watch still needs it");
 
     drop(second);
     until_subscribed(&servers, channel, 0).await;
@@ -195,8 +168,9 @@ async fn the_pubsub_connection_goes_away_with_the_node() {
     assert_eq!(pubsub_connections(&servers[0]), 1, "a clone still has it");
     drop(clone);
     let first = &servers[0];
-    eventually(
+    until(
         "the dropped node's pub/sub connection is closed",
+        PATIENCE,
         || async { pubsub_connections(first) == 0 },
     )
     .await;
@@ -216,9 +190,11 @@ async fn the_pubsub_connection_goes_away_with_the_node() {
         "closed nodes do not watch"
     );
     let second = &servers[1];
-    eventually("the quit node's pub/sub connection is closed", || async {
-        pubsub_connections(second) == 0 && numsub(second, channel) == 0
-    })
+    until(
+        "the quit node's pub/sub connection is closed",
+        PATIENCE,
+        || async { pubsub_connections(second) == 0 && second.numsub(channel) == 0 },
+    )
     .await;
     drop(pending);
 }
@@ -227,52 +203,13 @@ async fn the_pubsub_connection_goes_away_with_the_node() {
 async fn killed_subscriptions_fall_back_to_the_delay_and_come_back() {
     let servers = servers(3);
     let redlock = redlock(&servers).await;
-    let channel = "redlock:release:kill-job";
-
-    let held = redlock.lock("kill-job", TTL).await.expect("free");
-    let waiter = {
-        // Another client, as another process would be: only the nodes'
-        // announcements can wake it (calls of one client hand over directly).
-        let redlock = crate::redlock(&servers).await;
-        let polling = retry_every(Duration::from_millis(200));
-        tokio::spawn(async move {
-            redlock
-                .acquire(&LockOptions::new("kill-job", TTL).retry(polling))
-                .await
-        })
-    };
-    until_subscribed(&servers, channel, 1).await;
-    for s in &servers {
-        s.command(&["CLIENT", "KILL", "TYPE", "pubsub"])
-            .expect("client kill");
-    }
-    held.unlock().await.expect("unlocked");
-    let lock = waiter.await.expect("task").expect("polling still works");
-    lock.unlock().await.expect("unlocked");
+    let other = crate::redlock(&servers).await;
+    killed_subscriptions_fall_back_to_polling(&servers, &redlock, other, "kill-job", PATIENCE)
+        .await;
 
     // A new waiter makes the nodes reconnect and subscribe again; then a
     // release wakes it as before.
-    let delay = Duration::from_secs(5);
-    let held = redlock.lock("kill-job", TTL).await.expect("free");
-    let waiter = {
-        // Another client, as another process would be: only the nodes'
-        // announcements can wake it (calls of one client hand over directly).
-        let redlock = crate::redlock(&servers).await;
-        tokio::spawn(async move {
-            redlock
-                .acquire(&LockOptions::new("kill-job", TTL).retry(retry_every(delay)))
-                .await
-        })
-    };
-    until_subscribed(&servers, channel, 1).await;
-    let released = Instant::now();
-    held.unlock().await.expect("unlocked");
-    let lock = waiter.await.expect("task").expect("woken after reconnect");
-    let waited = released.elapsed();
-    assert!(
-        waited < delay / 2,
-        "woken after {waited:?}, not by the release"
-    );
+    let lock = woken_before_the_delay(&servers, &redlock, "kill-job", Duration::from_secs(5)).await;
     lock.unlock().await.expect("unlocked");
 }
 
@@ -296,18 +233,16 @@ async fn a_refused_subscription_falls_back_to_the_delay() {
     let delay = Duration::from_millis(500);
     let held = redlock.lock("refused-job", TTL).await.expect("free");
     let started = Instant::now();
-    let waiter = {
-        // Another client, as another process would be: only the nodes'
-        // announcements can wake it (calls of one client hand over directly).
-        let redlock = crate::redlock(&servers).await;
-        tokio::spawn(async move {
-            redlock
-                .acquire(&LockOptions::new("refused-job", TTL).retry(retry_every(delay)))
-                .await
-        })
-    };
+    // Another client, as another process would be: only the nodes'
+    // announcements can wake it (calls of one client hand over directly).
+    let waiter = spawn_acquire(
+        &crate::redlock(&servers).await,
+        "refused-job",
+        TTL,
+        retry_every(delay),
+    );
     // Let the waiter fail its first attempt and try to subscribe.
-    eventually("the waiter is waiting", || async {
+    until("the waiter is waiting", PATIENCE, || async {
         servers.iter().all(|s| {
             s.info_field("stats", "total_error_replies")
                 .is_some_and(|n| n != "0")
@@ -323,7 +258,7 @@ async fn a_refused_subscription_falls_back_to_the_delay() {
     );
     assert!(servers
         .iter()
-        .all(|s| numsub(s, "redlock:release:refused-job") == 0));
+        .all(|s| s.numsub("redlock:release:refused-job") == 0));
     lock.unlock().await.expect("unlocked");
 }
 
@@ -341,16 +276,8 @@ async fn nodes_without_wake_on_release_poll() {
         nodes.push(node);
     }
     let redlock = Redlock::new(nodes, Options::new()).expect("valid");
-    let held = redlock.lock("poll-job", TTL).await.expect("free");
-    let policy = RetryPolicy::default().retries(Retries::Limited(0));
-    let err = redlock
-        .acquire(&LockOptions::new("poll-job", TTL).retry(policy))
-        .await
-        .expect_err("held");
-    assert!(err.is_conflict());
-    assert!(servers
-        .iter()
-        .all(|s| numsub(s, "redlock:release:poll-job") == 0 && pubsub_connections(s) == 0));
+    let held = a_conflict_subscribes_nowhere(&servers, &redlock, "poll-job").await;
+    assert!(servers.iter().all(|s| pubsub_connections(s) == 0));
     held.unlock().await.expect("unlocked");
 }
 
@@ -428,26 +355,7 @@ async fn the_pubsub_connection_authenticates_and_keeps_the_password_secret() {
         assert!(!shown.contains(password), "{shown}");
     }
     let redlock = Redlock::new(nodes, Options::new()).expect("valid");
-    let delay = Duration::from_secs(5);
-    let held = redlock.lock("secret-job", TTL).await.expect("free");
-    let waiter = {
-        // Another client, as another process would be: only the nodes'
-        // announcements can wake it (calls of one client hand over directly).
-        let redlock = crate::redlock(&servers).await;
-        tokio::spawn(async move {
-            redlock
-                .acquire(&LockOptions::new("secret-job", TTL).retry(retry_every(delay)))
-                .await
-        })
-    };
-    until_subscribed(&servers, "redlock:release:secret-job", 1).await;
-    let released = Instant::now();
-    held.unlock().await.expect("unlocked");
-    let lock = waiter.await.expect("task").expect("woken by the release");
-    let waited = released.elapsed();
-    assert!(
-        waited < delay / 2,
-        "woken after {waited:?}, not by the release"
-    );
+    let lock =
+        woken_before_the_delay(&servers, &redlock, "secret-job", Duration::from_secs(5)).await;
     lock.unlock().await.expect("unlocked");
 }

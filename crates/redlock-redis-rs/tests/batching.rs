@@ -24,21 +24,7 @@ async fn start() -> (RedisServer, RedisNode) {
 
 /// Script calls (EVAL and EVALSHA) the server has executed.
 fn script_calls(server: &RedisServer) -> u64 {
-    let stats = server
-        .text(&["INFO", "commandstats"])
-        .unwrap_or_else(|e| panic!("INFO: {e}"));
-    stats
-        .lines()
-        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
+    server.command_calls("evalsha") + server.command_calls("eval")
 }
 
 fn get(server: &RedisServer, key: &str) -> Option<String> {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use redlock_core::{Acquire, Node, NodeError};
 use redlock_redis_rs::{Error, RedisNode};
 use redlock_testkit::conformance::{BoxError, Target};
+use redlock_testkit::wait::until;
 use redlock_testkit::RedisServer;
 
 async fn node(target: Target, limit: usize) -> Result<Arc<dyn Node>, BoxError> {
@@ -65,14 +66,12 @@ async fn full_backlog_refuses_without_sending() {
     .expect("refused at once");
     assert!(matches!(refused, Err(NodeError::Backlog(2))), "{refused:?}");
     server.resume().expect("resume");
-    let drained = async {
-        while node.outstanding() != 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), drained)
-        .await
-        .expect("the admitted requests are answered after the resume");
+    until(
+        "the admitted requests are answered after the resume",
+        Duration::from_secs(10),
+        || async { node.outstanding() == 0 },
+    )
+    .await;
     let answered = tokio::time::timeout(
         Duration::from_secs(10),
         node.acquire(&["full:after".to_string()], "t", ttl),

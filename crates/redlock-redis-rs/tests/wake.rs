@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use redlock_core::{LockOptions, Options, Redlock, Retries, RetryPolicy};
 use redlock_redis_rs::RedisNode;
-use redlock_testkit::server::Reply;
-use redlock_testkit::wait::{eventually, until};
+use redlock_testkit::suites::wake::{
+    a_conflict_subscribes_nowhere, hour_delay, killed_subscriptions_fall_back_to_polling,
+    until_subscribed, woken_by_the_release,
+};
+use redlock_testkit::wait::eventually;
 use redlock_testkit::RedisServer;
 
 const TTL: Duration = Duration::from_secs(30);
@@ -27,64 +30,31 @@ async fn redlock(servers: &[RedisServer]) -> Redlock {
     Redlock::new(nodes, Options::new()).expect("valid")
 }
 
-/// Subscribers of `channel` on `server`.
-fn numsub(server: &RedisServer, channel: &str) -> i64 {
-    match server.command(&["PUBSUB", "NUMSUB", channel]) {
-        Ok(Reply::Array(Some(items))) => match items.get(1) {
-            Some(Reply::Int(n)) => *n,
-            _ => -1,
-        },
-        _ => -1,
-    }
-}
-
-/// Waits until every server has exactly `n` subscribers on `channel`;
-/// fails the test after ten seconds.
-async fn until_subscribed(servers: &[RedisServer], channel: &str, n: i64) {
-    until(
-        &format!("{n} subscriber(s) of {channel} on every server"),
-        Duration::from_secs(10),
-        || async { servers.iter().all(|s| numsub(s, channel) == n) },
-    )
-    .await;
-}
-
-/// Retry delay of an hour, bounded by a deadline that fails the test (not
-/// hangs it) if no wake-up comes.
-fn hour_delay() -> RetryPolicy {
-    RetryPolicy::default()
-        .retries(Retries::Forever)
-        .delay(Duration::from_secs(3600))
-        .jitter(Duration::ZERO)
-        .deadline(Some(Duration::from_secs(60)))
-}
+/// How long a condition on the servers may take to come true before the
+/// test fails (never a measure of speed, only a bound against hanging).
+const PATIENCE: Duration = Duration::from_secs(10);
+/// The waiters' deadline: a missing wake-up fails the test, not hangs it.
+const DEADLINE: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiter_wakes_on_release_and_unsubscribes_after() {
     let servers = servers(3);
     let redlock = redlock(&servers).await;
     let channel = "redlock:release:wake-job";
-    let held = redlock.lock("wake-job", TTL).await.expect("free");
-    let waiter = {
-        // Another client, as another process would be: only the nodes'
-        // announcements can wake it (calls of one client hand over directly).
-        let redlock = crate::redlock(&servers).await;
-        tokio::spawn(async move {
-            redlock
-                .acquire(&LockOptions::new("wake-job", TTL).retry(hour_delay()))
-                .await
-        })
-    };
-    until_subscribed(&servers, channel, 1).await;
-    held.unlock().await.expect("unlocked");
-    let lock = waiter
-        .await
-        .expect("task")
-        .expect("woken by the release, long before the hour");
+    let other = crate::redlock(&servers).await;
+    let (lock, _) = woken_by_the_release(
+        &servers,
+        &redlock,
+        other,
+        "wake-job",
+        hour_delay(DEADLINE),
+        PATIENCE,
+    )
+    .await;
     assert_eq!(lock.attempts(), 2);
     lock.unlock().await.expect("unlocked");
     // Nobody waits any more: the channel is given up.
-    until_subscribed(&servers, channel, 0).await;
+    until_subscribed(&servers, channel, 0, PATIENCE).await;
     // The unlock returned on a quorum of answers; the last release may
     // still be on its way (the TTL is far longer than this wait).
     let empty = || async {
@@ -92,59 +62,29 @@ async fn waiter_wakes_on_release_and_unsubscribes_after() {
             .iter()
             .all(|s| s.text(&["DBSIZE"]).is_ok_and(|n| n == "0"))
     };
-    assert!(
-        eventually(Duration::from_secs(10), empty).await,
-        "keys left"
-    );
+    assert!(eventually(PATIENCE, empty).await, "keys left");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_subscriptions_fall_back_to_the_delay_and_come_back() {
     let servers = servers(3);
     let redlock = redlock(&servers).await;
-    let channel = "redlock:release:kill-job";
-    let polling = RetryPolicy::default()
-        .retries(Retries::Forever)
-        .delay(Duration::from_millis(200))
-        .jitter(Duration::ZERO)
-        .deadline(Some(Duration::from_secs(60)));
-
-    let held = redlock.lock("kill-job", TTL).await.expect("free");
-    let waiter = {
-        // Another client, as another process would be: only the nodes'
-        // announcements can wake it (calls of one client hand over directly).
-        let redlock = crate::redlock(&servers).await;
-        tokio::spawn(async move {
-            redlock
-                .acquire(&LockOptions::new("kill-job", TTL).retry(polling))
-                .await
-        })
-    };
-    until_subscribed(&servers, channel, 1).await;
-    for s in &servers {
-        s.command(&["CLIENT", "KILL", "TYPE", "pubsub"])
-            .expect("client kill");
-    }
-    held.unlock().await.expect("unlocked");
-    let lock = waiter.await.expect("task").expect("polling still works");
-    lock.unlock().await.expect("unlocked");
+    let other = crate::redlock(&servers).await;
+    killed_subscriptions_fall_back_to_polling(&servers, &redlock, other, "kill-job", PATIENCE)
+        .await;
 
     // A new waiter makes the hub reconnect and subscribe again; then a
     // release wakes it as before.
-    let held = redlock.lock("kill-job", TTL).await.expect("free");
-    let waiter = {
-        // Another client, as another process would be: only the nodes'
-        // announcements can wake it (calls of one client hand over directly).
-        let redlock = crate::redlock(&servers).await;
-        tokio::spawn(async move {
-            redlock
-                .acquire(&LockOptions::new("kill-job", TTL).retry(hour_delay()))
-                .await
-        })
-    };
-    until_subscribed(&servers, channel, 1).await;
-    held.unlock().await.expect("unlocked");
-    let lock = waiter.await.expect("task").expect("woken after reconnect");
+    let other = crate::redlock(&servers).await;
+    let (lock, _) = woken_by_the_release(
+        &servers,
+        &redlock,
+        other,
+        "kill-job",
+        hour_delay(DEADLINE),
+        PATIENCE,
+    )
+    .await;
     lock.unlock().await.expect("unlocked");
 }
 
@@ -162,16 +102,7 @@ async fn nodes_without_wake_on_release_poll() {
         );
     }
     let redlock = Redlock::new(nodes, Options::new()).expect("valid");
-    let held = redlock.lock("poll-job", TTL).await.expect("free");
-    let policy = RetryPolicy::default().retries(Retries::Limited(0));
-    let err = redlock
-        .acquire(&LockOptions::new("poll-job", TTL).retry(policy))
-        .await
-        .expect_err("held");
-    assert!(err.is_conflict());
-    assert!(servers
-        .iter()
-        .all(|s| numsub(s, "redlock:release:poll-job") == 0));
+    let held = a_conflict_subscribes_nowhere(&servers, &redlock, "poll-job").await;
     held.unlock().await.expect("unlocked");
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use redlock_core::{LockError, LockOptions, Node, Options, Redlock, Verdict};
 
 use crate::server::RedisServer;
+use crate::wait::eventually;
 
 fn redlock(nodes: Vec<Arc<dyn Node>>) -> Redlock {
     match Redlock::from_nodes(
@@ -33,13 +34,9 @@ pub fn holders(servers: &[RedisServer], key: &str) -> usize {
 /// how long it took, or `None` if it never happened.
 pub async fn until_gone(servers: &[RedisServer], key: &str, limit: Duration) -> Option<Duration> {
     let started = Instant::now();
-    while started.elapsed() < limit {
-        if holders(servers, key) == 0 {
-            return Some(started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    None
+    eventually(limit, || async { holders(servers, key) == 0 })
+        .await
+        .then(|| started.elapsed())
 }
 
 fn resume_all(servers: &[RedisServer]) {

@@ -72,10 +72,7 @@ fn openssl(dir: &Path, args: &str) -> Result<()> {
         .current_dir(dir)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| ServerError::MissingBinary {
-            binary: program.display().to_string(),
-            detail: e.to_string(),
-        })?;
+        .map_err(ServerError::missing(&program))?;
     if out.status.success() {
         Ok(())
     } else {
@@ -230,10 +227,7 @@ impl TlsRedisServer {
             .stdout(Stdio::from(log_file))
             .stderr(Stdio::from(log_err))
             .spawn()
-            .map_err(|e| ServerError::MissingBinary {
-                binary: program.display().to_string(),
-                detail: e.to_string(),
-            })?;
+            .map_err(ServerError::missing(&program))?;
         *self.child.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
         let end = Instant::now() + START_TIMEOUT;
         loop {
@@ -289,10 +283,7 @@ impl TlsRedisServer {
             .args(args)
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| ServerError::MissingBinary {
-                binary: program.display().to_string(),
-                detail: e.to_string(),
-            })?;
+            .map_err(ServerError::missing(&program))?;
         if !out.status.success() {
             return Err(ServerError::Settle(format!(
                 "redis-cli {}: {}",

@@ -159,6 +159,54 @@ where
     run_scenario(name.parse()?, base, make).await
 }
 
+/// [`scenario`] as a test runs it: prints the report and returns it after
+/// checking that it is complete (see [`Report::assert_complete`]).
+///
+/// # Panics
+///
+/// When the run could not be set up or is not complete.
+pub async fn completed_scenario<M, Fut>(name: &str, acquisitions: u64, make: M) -> Report
+where
+    M: Fn(String) -> Fut,
+    Fut: Future<Output = Result<Arc<dyn Node>, String>>,
+{
+    let report = scenario(name, acquisitions, make)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    println!("{report}");
+    report.assert_complete(acquisitions);
+    report
+}
+
+/// The `no-fault` run every adapter's tests make: 300 acquisitions with a
+/// TTL (10 s) well above any scheduling stall of a loaded test machine
+/// (holds are 1 ms; the TTL costs nothing), on nodes `make` builds. Prints
+/// the report and returns it after checking that it is complete and safe,
+/// that no key is left and that no lock was lost: with no fault, none may
+/// be.
+///
+/// # Panics
+///
+/// When the run could not be set up or any of those checks fails.
+pub async fn no_fault_is_clean<M, Fut>(make: M) -> Report
+where
+    M: Fn(String) -> Fut,
+    Fut: Future<Output = Result<Arc<dyn Node>, String>>,
+{
+    let config = Config::new("no-fault")
+        .acquisitions(300)
+        .ttl(Duration::from_secs(10));
+    let report = scenario_with("no-fault", config, make)
+        .await
+        .unwrap_or_else(|e| panic!("no-fault: {e}"));
+    println!("{report}");
+    report.assert_complete(300);
+    report.assert_safe();
+    assert_eq!(report.keys_left, 0, "{report}");
+    assert_eq!(report.lost_lock_detections, 0, "{report}");
+    report
+}
+
 /// Runs `scenario` on five fresh servers, from a base configuration
 /// (contenders, acquisitions, TTL, ...); the scenario sets its own
 /// fault-specific fields on top.

@@ -49,10 +49,7 @@ pub fn version_of(binary: &Path) -> Result<ServerVersion> {
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
-        .map_err(|e| ServerError::MissingBinary {
-            binary: binary.display().to_string(),
-            detail: e.to_string(),
-        })?;
+        .map_err(ServerError::missing(binary))?;
     let text = String::from_utf8_lossy(&out.stdout);
     ServerVersion::parse(&text).ok_or_else(|| ServerError::MissingBinary {
         binary: binary.display().to_string(),

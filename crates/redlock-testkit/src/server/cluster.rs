@@ -70,10 +70,7 @@ impl RedisCluster {
         let out = cmd
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| ServerError::MissingBinary {
-                binary: cli_binary().display().to_string(),
-                detail: e.to_string(),
-            })?;
+            .map_err(ServerError::missing(&cli_binary()))?;
         if !out.status.success() {
             return Err(ServerError::Settle(format!(
                 "redis-cli --cluster create failed: {}{}",

@@ -25,7 +25,7 @@
 use std::fmt;
 use std::fs;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -87,6 +87,17 @@ pub enum ServerError {
 
 /// The result type of this module.
 pub type Result<T, E = ServerError> = std::result::Result<T, E>;
+
+impl ServerError {
+    /// Maps the error of running `program` (spawn, output) to
+    /// [`ServerError::MissingBinary`].
+    pub(crate) fn missing(program: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
+        move |e| ServerError::MissingBinary {
+            binary: program.display().to_string(),
+            detail: e.to_string(),
+        }
+    }
+}
 
 static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
 

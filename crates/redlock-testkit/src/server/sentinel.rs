@@ -5,9 +5,10 @@ use std::sync::Mutex;
 
 use super::single::{Mode, Process};
 use super::{
-    free_port, scratch_dir, sentinel_binary, wait_until, RedisServer, Result, ServerError,
-    ServerOptions, PORT_ATTEMPTS, SETTLE_TIMEOUT,
+    scratch_dir, sentinel_binary, wait_until, RedisServer, Result, ServerError, ServerOptions,
+    SETTLE_TIMEOUT,
 };
+use crate::conformance::Target;
 
 /// A master, one replica and three sentinels monitoring the master under the
 /// name [`Sentinel::MASTER_NAME`].
@@ -22,19 +23,21 @@ impl Sentinel {
     /// The name the sentinels monitor the master under.
     pub const MASTER_NAME: &'static str = "mymaster";
 
+    /// The conformance target of this deployment: its sentinels and
+    /// [`Sentinel::MASTER_NAME`].
+    pub fn target(&self) -> Target {
+        Target::Sentinel {
+            sentinels: self.sentinel_urls(),
+            master: Self::MASTER_NAME.to_owned(),
+        }
+    }
+
     /// Starts master, replica and three sentinels, and waits until the
     /// replica is in sync and every sentinel knows the replica and the other
     /// sentinels.
     pub fn start() -> Result<Self> {
         let master = RedisServer::start()?;
-        let replica = RedisServer::start_with(ServerOptions {
-            args: vec![
-                "--replicaof".into(),
-                "127.0.0.1".into(),
-                master.port().to_string(),
-            ],
-            password: None,
-        })?;
+        let replica = RedisServer::start_with(ServerOptions::replica_of(master.port()))?;
         let mut sentinels = Vec::with_capacity(3);
         for _ in 0..3 {
             sentinels.push(Self::start_sentinel(master.port())?);
@@ -49,10 +52,7 @@ impl Sentinel {
     }
 
     fn start_sentinel(master_port: u16) -> Result<RedisServer> {
-        let dir = scratch_dir("sentinel")?;
-        let mut last = None;
-        for _ in 0..PORT_ATTEMPTS {
-            let port = free_port()?;
+        RedisServer::spawn_on_free_port(scratch_dir("sentinel")?, |dir, port| {
             let conf = format!(
                 "port {port}\nbind 127.0.0.1\ndaemonize no\n\
                  sentinel monitor {name} 127.0.0.1 {master_port} 2\n\
@@ -62,10 +62,10 @@ impl Sentinel {
                 name = Self::MASTER_NAME
             );
             fs::write(dir.join("sentinel.conf"), conf)?;
-            let server = RedisServer {
+            Ok(RedisServer {
                 binary: sentinel_binary(),
                 port,
-                dir: dir.clone(),
+                dir: dir.to_owned(),
                 extra: Vec::new(),
                 mode: Mode::Sentinel,
                 process: Mutex::new(Process {
@@ -73,19 +73,8 @@ impl Sentinel {
                     paused: false,
                 }),
                 password: None,
-            };
-            match server.spawn() {
-                Ok(()) => return Ok(server),
-                Err(e @ ServerError::MissingBinary { .. }) => return Err(e),
-                Err(e) => {
-                    server.kill_process();
-                    std::mem::forget(server);
-                    last = Some(e);
-                }
-            }
-        }
-        let _ = fs::remove_dir_all(&dir);
-        Err(last.unwrap_or_else(|| ServerError::Settle("could not start sentinel".into())))
+            })
+        })
     }
 
     fn master_port_seen_by(&self, sentinel: &RedisServer) -> Option<u16> {

@@ -55,6 +55,21 @@ pub struct ServerOptions {
     pub password: Option<String>,
 }
 
+impl ServerOptions {
+    /// A replica of the master on `master_port` (`--replicaof 127.0.0.1
+    /// <port>`), without a password.
+    pub fn replica_of(master_port: u16) -> Self {
+        ServerOptions {
+            args: vec![
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                master_port.to_string(),
+            ],
+            password: None,
+        }
+    }
+}
+
 impl RedisServer {
     /// Starts a plain server on a free loopback port and waits until it
     /// answers PING.
@@ -82,13 +97,11 @@ impl RedisServer {
             Mode::Server => "server",
             Mode::Sentinel => "sentinel",
         })?;
-        let mut last = None;
-        for _ in 0..PORT_ATTEMPTS {
-            let port = free_port()?;
-            let server = RedisServer {
+        Self::spawn_on_free_port(dir, |dir, port| {
+            Ok(RedisServer {
                 binary: binary.clone(),
                 port,
-                dir: dir.clone(),
+                dir: dir.to_owned(),
                 extra: extra.clone(),
                 mode,
                 process: Mutex::new(Process {
@@ -96,7 +109,21 @@ impl RedisServer {
                     paused: false,
                 }),
                 password: password.clone(),
-            };
+            })
+        })
+    }
+
+    /// Tries up to `PORT_ATTEMPTS` free ports: `make` prepares the server
+    /// for one (in `dir`, shared by the tries), which is then started.
+    /// `dir` is removed when every try failed.
+    pub(super) fn spawn_on_free_port(
+        dir: PathBuf,
+        mut make: impl FnMut(&Path, u16) -> Result<RedisServer>,
+    ) -> Result<Self> {
+        let mut last = None;
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_port()?;
+            let server = make(&dir, port)?;
             match server.spawn() {
                 Ok(()) => return Ok(server),
                 Err(e @ ServerError::MissingBinary { .. }) => return Err(e),
@@ -110,7 +137,7 @@ impl RedisServer {
             }
         }
         let _ = fs::remove_dir_all(&dir);
-        Err(last.unwrap_or_else(|| ServerError::Settle("could not start redis-server".into())))
+        Err(last.unwrap_or_else(|| ServerError::Settle("could not start a server".into())))
     }
 
     pub(super) fn spawn(&self) -> Result<()> {
@@ -133,10 +160,7 @@ impl RedisServer {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log_file))
             .stderr(Stdio::from(log_err));
-        let child = cmd.spawn().map_err(|e| ServerError::MissingBinary {
-            binary: self.binary.display().to_string(),
-            detail: e.to_string(),
-        })?;
+        let child = cmd.spawn().map_err(ServerError::missing(&self.binary))?;
         {
             let mut p = self.lock();
             p.child = Some(child);
@@ -327,6 +351,41 @@ impl RedisServer {
             .into_iter()
             .find(|(k, _)| k == field)
             .map(|(_, v)| v)
+    }
+
+    /// Calls of `command` (lower case, e.g. `"evalsha"`) so far, from `INFO
+    /// commandstats` (those from scripts included; 0 when it never ran or
+    /// the server did not answer). `CONFIG RESETSTAT` sets it back to 0.
+    pub fn command_calls(&self, command: &str) -> u64 {
+        self.info_field("commandstats", &format!("cmdstat_{command}"))
+            .and_then(|v| {
+                v.split(',')
+                    .find_map(|kv| kv.strip_prefix("calls="))
+                    .and_then(|n| n.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// Subscribers of `channel` (`PUBSUB NUMSUB`); -1 when the server did
+    /// not answer.
+    pub fn numsub(&self, channel: &str) -> i64 {
+        self.pubsub_count("NUMSUB", channel)
+    }
+
+    /// Sharded subscribers of `channel` (`PUBSUB SHARDNUMSUB`, Redis 7 and
+    /// Valkey); -1 when the server did not answer or has no sharded pub/sub.
+    pub fn shard_numsub(&self, channel: &str) -> i64 {
+        self.pubsub_count("SHARDNUMSUB", channel)
+    }
+
+    fn pubsub_count(&self, subcommand: &str, channel: &str) -> i64 {
+        match self.command(&["PUBSUB", subcommand, channel]) {
+            Ok(Reply::Array(Some(items))) => match items.get(1) {
+                Some(Reply::Int(n)) => *n,
+                _ => -1,
+            },
+            _ => -1,
+        }
     }
 }
 

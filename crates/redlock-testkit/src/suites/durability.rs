@@ -62,15 +62,8 @@ async fn node(
 /// A master and one replica of it, in sync.
 pub fn master_and_replica() -> (RedisServer, RedisServer) {
     let master = RedisServer::start().expect("master");
-    let replica = RedisServer::start_with(ServerOptions {
-        args: vec![
-            "--replicaof".into(),
-            "127.0.0.1".into(),
-            master.port().to_string(),
-        ],
-        password: None,
-    })
-    .expect("replica");
+    let replica =
+        RedisServer::start_with(ServerOptions::replica_of(master.port())).expect("replica");
     assert!(
         eventually_blocking(Duration::from_secs(20), || {
             replica

@@ -12,6 +12,12 @@
 //!   [`wake::WatchedNodeFactory`].
 //! - [`wake_cluster`]: wake-on-release on a Redis Cluster (sharded pub/sub,
 //!   polling without it), and [`wake_cluster_tests!`](crate::wake_cluster_tests).
+//! - [`wake`]: what the wake checks share and the adapters' own wake tests
+//!   use: the [`wake::WatchedNodeFactory`], retry policies only a wake-up
+//!   can beat, a waiter in a task of its own, waiting for the servers'
+//!   subscriber counts, and whole steps ([`wake::woken_by_the_release`],
+//!   [`wake::killed_subscriptions_fall_back_to_polling`],
+//!   [`wake::a_conflict_subscribes_nowhere`]).
 
 pub mod durability;
 pub mod native;

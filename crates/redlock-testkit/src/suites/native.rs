@@ -18,10 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redlock_core::scripts::RELEASE;
-use redlock_core::{
-    Acquire, Extend, LockOptions, Node, NodeError, Options, Redlock, Retries, RetryPolicy, Scripts,
-};
+use redlock_core::{Acquire, Extend, Node, NodeError, Options, Redlock, Scripts};
 
+use super::wake::{hour_delay, spawn_acquire};
 use crate::conformance::BoxError;
 use crate::server::binaries::{find_server, known_servers};
 use crate::server::{RedisServer, Reply, ServerOptions, ServerVersion};
@@ -110,19 +109,6 @@ fn start(binary: &PathBuf) -> RedisServer {
     RedisServer::start_binary(binary, ServerOptions::default()).expect("server starts")
 }
 
-/// `calls=` of `cmdstat_<command>` (0 when the command never ran).
-fn calls(server: &RedisServer, command: &str) -> u64 {
-    let field = format!("cmdstat_{command}");
-    server
-        .info_field("commandstats", &field)
-        .and_then(|v| {
-            v.split(',')
-                .find_map(|kv| kv.strip_prefix("calls="))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn keys(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
@@ -165,10 +151,10 @@ async fn one_key_round(server: &RedisServer, node: &dyn Node) -> (u64, u64, u64,
     );
     assert_eq!(server.command(&["EXISTS", &job[0]]).unwrap(), Reply::Int(0));
     (
-        calls(server, "delifeq"),
-        calls(server, "set"),
-        calls(server, "publish"),
-        calls(server, "evalsha") + calls(server, "eval"),
+        server.command_calls("delifeq"),
+        server.command_calls("set"),
+        server.command_calls("publish"),
+        server.command_calls("evalsha") + server.command_calls("eval"),
     )
 }
 
@@ -244,8 +230,8 @@ pub async fn several_keys_and_substitute_scripts_stay_scripts_on_valkey(f: &dyn 
         Extend::Extended
     );
     assert_eq!(node.release(&two, "tok").await.unwrap(), 2);
-    assert_eq!(calls(&server, "delifeq"), 0, "{version}");
-    assert_eq!(calls(&server, "evalsha"), 3, "{version}");
+    assert_eq!(server.command_calls("delifeq"), 0, "{version}");
+    assert_eq!(server.command_calls("evalsha"), 3, "{version}");
 
     // A substitute release script runs as written; the built-in extend
     // script is still replaced.
@@ -269,9 +255,13 @@ pub async fn several_keys_and_substitute_scripts_stay_scripts_on_valkey(f: &dyn 
         Extend::Extended
     );
     assert_eq!(custom.release(&one, "tok").await.unwrap(), 1);
-    assert_eq!(calls(&server, "delifeq"), 0, "{version}");
-    assert_eq!(calls(&server, "evalsha"), 1, "{version}: the release");
-    assert_eq!(calls(&server, "set"), 2, "{version}: SET NX, SET IFEQ");
+    assert_eq!(server.command_calls("delifeq"), 0, "{version}");
+    assert_eq!(server.command_calls("evalsha"), 1, "{version}: the release");
+    assert_eq!(
+        server.command_calls("set"),
+        2,
+        "{version}: SET NX, SET IFEQ"
+    );
 }
 
 /// An ACL user without `@scripting` (and, as Valkey gives new users by
@@ -311,7 +301,7 @@ pub async fn a_user_without_scripting_locks_extends_and_unlocks_on_valkey(
         server.command(&["EXISTS", "acl-job"]).unwrap(),
         Reply::Int(0)
     );
-    assert_eq!(calls(&server, "delifeq"), 1, "{version}");
+    assert_eq!(server.command_calls("delifeq"), 1, "{version}");
 
     // Connects: a refused SCRIPT LOAD does not stop the node.
     let scripts_only = make_node(f, url, NativeSettings::scripts_only()).await;
@@ -325,17 +315,6 @@ pub async fn a_user_without_scripting_locks_extends_and_unlocks_on_valkey(
         matches!(&refused, Err(e) if refused_evalsha(e)),
         "{refused:?}"
     );
-}
-
-/// Subscribers of `channel`.
-fn numsub(server: &RedisServer, channel: &str) -> i64 {
-    match server.command(&["PUBSUB", "NUMSUB", channel]) {
-        Ok(Reply::Array(Some(items))) => match items.get(1) {
-            Some(Reply::Int(n)) => *n,
-            _ => -1,
-        },
-        _ => -1,
-    }
 }
 
 /// A waiter in another client, with a retry delay of an hour, gets the
@@ -360,22 +339,18 @@ pub async fn a_native_release_wakes_waiters_on_valkey(f: &dyn NativeNodeFactory)
     let held = holder.lock("wake-native", TTL).await.expect("free");
     let waiter = {
         let other = redlock(&servers).await;
-        tokio::spawn(async move {
-            let hour = RetryPolicy::default()
-                .retries(Retries::Forever)
-                .delay(Duration::from_secs(3600))
-                .jitter(Duration::ZERO)
-                .deadline(Duration::from_secs(60));
-            other
-                .acquire(&LockOptions::new("wake-native", TTL).retry(hour))
-                .await
-        })
+        spawn_acquire(
+            &other,
+            "wake-native",
+            TTL,
+            hour_delay(Duration::from_secs(60)),
+        )
     };
     // One node's announcement is enough to wake the waiter.
     let subscribed = eventually(Duration::from_secs(10), || async {
         servers
             .iter()
-            .any(|s| numsub(s, "redlock:release:wake-native") == 1)
+            .any(|s| s.numsub("redlock:release:wake-native") == 1)
     })
     .await;
     assert!(
@@ -383,7 +358,7 @@ pub async fn a_native_release_wakes_waiters_on_valkey(f: &dyn NativeNodeFactory)
         "{version}: the waiter subscribed on a server: {:?}, waiter finished: {}",
         servers
             .iter()
-            .map(|s| numsub(s, "redlock:release:wake-native"))
+            .map(|s| s.numsub("redlock:release:wake-native"))
             .collect::<Vec<_>>(),
         waiter.is_finished()
     );
@@ -396,8 +371,8 @@ pub async fn a_native_release_wakes_waiters_on_valkey(f: &dyn NativeNodeFactory)
         .expect("task")
         .expect("woken by the release, long before the hour");
     assert_eq!(lock.attempts(), 2, "{version}");
-    let delifeq: u64 = servers.iter().map(|s| calls(s, "delifeq")).sum();
-    let scripts: u64 = servers.iter().map(|s| calls(s, "evalsha")).sum();
+    let delifeq: u64 = servers.iter().map(|s| s.command_calls("delifeq")).sum();
+    let scripts: u64 = servers.iter().map(|s| s.command_calls("evalsha")).sum();
     assert!(delifeq >= 2, "{version}: released with DELIFEQ ({delifeq})");
     assert_eq!(scripts, 0, "{version}: no release script ran");
     lock.unlock().await.expect("unlocked");

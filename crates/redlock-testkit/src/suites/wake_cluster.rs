@@ -10,56 +10,24 @@
 use std::time::Duration;
 
 use redlock_core::scripts::sharded_release_channel;
-use redlock_core::{LockOptions, Options, Redlock, Retries, RetryPolicy};
+use redlock_core::{Options, Redlock};
 
-use super::wake::{WatchedNode, WatchedNodeFactory};
+use super::wake::{
+    retry_every, spawn_acquire, watched_node, WakeOnce, WatchedNode, WatchedNodeFactory,
+};
 use crate::conformance::Target;
 use crate::server::binaries::find_server;
-use crate::server::{RedisCluster, RedisServer, Reply};
+use crate::server::RedisCluster;
 use crate::wait::until;
 
 const TTL: Duration = Duration::from_secs(30);
 const PATIENCE: Duration = Duration::from_secs(20);
-
-/// Retry delay of an hour, bounded by a deadline that fails the test (not
-/// hangs it) if no wake-up comes.
-fn hour_delay() -> RetryPolicy {
-    RetryPolicy::default()
-        .retries(Retries::Forever)
-        .delay(Duration::from_secs(3600))
-        .jitter(Duration::ZERO)
-        .deadline(Some(Duration::from_secs(60)))
-}
+/// The waiters' deadline: a missing wake-up fails the test, not hangs it.
+const DEADLINE: Duration = Duration::from_secs(60);
 
 /// A node over the cluster with the given seed URLs.
 async fn cluster_node(f: &dyn WatchedNodeFactory, urls: &[String]) -> WatchedNode {
-    let target = Target::Cluster(urls.to_vec());
-    match f.node(&target).await {
-        Ok(n) => n,
-        Err(e) => panic!("node factory failed for {target:?}: {e}"),
-    }
-}
-
-/// Sharded subscribers of `channel` on `server`.
-fn shardnumsub(server: &RedisServer, channel: &str) -> i64 {
-    match server.command(&["PUBSUB", "SHARDNUMSUB", channel]) {
-        Ok(Reply::Array(Some(items))) => match items.get(1) {
-            Some(Reply::Int(n)) => *n,
-            _ => -1,
-        },
-        _ => -1,
-    }
-}
-
-/// Calls of `command` on `server` so far (scripts' calls included).
-fn calls(server: &RedisServer, command: &str) -> u64 {
-    let info = server.text(&["INFO", "commandstats"]).unwrap_or_default();
-    let prefix = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    watched_node(f, Target::Cluster(urls.to_vec())).await
 }
 
 /// A waiter in another client, with a retry delay of an hour, is woken by a
@@ -83,39 +51,18 @@ pub async fn a_release_on_the_keys_shard_wakes_the_waiter(f: &dyn WatchedNodeFac
     // key's slot.
     for key in ["wake-job", "{account:7}:export"] {
         let channel = sharded_release_channel(key).expect("has a channel");
-        let held = holder.lock(key, TTL).await.expect("free");
-        let task = {
-            let waiter = waiter.clone();
-            let key = key.to_owned();
-            tokio::spawn(async move {
-                waiter
-                    .acquire(&LockOptions::new(key, TTL).retry(hour_delay()))
-                    .await
-            })
-        };
-        let status = tokio::time::timeout(
-            PATIENCE,
-            subscriptions.until(|s| s.subscribed.contains(&channel)),
-        )
-        .await
-        .expect("the sharded subscription is confirmed");
-        assert!(!status.unsupported);
-        // Confirmed by the shard that owns the key, and only there.
-        let counts: Vec<i64> = cluster
-            .master_servers()
-            .iter()
-            .map(|s| shardnumsub(s, &channel))
-            .collect();
-        assert_eq!(counts.iter().sum::<i64>(), 1, "{channel}: {counts:?}");
-
-        held.unlock().await.expect("unlocked");
-        let lock = tokio::time::timeout(PATIENCE, task)
-            .await
-            .expect("woken by the release, long before the hour")
-            .expect("task")
-            .expect("acquired");
-        assert_eq!(lock.attempts(), 2, "{key}: one wait, then the lock");
-        lock.unlock().await.expect("unlocked");
+        let mut once = WakeOnce::new(&holder, &waiter, &mut subscriptions, PATIENCE, DEADLINE);
+        once.run(key, &channel, |status| {
+            assert!(!status.unsupported);
+            // Confirmed by the shard that owns the key, and only there.
+            let counts: Vec<i64> = cluster
+                .master_servers()
+                .iter()
+                .map(|s| s.shard_numsub(&channel))
+                .collect();
+            assert_eq!(counts.iter().sum::<i64>(), 1, "{channel}: {counts:?}");
+        })
+        .await;
         // Nobody waits any more: the channel is given up.
         tokio::time::timeout(
             PATIENCE,
@@ -126,8 +73,8 @@ pub async fn a_release_on_the_keys_shard_wakes_the_waiter(f: &dyn WatchedNodeFac
     }
     // The announcements went out sharded, never as a cluster-wide PUBLISH.
     let masters = cluster.master_servers();
-    let spublish: u64 = masters.iter().map(|s| calls(s, "spublish")).sum();
-    let publish: u64 = masters.iter().map(|s| calls(s, "publish")).sum();
+    let spublish: u64 = masters.iter().map(|s| s.command_calls("spublish")).sum();
+    let publish: u64 = masters.iter().map(|s| s.command_calls("publish")).sum();
     assert!(spublish >= 2, "spublish calls: {spublish}");
     assert_eq!(publish, 0, "no PUBLISH on a cluster");
 }
@@ -150,16 +97,8 @@ pub async fn a_cluster_without_sharded_pub_sub_polls(f: &dyn WatchedNodeFactory)
     let other = Redlock::from_nodes(vec![other.node], Options::new()).expect("valid");
 
     let held = other.lock("old-job", TTL).await.expect("free");
-    let polling = RetryPolicy::default()
-        .retries(Retries::Forever)
-        .delay(Duration::from_millis(100))
-        .jitter(Duration::ZERO)
-        .deadline(Some(Duration::from_secs(60)));
-    let task = tokio::spawn(async move {
-        redlock
-            .acquire(&LockOptions::new("old-job", TTL).retry(polling))
-            .await
-    });
+    let polling = retry_every(Duration::from_millis(100), DEADLINE);
+    let task = spawn_acquire(&redlock, "old-job", TTL, polling);
     let status = tokio::time::timeout(PATIENCE, subscriptions.until(|s| s.unsupported))
         .await
         .unwrap_or_else(|_| panic!("{version}: SSUBSCRIBE refused as unknown"));
