@@ -93,10 +93,7 @@ impl Wire {
                 let load = self.client.script_load_cluster::<(), _>(source);
                 load.await.map_err(|e| node_error(&e, &self.secrets))
             } else {
-                let load = Entry {
-                    command: Command::ScriptLoad { script },
-                    answers: redlock_kit::plan::Answers::Nothing,
-                };
+                let load = Command::ScriptLoad { script };
                 self.run(&load, 0).await.map(drop)
             };
             if let Err(e) = loaded {
@@ -137,12 +134,12 @@ impl Wire {
         Box::pin(async move { client.custom::<Value, Value>(name, args).await })
     }
 
-    /// Sends `entry`, again where the server refused it unrun
+    /// Sends `command`, again where the server refused it unrun
     /// ([`resend_refused`]: by source after `NOSCRIPT`, after a cluster
     /// redirection, an acquire only while no release followed it).
-    async fn run(&self, entry: &Entry<'_>, slot: u16) -> Result<Reply, NodeError> {
+    async fn run(&self, command: &Command<'_>, slot: u16) -> Result<Reply, NodeError> {
         let secrets = &self.secrets;
-        resend_refused(entry.command.clone(), &self.resends, |command| {
+        resend_refused(command.clone(), &self.resends, |command| {
             let sent = self.send(&command, slot);
             async move {
                 sent.await.map(decode).map_err(|e| Refused {
@@ -190,10 +187,7 @@ impl Executor for Wire {
         // cluster node plans no native release, so slot 0 is never used
         // for them). Best effort: lost if this batch fails.
         let pending = std::mem::take(&mut self.announce);
-        let announced = pending.iter().map(|(key, token)| Entry {
-            command: Command::Native(native::announce(key, token)),
-            answers: redlock_kit::plan::Answers::Nothing,
-        });
+        let announced = Entry::announcements(&pending);
         let planned = if self.clustered {
             let single = |(i, call)| Entry {
                 command: planner.single(call),
@@ -226,7 +220,7 @@ impl Executor for Wire {
         // with a release: fred writes a release again once it reconnects
         // (see `release_options`), and it must be answered.
         let may_give_up = calls.iter().all(|c| c.kind != Kind::Release);
-        let mut all = join_all(entries.iter().map(|e| self.run(e, slot(e))));
+        let mut all = join_all(entries.iter().map(|e| self.run(&e.command, slot(e))));
         let replies = loop {
             tokio::select! {
                 replies = &mut all => break replies,
@@ -255,13 +249,10 @@ impl Executor for Wire {
                 Err(NodeError::NotConnected(e)) if self.held => Err(NodeError::Connection(e)),
                 other => other,
             };
-            entry.distribute(reply, &mut results);
-            if let Some(announce) = entry.announcement(calls, &results) {
-                self.announce.push(announce);
-            }
+            entry.settle(reply, calls, &mut results, &mut self.announce);
         }
         for wait in &waits {
-            let reply = self.run(wait, 0).await;
+            let reply = self.run(&wait.command, 0).await;
             wait.distribute(reply, &mut results);
         }
         results
@@ -277,10 +268,7 @@ impl Wire {
         if !self.detect_native {
             return;
         }
-        let ask = Entry {
-            command: Command::Native(native::detect()),
-            answers: redlock_kit::plan::Answers::Nothing,
-        };
+        let ask = Command::Native(native::detect());
         let answer = tokio::time::timeout(DETECT_TIMEOUT, self.run(&ask, 0)).await;
         let capabilities = match answer {
             Ok(Ok(reply)) => Capabilities::from_command_info(&reply),

@@ -436,6 +436,32 @@ impl Entry<'_> {
     }
 }
 
+impl<'a> Entry<'a> {
+    /// The announcements still owed (key, token; see
+    /// [`announcement`](Self::announcement)) as entries answering no call:
+    /// what goes at the head of the next batch.
+    pub fn announcements(owed: &'a [(String, String)]) -> impl Iterator<Item = Entry<'a>> {
+        owed.iter().map(|(key, token)| Entry {
+            command: Command::Native(native::announce(key, token)),
+            answers: Answers::Nothing,
+        })
+    }
+
+    /// Hands `reply` to the calls it answers
+    /// ([`distribute`](Self::distribute)) and adds the announcement it
+    /// then owes, if any ([`announcement`](Self::announcement)), to `owed`.
+    pub fn settle(
+        &self,
+        reply: Result<Reply, NodeError>,
+        calls: &[Call],
+        results: &mut [Result<Reply, NodeError>],
+        owed: &mut Vec<(String, String)>,
+    ) {
+        self.distribute(reply, results);
+        owed.extend(self.announcement(calls, results));
+    }
+}
+
 impl Entry<'_> {
     /// The announcement owed for this entry once `results` holds its
     /// answers: `PUBLISH` on the key's release channel when it is a native
