@@ -22,11 +22,6 @@ redlock_kit::adapter_error! {
 #[doc(hidden)]
 pub type ConnectError = Error;
 
-/// Whether the error is a `NOSCRIPT` reply (the script cache was flushed).
-pub(crate) fn is_noscript(e: &FredError) -> bool {
-    e.details().trim_start().starts_with("NOSCRIPT")
-}
-
 /// Whether `details` looks like a reply from the server (`ERR ...`,
 /// `READONLY ...`): an upper-case first word.
 fn is_server_reply(details: &str) -> bool {
@@ -101,7 +96,6 @@ mod tests {
     fn classifies_errors() {
         let s = Secrets::default();
         let e = FredError::new(ErrorKind::Unknown, "NOSCRIPT No matching script.");
-        assert!(is_noscript(&e));
         assert!(matches!(node_error(&e, &s), NodeError::Server(_)));
         let e = FredError::new(ErrorKind::IO, "connection reset");
         assert!(matches!(node_error(&e, &s), NodeError::Connection(_)));

@@ -25,13 +25,14 @@ use fred::types::{ClientState, ClusterHash, CustomCommand, Expiration, SetOption
 use futures_util::future::{join_all, BoxFuture};
 use redlock_core::slot::hash_slot;
 use redlock_core::NodeError;
+use redlock_kit::cluster::{resend_refused, Refused};
 use redlock_kit::native::{self, Capabilities};
-use redlock_kit::plan::{Command, Entry, Planner};
+use redlock_kit::plan::{Arg, Command, Entry, Planner};
 use redlock_kit::reply::Reply;
-use redlock_kit::slots::{is_redirect, Resends, MAX_REDIRECTS};
+use redlock_kit::slots::Resends;
 use redlock_kit::{Call, Executor, Kind};
 
-use crate::error::{is_noscript, node_error, Secrets};
+use crate::error::{node_error, Secrets};
 
 /// One fred client as a node's executor.
 pub(crate) struct Wire {
@@ -92,10 +93,7 @@ impl Wire {
                 let load = self.client.script_load_cluster::<(), _>(source);
                 load.await.map_err(|e| node_error(&e, &self.secrets))
             } else {
-                let load = Entry {
-                    command: Command::ScriptLoad { script },
-                    answers: redlock_kit::plan::Answers::Nothing,
-                };
+                let load = Command::ScriptLoad { script };
                 self.run(&load, 0).await.map(drop)
             };
             if let Err(e) = loaded {
@@ -107,140 +105,52 @@ impl Wire {
     /// `command` as fred's command, routed to `slot` on a cluster and
     /// handed to fred when the returned future is first polled (no await
     /// comes before that), which fixes its place in the connection's order.
+    /// A one-key acquire is fred's own `SET … NX PX`; every other command
+    /// its words as the kit lays them out ([`Command::each_arg`]).
     fn send(&self, command: &Command<'_>, slot: u16) -> BoxFuture<'static, Sent> {
-        let release = is_release(command);
-        let options = if release {
+        let options = if command.releases() {
             &self.release_options
         } else {
             &self.options
         };
         let client = self.client.with_options(options);
-        let custom = |name: &'static str, args: Vec<Value>| -> BoxFuture<'static, Sent> {
-            let command = CustomCommand::new_static(name, ClusterHash::Custom(slot), false);
-            let client = client.clone();
-            Box::pin(async move { client.custom::<Value, Value>(command, args).await })
-        };
-        let text = |s: &str| Value::from(s.to_owned());
-        let eval = |source: bool| if source { "EVAL" } else { "EVALSHA" };
-        match command {
-            Command::SetNx { key, token, ttl_ms } => {
-                let (key, token) = (key.to_string(), token.to_string());
-                let ttl = Expiration::PX(i64::try_from(*ttl_ms).unwrap_or(i64::MAX));
-                Box::pin(async move {
-                    client
-                        .set::<Value, _, _>(key, token, Some(ttl), Some(SetOptions::NX), false)
-                        .await
-                })
-            }
-            Command::Script {
-                script,
-                call,
-                source,
-            } => {
-                let mut args = Args::new(2 + call.keys.len() + call.argc());
-                args.push(if *source { &script.source } else { &script.sha });
-                args.push_number(call.keys.len());
-                call.keys.iter().for_each(|k| args.push(k));
-                call.args().for_each(|a| args.push(&a));
-                custom(eval(*source), args.into_values())
-            }
-            Command::ReleaseMany {
-                script,
-                releases,
-                source,
-            } => {
-                let keys = releases.iter().flat_map(|c| &c.keys);
-                let mut args = Args::new(2 + keys.clone().count() + 2 * releases.len());
-                args.push(if *source { &script.source } else { &script.sha });
-                args.push_number(keys.clone().count());
-                keys.for_each(|k| args.push(k));
-                for c in releases {
-                    args.push_number(c.keys.len());
-                    args.push(c.token.as_deref().unwrap_or_default());
-                }
-                custom(eval(*source), args.into_values())
-            }
-            Command::WriteMany {
-                script,
-                calls,
-                source,
-            } => {
-                let keys = calls.iter().flat_map(|c| &c.keys);
-                let mut args = Args::new(2 + keys.clone().count() + 4 * calls.len());
-                args.push(if *source { &script.source } else { &script.sha });
-                args.push_number(keys.clone().count());
-                keys.for_each(|k| args.push(k));
-                for (kind, count, token, ttl_ms) in command.write_many_fields() {
-                    args.push(kind);
-                    args.push_number(count);
-                    args.push(token);
-                    args.push_number(ttl_ms);
-                }
-                custom(eval(*source), args.into_values())
-            }
-            Command::Ping => custom("PING", Vec::new()),
-            Command::ScriptLoad { script } => {
-                custom("SCRIPT", vec![text("LOAD"), text(&script.source)])
-            }
-            Command::ClientId => custom("CLIENT", vec![text("ID")]),
-            Command::InfoServer => custom("INFO", vec![text("server")]),
-            Command::Native(native) => {
-                custom(native.name, native.args.iter().map(|a| text(a)).collect())
-            }
-            Command::ClientKill { id } => custom(
-                "CLIENT",
-                vec![text("KILL"), text("ID"), Value::Integer(*id)],
-            ),
-            Command::Wait {
-                replicas,
-                timeout_ms,
-            } => custom(
-                "WAIT",
-                vec![
-                    Value::Integer(i64::from(*replicas)),
-                    Value::Integer(i64::try_from(*timeout_ms).unwrap_or(i64::MAX)),
-                ],
-            ),
+        if let Command::SetNx { key, token, ttl_ms } = command {
+            let (key, token) = (key.to_string(), token.to_string());
+            let ttl = Expiration::PX(i64::try_from(*ttl_ms).unwrap_or(i64::MAX));
+            return Box::pin(async move {
+                client
+                    .set::<Value, _, _>(key, token, Some(ttl), Some(SetOptions::NX), false)
+                    .await
+            });
         }
+        let (count, bytes) = command.size_hint();
+        let mut args = Args::new(count, bytes);
+        command.each_arg(|arg| match arg {
+            Arg::Text(text) => args.push(text),
+            Arg::Int(n) => args.push_number(n),
+        });
+        let name = CustomCommand::new_static(command.name(), ClusterHash::Custom(slot), false);
+        let args = args.into_values();
+        Box::pin(async move { client.custom::<Value, Value>(name, args).await })
     }
 
-    /// Sends `entry`, and sends it again where the server refused it
-    /// without running it: by source after `NOSCRIPT` (which caches the
-    /// script again), to the new owner after a cluster redirection. An
-    /// acquire is sent again only while no release went out on this node
-    /// since it was first sent ([`Resends`]): it must never land after a
-    /// release meant to follow it.
-    async fn run(&self, entry: &Entry<'_>, slot: u16) -> Result<Reply, NodeError> {
-        let acquire = entry.command.acquires();
-        if is_release(&entry.command) {
-            self.resends.releasing();
-        }
-        let sent = self.resends.sending();
-        let mut command = entry.command.clone();
-        let mut redirects = 0;
-        loop {
-            let e = match self.send(&command, slot).await {
-                Ok(v) => return Ok(decode(v)),
-                Err(e) => e,
-            };
-            let noscript = is_noscript(&e) && command != command.clone().by_source();
-            let redirect = redirects < MAX_REDIRECTS && is_redirect(e.details());
-            if !noscript && !redirect {
-                return Err(node_error(&e, &self.secrets));
+    /// Sends `command`, again where the server refused it unrun
+    /// ([`resend_refused`]: by source after `NOSCRIPT`, after a cluster
+    /// redirection, an acquire only while no release followed it).
+    async fn run(&self, command: &Command<'_>, slot: u16) -> Result<Reply, NodeError> {
+        let secrets = &self.secrets;
+        resend_refused(command.clone(), &self.resends, |command| {
+            let sent = self.send(&command, slot);
+            async move {
+                sent.await.map(decode).map_err(|e| Refused {
+                    error: node_error(&e, secrets),
+                    // A server's error reply starts with its code.
+                    code: e.details().split_whitespace().next().map(str::to_owned),
+                    text: secrets.redact(e.details()),
+                })
             }
-            if acquire && !self.resends.may_resend_acquire(sent) {
-                return Err(NodeError::Server(format!(
-                    "{}; the acquire was not sent again because a release followed it",
-                    self.secrets.redact(e.details())
-                )));
-            }
-            tracing::debug!(node = %self.id, error = %self.secrets.redact(e.details()), "refused unrun: sending again");
-            if noscript {
-                command = command.by_source();
-            } else {
-                redirects += 1;
-            }
-        }
+        })
+        .await
     }
 }
 
@@ -277,10 +187,7 @@ impl Executor for Wire {
         // cluster node plans no native release, so slot 0 is never used
         // for them). Best effort: lost if this batch fails.
         let pending = std::mem::take(&mut self.announce);
-        let announced = pending.iter().map(|(key, token)| Entry {
-            command: Command::Native(native::announce(key, token)),
-            answers: redlock_kit::plan::Answers::Nothing,
-        });
+        let announced = Entry::announcements(&pending);
         let planned = if self.clustered {
             let single = |(i, call)| Entry {
                 command: planner.single(call),
@@ -313,7 +220,7 @@ impl Executor for Wire {
         // with a release: fred writes a release again once it reconnects
         // (see `release_options`), and it must be answered.
         let may_give_up = calls.iter().all(|c| c.kind != Kind::Release);
-        let mut all = join_all(entries.iter().map(|e| self.run(e, slot(e))));
+        let mut all = join_all(entries.iter().map(|e| self.run(&e.command, slot(e))));
         let replies = loop {
             tokio::select! {
                 replies = &mut all => break replies,
@@ -342,28 +249,13 @@ impl Executor for Wire {
                 Err(NodeError::NotConnected(e)) if self.held => Err(NodeError::Connection(e)),
                 other => other,
             };
-            entry.distribute(reply, &mut results);
-            if let Some(announce) = entry.announcement(calls, &results) {
-                self.announce.push(announce);
-            }
+            entry.settle(reply, calls, &mut results, &mut self.announce);
         }
         for wait in &waits {
-            let reply = self.run(wait, 0).await;
+            let reply = self.run(&wait.command, 0).await;
             wait.distribute(reply, &mut results);
         }
         results
-    }
-}
-
-/// Whether `command` releases: the release script (alone or merged) or a
-/// native delete. A release gets one more write attempt after a
-/// reconnect, and an acquire is not sent again after it.
-fn is_release(command: &Command<'_>) -> bool {
-    match command {
-        Command::ReleaseMany { .. } => true,
-        Command::Script { call, .. } => call.kind == Kind::Release,
-        Command::Native(native) => native.is_release(),
-        _ => false,
     }
 }
 
@@ -376,10 +268,7 @@ impl Wire {
         if !self.detect_native {
             return;
         }
-        let ask = Entry {
-            command: Command::Native(native::detect()),
-            answers: redlock_kit::plan::Answers::Nothing,
-        };
+        let ask = Command::Native(native::detect());
         let answer = tokio::time::timeout(DETECT_TIMEOUT, self.run(&ask, 0)).await;
         let capabilities = match answer {
             Ok(Ok(reply)) => Capabilities::from_command_info(&reply),
@@ -411,9 +300,9 @@ struct Args {
 }
 
 impl Args {
-    fn new(count: usize) -> Self {
+    fn new(count: usize, bytes: usize) -> Self {
         Args {
-            buf: BytesMut::with_capacity(count * 40),
+            buf: BytesMut::with_capacity(bytes),
             ends: Vec::with_capacity(count),
         }
     }

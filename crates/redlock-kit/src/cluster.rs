@@ -55,6 +55,58 @@ pub trait Router: Sync {
     async fn send(&self, command: &Command<'_>) -> Result<Reply, Refused>;
 }
 
+/// Sends `command` with `send`, and sends it again where the server
+/// refused it without running it: by source after `NOSCRIPT` (which caches
+/// the script again), and as it is after a cluster redirection (`MOVED`,
+/// `ASK`, `TRYAGAIN`, `CLUSTERDOWN`; up to [`MAX_REDIRECTS`] times, the
+/// client routing it anew). A release counts itself in `resends`; an
+/// acquire is sent again only while no release went out on the node since
+/// it was first sent ([`Resends`]): it must never land after a release
+/// meant to follow it. Any other refusal is the answer.
+///
+/// The one loop for every client: the [`Router`]s of [`execute`], and an
+/// adapter whose client reports each command's refusal on its own.
+pub async fn resend_refused<'c, S, F>(
+    command: Command<'c>,
+    resends: &Resends,
+    mut send: S,
+) -> Result<Reply, NodeError>
+where
+    S: FnMut(Command<'c>) -> F,
+    F: std::future::Future<Output = Result<Reply, Refused>>,
+{
+    if command.releases() {
+        resends.releasing();
+    }
+    let acquire = command.acquires();
+    let sent = resends.sending();
+    let (mut command, mut redirects) = (command, 0);
+    loop {
+        let refused = match send(command.clone()).await {
+            Ok(reply) => return Ok(reply),
+            Err(refused) => refused,
+        };
+        let by_source = command.clone().by_source();
+        let noscript = refused.noscript() && by_source != command;
+        let redirect = redirects < MAX_REDIRECTS && refused.redirect();
+        if !noscript && !redirect {
+            return Err(refused.error);
+        }
+        if acquire && !resends.may_resend_acquire(sent) {
+            return Err(NodeError::Server(format!(
+                "{}; the acquire was not sent again because a release followed it",
+                refused.text
+            )));
+        }
+        tracing::debug!(error = %refused.text, "refused unrun: sending again");
+        if noscript {
+            command = by_source;
+        } else {
+            redirects += 1;
+        }
+    }
+}
+
 /// One call's single-slot pieces as script calls through a [`Router`].
 struct Pieces<'a, R: ?Sized> {
     router: &'a R,
@@ -63,37 +115,20 @@ struct Pieces<'a, R: ?Sized> {
 }
 
 impl<R: Router + ?Sized> Pieces<'_, R> {
-    /// Runs one single-slot call: EVALSHA, EVAL on NOSCRIPT, and the same
-    /// again on a redirection; an acquire only while no release went out
-    /// since ([`Resends`]).
+    /// Runs one single-slot call as its script ([`resend_refused`]).
     async fn eval(&self, call: Call) -> Result<Reply, NodeError> {
-        if call.kind == Kind::Release {
-            self.resends.releasing();
-        }
-        let sent = self.resends.sending();
-        let (mut source, mut redirects) = (false, 0);
-        loop {
-            let command = Command::Script {
-                script: self.scripts.get(call.kind),
-                call: &call,
-                source,
-            };
-            let refused = match self.router.send(&command).await {
-                Ok(reply) => return Ok(reply),
-                Err(refused) => refused,
-            };
-            let noscript = !source && refused.noscript();
-            let redirect = redirects < MAX_REDIRECTS && refused.redirect();
-            let blocked = call.kind == Kind::Acquire && !self.resends.may_resend_acquire(sent);
-            if blocked || !(noscript || redirect) {
-                return Err(refused.error);
-            }
-            if noscript {
-                source = true;
-            } else {
-                redirects += 1;
-            }
-        }
+        let command = Command::Script {
+            script: self.scripts.get(call.kind),
+            call: &call,
+            source: false,
+        };
+        let router = self.router;
+        resend_refused(
+            command,
+            &self.resends,
+            |c| async move { router.send(&c).await },
+        )
+        .await
     }
 }
 

@@ -159,6 +159,166 @@ impl Command<'_> {
     }
 }
 
+/// One argument of a [`Command`] on the wire: text, or a number sent in
+/// decimal. [`Command::each_arg`] yields them; an adapter hands each to its
+/// client as the client wants it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arg<'a> {
+    /// Text: a key, a token, a script or its digest, an option.
+    Text(&'a str),
+    /// A number: a TTL in ms, a count of keys, a connection id.
+    Int(i64),
+}
+
+impl Arg<'_> {
+    /// About how many bytes the argument takes (for preallocating).
+    pub fn len_hint(&self) -> usize {
+        match self {
+            Arg::Text(s) => s.len(),
+            Arg::Int(_) => 20,
+        }
+    }
+}
+
+/// `n` as an [`Arg::Int`] (saturating: no TTL or count comes near).
+fn int(n: impl TryInto<i64>) -> Arg<'static> {
+    Arg::Int(n.try_into().unwrap_or(i64::MAX))
+}
+
+impl<'a> Command<'a> {
+    /// The command's name: `EVALSHA` (or `EVAL` when sending the source),
+    /// `SET`, `PING`, `SCRIPT`, `CLIENT`, `INFO`, `WAIT`, or a native
+    /// command's own.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Ping => "PING",
+            Command::SetNx { .. } => "SET",
+            Command::Script { source, .. }
+            | Command::ReleaseMany { source, .. }
+            | Command::WriteMany { source, .. } => {
+                if *source {
+                    "EVAL"
+                } else {
+                    "EVALSHA"
+                }
+            }
+            Command::ScriptLoad { .. } => "SCRIPT",
+            Command::ClientId | Command::ClientKill { .. } => "CLIENT",
+            Command::InfoServer => "INFO",
+            Command::Native(native) => native.name,
+            Command::Wait { .. } => "WAIT",
+        }
+    }
+
+    /// Calls `each` with every argument after the [`name`](Self::name), in
+    /// wire order: the one translation of a command into words, so that an
+    /// adapter's is a loop over these (see the variants for the layouts).
+    pub fn each_arg<'s>(&'s self, mut each: impl FnMut(Arg<'s>)) {
+        let text = Arg::Text;
+        let script = |script: &'s Script, source: bool| {
+            Arg::Text(if source { &script.source } else { &script.sha })
+        };
+        match self {
+            Command::Ping => {}
+            Command::SetNx { key, token, ttl_ms } => {
+                [text(key), text(token), text("NX"), text("PX"), int(*ttl_ms)]
+                    .into_iter()
+                    .for_each(each);
+            }
+            Command::Script {
+                script: s,
+                call,
+                source,
+            } => {
+                each(script(s, *source));
+                each(int(call.keys.len()));
+                call.keys.iter().for_each(|k| each(text(k)));
+                if let Some(token) = &call.token {
+                    each(text(token));
+                }
+                if let Some(n) = call.number {
+                    each(int(n));
+                }
+            }
+            Command::ReleaseMany {
+                script: s,
+                releases,
+                source,
+            } => {
+                each(script(s, *source));
+                each(int(releases.iter().map(|c| c.keys.len()).sum::<usize>()));
+                let keys = releases.iter().flat_map(|c| &c.keys);
+                keys.for_each(|k| each(text(k)));
+                for c in releases {
+                    each(int(c.keys.len()));
+                    each(text(c.token.as_deref().unwrap_or_default()));
+                }
+            }
+            Command::WriteMany {
+                script: s,
+                calls,
+                source,
+            } => {
+                each(script(s, *source));
+                each(int(calls.iter().map(|c| c.keys.len()).sum::<usize>()));
+                calls
+                    .iter()
+                    .flat_map(|c| &c.keys)
+                    .for_each(|k| each(text(k)));
+                for (kind, count, token, ttl_ms) in self.write_many_fields() {
+                    [text(kind), int(count), text(token), int(ttl_ms)]
+                        .into_iter()
+                        .for_each(&mut each);
+                }
+            }
+            Command::ScriptLoad { script } => {
+                each(text("LOAD"));
+                each(text(&script.source));
+            }
+            Command::ClientId => each(text("ID")),
+            Command::InfoServer => each(text("server")),
+            Command::ClientKill { id } => {
+                [text("KILL"), text("ID"), Arg::Int(*id)]
+                    .into_iter()
+                    .for_each(each);
+            }
+            Command::Native(native) => native.args.iter().for_each(|a| each(text(a))),
+            Command::Wait {
+                replicas,
+                timeout_ms,
+            } => {
+                each(int(*replicas));
+                each(int(*timeout_ms));
+            }
+        }
+    }
+
+    /// How many arguments [`each_arg`](Self::each_arg) yields and about
+    /// how many bytes they take, name included (for preallocating).
+    pub fn size_hint(&self) -> (usize, usize) {
+        let (mut count, mut bytes) = (0, self.name().len());
+        self.each_arg(|a| {
+            count += 1;
+            bytes += a.len_hint();
+        });
+        (count, bytes)
+    }
+
+    /// Whether this command releases: the release script (alone or
+    /// merged) or a native delete. A release counts against resending an
+    /// acquire ([`Resends`](crate::slots::Resends)), and an adapter whose
+    /// client can write a command again after a reconnect lets it do so
+    /// for a release (deleting our own token is harmless to repeat).
+    pub fn releases(&self) -> bool {
+        match self {
+            Command::ReleaseMany { .. } => true,
+            Command::Script { call, .. } => call.kind == Kind::Release,
+            Command::Native(native) => native.is_release(),
+            _ => false,
+        }
+    }
+}
+
 /// Which calls of the batch a command's reply answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answers {
@@ -273,6 +433,32 @@ impl Entry<'_> {
                 }
             },
         }
+    }
+}
+
+impl<'a> Entry<'a> {
+    /// The announcements still owed (key, token; see
+    /// [`announcement`](Self::announcement)) as entries answering no call:
+    /// what goes at the head of the next batch.
+    pub fn announcements(owed: &'a [(String, String)]) -> impl Iterator<Item = Entry<'a>> {
+        owed.iter().map(|(key, token)| Entry {
+            command: Command::Native(native::announce(key, token)),
+            answers: Answers::Nothing,
+        })
+    }
+
+    /// Hands `reply` to the calls it answers
+    /// ([`distribute`](Self::distribute)) and adds the announcement it
+    /// then owes, if any ([`announcement`](Self::announcement)), to `owed`.
+    pub fn settle(
+        &self,
+        reply: Result<Reply, NodeError>,
+        calls: &[Call],
+        results: &mut [Result<Reply, NodeError>],
+        owed: &mut Vec<(String, String)>,
+    ) {
+        self.distribute(reply, results);
+        owed.extend(self.announcement(calls, results));
     }
 }
 
@@ -1162,5 +1348,140 @@ mod tests {
         entries[2].distribute(Ok(Reply::Int(0)), &mut results);
         assert!(matches!(results[0], Err(NodeError::NotReplicated { .. })));
         assert_eq!(results[1], Ok(Reply::Int(0)), "a held key was not taken");
+    }
+
+    /// A command as the words a client sends: its name, then its args.
+    fn words(command: &Command<'_>) -> Vec<String> {
+        let mut words = vec![command.name().to_owned()];
+        command.each_arg(|a| {
+            words.push(match a {
+                Arg::Text(t) => t.to_owned(),
+                Arg::Int(n) => n.to_string(),
+            })
+        });
+        let (count, bytes) = command.size_hint();
+        assert_eq!(count + 1, words.len(), "size_hint counts every arg");
+        assert!(
+            bytes >= words.iter().map(String::len).sum::<usize>(),
+            "size_hint covers the bytes"
+        );
+        words
+    }
+
+    #[test]
+    fn every_command_has_one_translation_into_words() {
+        let scripts = LoadedScripts::new(&Scripts::default());
+        let acquire = Call::new(
+            Kind::Acquire,
+            &["{a}1".into(), "{a}2".into()],
+            Some("tok"),
+            Some(500),
+        );
+        let fence = Call::new(Kind::Fence, &["f".into()], None, Some(7));
+        let release = Call::new(Kind::Release, &["r".into()], Some("t2"), None);
+        let extend = Call::new(Kind::Extend, &["e".into()], Some("t3"), Some(900));
+        let script = scripts.get(Kind::Acquire);
+        let (sha, src) = (script.sha.as_str(), script.source.as_str());
+        let announce = native::announce("k", "tok");
+        let cases: Vec<(Command<'_>, Vec<&str>)> = vec![
+            (Command::Ping, vec!["PING"]),
+            (
+                Command::SetNx {
+                    key: "k",
+                    token: "tok",
+                    ttl_ms: 1500,
+                },
+                vec!["SET", "k", "tok", "NX", "PX", "1500"],
+            ),
+            (
+                Command::Script {
+                    script,
+                    call: &acquire,
+                    source: false,
+                },
+                vec!["EVALSHA", sha, "2", "{a}1", "{a}2", "tok", "500"],
+            ),
+            (
+                Command::Script {
+                    script,
+                    call: &acquire,
+                    source: true,
+                },
+                vec!["EVAL", src, "2", "{a}1", "{a}2", "tok", "500"],
+            ),
+            (
+                Command::Script {
+                    script: scripts.get(Kind::Fence),
+                    call: &fence,
+                    source: false,
+                },
+                vec!["EVALSHA", &scripts.get(Kind::Fence).sha, "1", "f", "7"],
+            ),
+            (Command::ClientId, vec!["CLIENT", "ID"]),
+            (Command::InfoServer, vec!["INFO", "server"]),
+            (
+                Command::ClientKill { id: 42 },
+                vec!["CLIENT", "KILL", "ID", "42"],
+            ),
+            (
+                Command::Wait {
+                    replicas: 2,
+                    timeout_ms: 50,
+                },
+                vec!["WAIT", "2", "50"],
+            ),
+            (Command::ScriptLoad { script }, vec!["SCRIPT", "LOAD", src]),
+            (
+                Command::Native(native::announce("k", "tok")),
+                announce.words().collect(),
+            ),
+        ];
+        for (command, expected) in &cases {
+            assert_eq!(&words(command), expected, "{command:?}");
+        }
+        if let Some(many) = scripts.release_many() {
+            let merged = Command::ReleaseMany {
+                script: many,
+                releases: vec![&acquire, &release],
+                source: false,
+            };
+            let expected = [
+                "EVALSHA", &many.sha, "3", "{a}1", "{a}2", "r", "2", "tok", "1", "t2",
+            ];
+            assert_eq!(words(&merged), expected);
+            assert!(merged.releases());
+        }
+        if let Some(writes) = scripts.write_many() {
+            let merged = Command::WriteMany {
+                script: writes,
+                calls: vec![&acquire, &extend],
+                source: true,
+            };
+            let expected = [
+                "EVAL",
+                &writes.source,
+                "3",
+                "{a}1",
+                "{a}2",
+                "e",
+                "a",
+                "2",
+                "tok",
+                "500",
+                "e",
+                "1",
+                "t3",
+                "900",
+            ];
+            assert_eq!(words(&merged), expected);
+            assert!(!merged.releases());
+        }
+        let release_script = Command::Script {
+            script: scripts.get(Kind::Release),
+            call: &release,
+            source: false,
+        };
+        assert!(release_script.releases());
+        assert!(!Command::Ping.releases());
     }
 }

@@ -39,7 +39,7 @@ use redlock_core::NodeError;
 
 use crate::call::{Call, Kind, LoadedScripts};
 use crate::native::{self, Capabilities};
-use crate::plan::{Answers, Command, Entry, Planner};
+use crate::plan::{Command, Entry, Planner};
 use crate::queue::Executor;
 use crate::reply::Reply;
 
@@ -581,10 +581,7 @@ impl<L: Link> Executor for Session<L> {
         }
         // Announcements of releases answered earlier go first.
         let pending = std::mem::take(&mut self.announce);
-        let announced = pending.iter().map(|(key, token)| Entry {
-            command: Command::Native(native::announce(key, token)),
-            answers: Answers::Nothing,
-        });
+        let announced = Entry::announcements(&pending);
         if calls.is_empty() {
             let entries: Vec<Entry<'_>> = announced.collect();
             if !entries.is_empty() {
@@ -616,10 +613,7 @@ impl<L: Link> Executor for Session<L> {
                     answers: entry.answers,
                 });
             } else {
-                entry.distribute(reply, &mut results);
-                if let Some(announce) = entry.announcement(calls, &results) {
-                    self.announce.push(announce);
-                }
+                entry.settle(reply, calls, &mut results, &mut self.announce);
             }
         }
         if !missing.is_empty() {

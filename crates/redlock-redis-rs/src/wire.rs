@@ -2,125 +2,24 @@
 //! [`Command`] as a [`redis::Cmd`], each reply as a kit [`Reply`].
 
 use redis::{Cmd, Value};
-use redlock_kit::plan::Command;
+use redlock_kit::plan::{Arg, Command};
 use redlock_kit::reply::Reply;
 
 use crate::address::Secrets;
 
-/// `command` as the `redis` crate's command.
+/// `command` as the `redis` crate's command: its words as the kit lays
+/// them out ([`Command::each_arg`]).
 pub(crate) fn command(command: &Command<'_>) -> Cmd {
-    match command {
-        Command::Ping => redis::cmd("PING"),
-        Command::SetNx { key, token, ttl_ms } => {
-            let mut cmd = Cmd::with_capacity(6, 40 + key.len() + token.len());
-            cmd.arg("SET").arg(*key).arg(*token).arg("NX").arg("PX");
-            cmd.arg(*ttl_ms);
-            cmd
-        }
-        Command::Script {
-            script,
-            call,
-            source,
-        } => {
-            let text = if *source { &script.source } else { &script.sha };
-            let data = text.len()
-                + 48
-                + call.keys.iter().map(String::len).sum::<usize>()
-                + call.token.as_ref().map_or(0, String::len);
-            let mut cmd = Cmd::with_capacity(3 + call.keys.len() + call.argc(), data);
-            cmd.arg(if *source { "EVAL" } else { "EVALSHA" }).arg(text);
-            cmd.arg(call.keys.len()).arg(&call.keys);
-            if let Some(token) = &call.token {
-                cmd.arg(token);
-            }
-            if let Some(n) = call.number {
-                cmd.arg(n);
-            }
-            cmd
-        }
-        Command::ReleaseMany {
-            script,
-            releases,
-            source,
-        } => {
-            let text = if *source { &script.source } else { &script.sha };
-            let nkeys: usize = releases.iter().map(|c| c.keys.len()).sum();
-            let bytes: usize = releases
-                .iter()
-                .flat_map(|c| c.keys.iter().chain(&c.token))
-                .map(|s| s.len() + 4)
-                .sum();
-            let mut cmd =
-                Cmd::with_capacity(3 + nkeys + 2 * releases.len(), text.len() + 16 + bytes);
-            cmd.arg(if *source { "EVAL" } else { "EVALSHA" }).arg(text);
-            cmd.arg(nkeys);
-            for c in releases {
-                cmd.arg(&c.keys);
-            }
-            for c in releases {
-                cmd.arg(c.keys.len()).arg(c.token.as_deref().unwrap_or(""));
-            }
-            cmd
-        }
-        Command::WriteMany {
-            script,
-            calls,
-            source,
-        } => {
-            let text = if *source { &script.source } else { &script.sha };
-            let nkeys: usize = calls.iter().map(|c| c.keys.len()).sum();
-            let mut cmd =
-                Cmd::with_capacity(3 + nkeys + 4 * calls.len(), text.len() + 64 * calls.len());
-            cmd.arg(if *source { "EVAL" } else { "EVALSHA" }).arg(text);
-            cmd.arg(nkeys);
-            for c in calls {
-                cmd.arg(&c.keys);
-            }
-            for (kind, count, token, ttl_ms) in command.write_many_fields() {
-                cmd.arg(kind).arg(count).arg(token).arg(ttl_ms);
-            }
-            cmd
-        }
-        Command::ScriptLoad { script } => {
-            let mut cmd = redis::cmd("SCRIPT");
-            cmd.arg("LOAD").arg(&script.source);
-            cmd
-        }
-        Command::ClientId => {
-            let mut cmd = redis::cmd("CLIENT");
-            cmd.arg("ID");
-            cmd
-        }
-        Command::InfoServer => {
-            let mut cmd = redis::cmd("INFO");
-            cmd.arg("server");
-            cmd
-        }
-        Command::Native(native) => {
-            let mut cmd = Cmd::with_capacity(
-                1 + native.args.len(),
-                native.name.len() + native.args.iter().map(|a| a.len()).sum::<usize>(),
-            );
-            cmd.arg(native.name);
-            for arg in &native.args {
-                cmd.arg(arg.as_ref());
-            }
-            cmd
-        }
-        Command::ClientKill { id } => {
-            let mut cmd = redis::cmd("CLIENT");
-            cmd.arg("KILL").arg("ID").arg(*id);
-            cmd
-        }
-        Command::Wait {
-            replicas,
-            timeout_ms,
-        } => {
-            let mut cmd = redis::cmd("WAIT");
-            cmd.arg(*replicas).arg(*timeout_ms);
-            cmd
-        }
-    }
+    let (count, bytes) = command.size_hint();
+    let mut cmd = Cmd::with_capacity(1 + count, bytes);
+    cmd.arg(command.name());
+    command.each_arg(|arg| {
+        match arg {
+            Arg::Text(text) => cmd.arg(text),
+            Arg::Int(n) => cmd.arg(n),
+        };
+    });
+    cmd
 }
 
 /// `v` as a [`Reply`] for [`redlock_kit::reply`]: `OK` and tokens are text,
