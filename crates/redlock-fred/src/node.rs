@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use fred::clients::{Client, Pool};
-use fred::interfaces::ClientLike;
+use fred::interfaces::{ClientLike, EventInterface};
 use fred::types::config::{Config, Options, ServerConfig};
 use fred::types::ConnectHandle;
 use futures_util::future::join_all;
@@ -286,6 +286,7 @@ impl FredNode {
                 // A cluster's calls are single-slot script calls, sent as
                 // they are.
                 detect_native: settings.native_commands && !clustered,
+                reconnects: (settings.native_commands && !clustered).then(|| client.reconnect_rx()),
             };
             queues.push(Queue::spawn(wire, settings.max_batch, backlog.clone())?);
         }

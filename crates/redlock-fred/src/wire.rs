@@ -20,7 +20,7 @@ use fred::bytes::BytesMut;
 use fred::clients::Client;
 use fred::error::Error as FredError;
 use fred::interfaces::{ClientLike, KeysInterface, LuaInterface};
-use fred::types::config::Options;
+use fred::types::config::{Options, Server};
 use fred::types::{ClientState, ClusterHash, CustomCommand, Expiration, SetOptions, Value};
 use futures_util::future::{join_all, BoxFuture};
 use redlock_core::slot::hash_slot;
@@ -31,6 +31,7 @@ use redlock_kit::plan::{Arg, Command, Entry, Planner};
 use redlock_kit::reply::Reply;
 use redlock_kit::slots::Resends;
 use redlock_kit::{Call, Executor, Kind};
+use tokio::sync::broadcast::{self, error::TryRecvError};
 
 use crate::error::{node_error, Secrets};
 
@@ -65,6 +66,10 @@ pub(crate) struct Wire {
     /// [`redlock_kit::native`]): once, before the first batch that finds
     /// the client connected.
     pub(crate) detect_native: bool,
+    /// fred's notice of each connection it makes, while native commands
+    /// are allowed: a new connection may reach another server (a failover,
+    /// a restart with another version), which is asked again.
+    pub(crate) reconnects: Option<broadcast::Receiver<Server>>,
 }
 
 /// How often a batch still waiting for fred checks whether the client
@@ -176,6 +181,12 @@ impl Executor for Wire {
             // fred wrote what it held first when it reconnected.
             self.held = false;
         }
+        if self.reconnected() {
+            // Scripts, which every server has, until the server this
+            // connection reaches has answered.
+            self.planner = self.planner.clone().with_capabilities(Capabilities::NONE);
+            self.detect_native = true;
+        }
         if self.detect_native && self.client.state() == ClientState::Connected {
             self.detect().await;
         }
@@ -260,10 +271,24 @@ impl Executor for Wire {
 }
 
 impl Wire {
+    /// Whether fred made a connection since this was last asked.
+    fn reconnected(&mut self) -> bool {
+        let Some(notices) = self.reconnects.as_mut() else {
+            return false;
+        };
+        let mut any = false;
+        loop {
+            match notices.try_recv() {
+                Ok(_) | Err(TryRecvError::Lagged(_)) => any = true,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return any,
+            }
+        }
+    }
+
     /// Asks the server which native commands it has and plans with them
     /// from now on; a refusal (an ACL that denies `COMMAND`, say) or no
     /// answer within the connection timeout means scripts only. Asked once
-    /// per client, again only when the connection was not up.
+    /// per connection fred makes, again when the connection was not up.
     async fn detect(&mut self) {
         if !self.detect_native {
             return;

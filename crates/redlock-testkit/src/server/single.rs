@@ -322,6 +322,16 @@ impl RedisServer {
         }
     }
 
+    /// Kills the process and starts `binary` in its place, on the same port
+    /// with the same arguments: another server version behind the same
+    /// address (a failover to an older replica, a rollback). Waits until it
+    /// answers.
+    pub fn restart_as(&mut self, binary: impl Into<PathBuf>) -> Result<()> {
+        self.kill_process();
+        self.binary = binary.into();
+        self.restart()
+    }
+
     /// Runs one command over a fresh connection (authenticated when the
     /// server has a password) and returns the decoded reply.
     pub fn command(&self, args: &[&str]) -> Result<Reply> {

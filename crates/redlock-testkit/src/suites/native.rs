@@ -211,6 +211,59 @@ pub async fn older_servers_run_the_scripts(f: &dyn NativeNodeFactory) {
     }
 }
 
+/// A Valkey 9 replaced by an older server behind the same address (a
+/// failover to an older replica, a rollback): once the node is connected
+/// again it releases and extends with the scripts, which that server has,
+/// instead of the native commands it no longer has, and nothing is left
+/// behind.
+pub async fn a_server_replaced_by_an_older_one_gets_scripts(f: &dyn NativeNodeFactory) {
+    let Some((valkey, _)) = valkey() else {
+        return;
+    };
+    let Some((older, version)) = find_server(|v| !v.is_valkey() && !v.at_least(8, 4)) else {
+        eprintln!("skipped: no Redis older than 8.4 found");
+        return;
+    };
+    let mut server = start(&valkey);
+    let node = make_node(f, server.url(), NativeSettings::default()).await;
+    let (delifeq, ..) = one_key_round(&server, &*node).await;
+    assert_eq!(delifeq, 2, "native releases on Valkey first");
+
+    server
+        .restart_as(&older)
+        .expect("the older server starts on the same port");
+    let probe = keys(&["native-probe"]);
+    let reconnected = eventually(Duration::from_secs(10), || async {
+        match node.acquire(&probe, "probe", TTL).await {
+            Ok(Acquire::Acquired) => true,
+            Ok(other) => panic!("a fresh key on an empty server: {other:?}"),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(reconnected, "the node works again on {version}");
+    assert_eq!(
+        node.extend(&probe, "probe", TTL).await.unwrap(),
+        Extend::Extended,
+        "the extend on {version}"
+    );
+    assert_eq!(
+        node.release(&probe, "probe").await.unwrap(),
+        1,
+        "the release on {version}"
+    );
+    let (delifeq, set, _, scripts) = one_key_round(&server, &*node).await;
+    assert_eq!(delifeq, 0, "{version}");
+    assert_eq!(set, 1, "{version}: only the acquire is a SET");
+    assert_eq!(scripts, 5, "{version}: three extends, two releases");
+    assert_eq!(
+        server.command(&["DBSIZE"]).unwrap(),
+        Reply::Int(0),
+        "no key left"
+    );
+    node.quit().await.expect("quit");
+}
+
 /// Several keys, and a substitute release script, stay scripts on Valkey 9;
 /// the built-in extend script is still replaced.
 pub async fn several_keys_and_substitute_scripts_stay_scripts_on_valkey(f: &dyn NativeNodeFactory) {
@@ -417,6 +470,11 @@ macro_rules! native_tests {
                 &$refused_evalsha,
             )
             .await;
+        }
+
+        #[tokio::test]
+        async fn a_server_replaced_by_an_older_one_gets_scripts() {
+            $crate::suites::native::a_server_replaced_by_an_older_one_gets_scripts(&$factory).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
