@@ -4,7 +4,8 @@
 //! 7.0 and 6.2, and with native commands off, substitute scripts or
 //! several keys, the scripts run. A user whose ACL denies `@scripting`
 //! locks, extends and unlocks on Valkey; waiters still wake on a native
-//! release.
+//! release; a Valkey replaced by an older server behind the same address
+//! gets scripts again once the node is connected to it.
 //!
 //! The servers are found with `binaries::find_server` (the default server
 //! binary, the servers cache `.ci/run` fills, `redis-server` on the
