@@ -18,8 +18,9 @@
 //!   timeouts.
 //! - [`plan`]: a batch of [`Call`]s as abstract [`Command`]s ([`Planner`]),
 //!   each with the calls its reply answers: the one-key acquire as
-//!   `SET NX PX`, releases merged into one script call. An adapter
-//!   translates each command with one `match`.
+//!   `SET NX PX`, releases merged into one script call; each command's
+//!   words in wire order ([`Command::each_arg`]), from which an adapter
+//!   builds its client's command in one loop.
 //! - [`node`]: [`node::QueueNode`] (id, queue, release watch) implements
 //!   [`redlock_core::Node`]; [`node_via!`] forwards it from an adapter's
 //!   own node type.
@@ -48,8 +49,9 @@
 //! ## An adapter in four pieces
 //!
 //! 1. A [`Link`] over the client's connection: make it, send a slice of
-//!    [`Command`]s as one pipeline (one `match` turns each into the
-//!    client's command), decode each reply into a [`reply::Reply`], drop it.
+//!    [`Command`]s as one pipeline (each built from its words,
+//!    [`Command::name`] and [`Command::each_arg`]), decode each reply into a
+//!    [`reply::Reply`], drop it.
 //! 2. A [`Session`] over that link, spawned in a [`Queue`]
 //!    ([`Queue::spawn`]) with the node's backlog.
 //! 3. A [`node::QueueNode`] over the queue (and the release watch), which

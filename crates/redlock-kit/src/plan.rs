@@ -2,16 +2,17 @@
 //! no particular client.
 //!
 //! [`Planner::plan`] turns a batch into [`Entry`]s, one per command to send, each an
-//! abstract [`Command`] plus the calls its reply answers. An adapter
-//! translates each command into its client's command (one `match` over
-//! [`Command`]), sends them as one pipeline in order, decodes each reply
-//! into a [`Reply`] and hands it back with [`Entry::distribute`]. The
-//! planner knows the batch's meaning; the adapter knows only its client.
+//! abstract [`Command`] plus the calls its reply answers. A command knows
+//! its own words ([`Command::name`], [`Command::each_arg`]); an adapter
+//! builds its client's command from them (one loop), sends the commands as
+//! one pipeline in order, decodes each reply into a [`Reply`] and hands it
+//! back with [`Entry::settle`]. The planner knows the batch's meaning; the
+//! adapter knows only its client.
 //!
 //! A new way of sending something (a server's native compare-and-delete,
 //! a trailing `WAIT`) is one more [`Command`] variant, chosen here from the
-//! connection's [`Capabilities`], plus one arm in each adapter's
-//! translator.
+//! connection's [`Capabilities`], with its words written here; the
+//! adapters need no change.
 
 use std::collections::HashSet;
 use std::sync::Arc;
