@@ -364,4 +364,74 @@ mod tests {
         let ping = execute(&fake, &scripts, &[Call::ping()]).await;
         assert_eq!(ping, [Ok(Reply::Text("PONG".into()))]);
     }
+
+    #[tokio::test]
+    async fn resend_refused_resends_only_what_did_not_run_and_no_acquire_after_a_release() {
+        let scripts = LoadedScripts::new(&Scripts::default());
+        let script = |kind| scripts.get(kind);
+        let resends = Resends::default();
+
+        // An acquire redirected after a release went out on the node is
+        // not sent again: it could land after that release.
+        let acquire = call(Kind::Acquire, &["k"]);
+        let mut sends = 0;
+        let command = Command::Script {
+            script: script(Kind::Acquire),
+            call: &acquire,
+            source: false,
+        };
+        let result = resend_refused(command, &resends, |_| {
+            sends += 1;
+            resends.releasing();
+            async { Err(refused("MOVED", "MOVED 3999 127.0.0.1:7001")) }
+        })
+        .await;
+        assert_eq!(sends, 1, "not sent again");
+        match result {
+            Err(NodeError::Server(text)) => {
+                assert!(
+                    text.contains("not sent again because a release followed it"),
+                    "{text}"
+                )
+            }
+            other => panic!("a server error: {other:?}"),
+        }
+
+        // A release missing from the script cache is sent again by source.
+        let release = call(Kind::Release, &["k"]);
+        let mut verbs = Vec::new();
+        let command = Command::Script {
+            script: script(Kind::Release),
+            call: &release,
+            source: false,
+        };
+        let result = resend_refused(command, &resends, |c| {
+            verbs.push(c.name());
+            let first = verbs.len() == 1;
+            async move {
+                match first {
+                    true => Err(refused("NOSCRIPT", "NOSCRIPT No matching script")),
+                    false => Ok(Reply::Int(1)),
+                }
+            }
+        })
+        .await;
+        assert_eq!(result, Ok(Reply::Int(1)));
+        assert_eq!(verbs, ["EVALSHA", "EVAL"]);
+
+        // Any other refusal is the answer, sent once.
+        let mut sends = 0;
+        let command = Command::Script {
+            script: script(Kind::Release),
+            call: &release,
+            source: false,
+        };
+        let result = resend_refused(command, &resends, |_| {
+            sends += 1;
+            async { Err(refused("ERR", "ERR something else")) }
+        })
+        .await;
+        assert_eq!(sends, 1);
+        assert_eq!(result, Err(NodeError::Server("ERR something else".into())));
+    }
 }
