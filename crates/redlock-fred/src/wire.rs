@@ -252,6 +252,7 @@ impl Executor for Wire {
             return vec![Err(NodeError::Connection(lost)); calls.len()];
         }
         let mut results = vec![Err(NodeError::Protocol("no reply".into())); calls.len()];
+        let mut instead = Vec::new();
         for (entry, reply) in entries.iter().zip(replies) {
             // While fred may still hold an earlier request, a request it
             // refused unsent is not called unsent: the release the core
@@ -260,6 +261,19 @@ impl Executor for Wire {
                 Err(NodeError::NotConnected(e)) if self.held => Err(NodeError::Connection(e)),
                 other => other,
             };
+            match entry.script_instead(&reply, &planner, calls) {
+                Some(script) => instead.push(script),
+                None => entry.settle(reply, calls, &mut results, &mut self.announce),
+            }
+        }
+        if !instead.is_empty() {
+            // The server refused a native command unrun: the script instead
+            // (it follows everything answered before it), and scripts only
+            // until a new connection is asked again.
+            self.planner = self.planner.clone().with_capabilities(Capabilities::NONE);
+        }
+        for entry in &instead {
+            let reply = self.run(&entry.command, 0).await;
             entry.settle(reply, calls, &mut results, &mut self.announce);
         }
         for wait in &waits {

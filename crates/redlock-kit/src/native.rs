@@ -34,12 +34,11 @@
 //! which is what wakes waiters in other processes. A native delete does
 //! not publish, so a native release is sent as two commands in one go:
 //! the delete, then [`announce`]'s `PUBLISH`. The announcement goes out
-//! whether or not the delete found the key: deciding on the delete's reply
-//! would cost a round trip and delay every waiter by it. A release that
-//! deletes nothing is rare (the lock ran out first), and its announcement
-//! costs a waiter at most one early attempt. The announcement's reply is
-//! not the release's: a `PUBLISH`
-//! refused by an ACL without channel rights never fails a release.
+//! only once the delete's reply says it deleted the key
+//! ([`Entry::announcement`](crate::plan::Entry::announcement)), ahead of
+//! the node's next batch, as the script announces only what it deleted. The
+//! announcement's reply is not the release's: a `PUBLISH` refused by an
+//! ACL without channel rights never fails a release.
 //!
 //! ```
 //! use redlock_kit::native::{self, Capabilities};
@@ -227,6 +226,30 @@ impl fmt::Display for Command<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether an error reply to a native command says the server refused it
+/// without running it: an ACL that does not allow it (`NOPERM`), or a
+/// server that does not have it (an unknown command, or `SET … IFEQ` read
+/// as a syntax error), as after a failover or a rollback to an older
+/// server. The built-in script then does the same work.
+///
+/// ```
+/// use redlock_kit::native::refused_unrun;
+///
+/// assert!(refused_unrun("NOPERM User default has no permissions to run the 'delifeq' command"));
+/// assert!(refused_unrun("NoPerm: User default has no permissions to run the 'delifeq' command"));
+/// assert!(refused_unrun("ERR unknown command 'DELIFEQ', with args beginning with: 'k' 't'"));
+/// assert!(refused_unrun("ERR syntax error"));
+/// assert!(!refused_unrun("connection reset"));
+/// assert!(!refused_unrun("WRONGTYPE Operation against a key holding the wrong kind of value"));
+/// ```
+pub fn refused_unrun(error: &str) -> bool {
+    // Clients spell the code their own way (`NOPERM`, `NoPerm`).
+    let error = error.to_ascii_lowercase();
+    ["noperm", "unknown command", "syntax error"]
+        .iter()
+        .any(|refusal| error.contains(refusal))
 }
 
 /// The native release of `keys` held by `token`, when the server has a

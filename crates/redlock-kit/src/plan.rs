@@ -448,6 +448,39 @@ impl<'a> Entry<'a> {
         })
     }
 
+    /// The built-in script, by source, to send in place of this entry's
+    /// native release or extend when `reply` says the server refused the
+    /// command without running it ([`native::refused_unrun`]: an ACL
+    /// without the command, or a server that does not have it, say after a
+    /// failover to an older one); `None` for any other entry or reply.
+    /// Sent once the rest of the batch was answered, so it keeps its place
+    /// after everything sent before it.
+    pub fn script_instead(
+        &self,
+        reply: &Result<Reply, NodeError>,
+        planner: &'a Planner,
+        calls: &'a [Call],
+    ) -> Option<Entry<'a>> {
+        let (Command::Native(_), Err(e)) = (&self.command, reply) else {
+            return None;
+        };
+        let &[i] = self.answers.calls() else {
+            return None;
+        };
+        if !native::refused_unrun(&e.to_string()) {
+            return None;
+        }
+        let call = &calls[i];
+        Some(Entry {
+            command: Command::Script {
+                script: planner.scripts().get(call.kind),
+                call,
+                source: true,
+            },
+            answers: self.answers.clone(),
+        })
+    }
+
     /// Hands `reply` to the calls it answers
     /// ([`distribute`](Self::distribute)) and adds the announcement it
     /// then owes, if any ([`announcement`](Self::announcement)), to `owed`.

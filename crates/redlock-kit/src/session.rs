@@ -612,6 +612,11 @@ impl<L: Link> Executor for Session<L> {
                     command: entry.command.by_source(),
                     answers: entry.answers,
                 });
+            } else if let Some(script) = entry.script_instead(&reply, &planner, calls) {
+                // The server refused the native command unrun: the script
+                // instead, and scripts only on this connection from now on.
+                self.planner = self.planner.clone().with_capabilities(Capabilities::NONE);
+                missing.push(script);
             } else {
                 entry.settle(reply, calls, &mut results, &mut self.announce);
             }

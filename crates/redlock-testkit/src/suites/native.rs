@@ -5,7 +5,8 @@
 //! several keys, the scripts run. A user whose ACL denies `@scripting`
 //! locks, extends and unlocks on Valkey; waiters still wake on a native
 //! release; a Valkey replaced by an older server behind the same address
-//! gets scripts again once the node is connected to it.
+//! gets scripts again once the node is connected to it; a native command
+//! the ACL refuses gets the script instead.
 //!
 //! The servers are found with `binaries::find_server` (the default server
 //! binary, the servers cache `.ci/run` fills, `redis-server` on the
@@ -265,6 +266,49 @@ pub async fn a_server_replaced_by_an_older_one_gets_scripts(f: &dyn NativeNodeFa
     node.quit().await.expect("quit");
 }
 
+/// A native command the user's ACL does not allow (an allowlist written
+/// before the server had `DELIFEQ`) is refused unrun: the release goes out
+/// as the script instead, deletes the key, and the node keeps to the
+/// scripts on that connection.
+pub async fn a_native_command_the_acl_refuses_gets_the_script_instead(f: &dyn NativeNodeFactory) {
+    let Some((valkey, version)) = valkey() else {
+        return;
+    };
+    let server = start(&valkey);
+    let node = make_node(f, server.url(), NativeSettings::default()).await;
+    let (delifeq, ..) = one_key_round(&server, &*node).await;
+    assert_eq!(delifeq, 2, "native releases on {version} first");
+
+    server
+        .command(&["ACL", "SETUSER", "default", "-delifeq"])
+        .expect("ACL SETUSER");
+    server.command(&["CONFIG", "RESETSTAT"]).expect("resetstat");
+    for round in ["first", "second"] {
+        let job = keys(&[&format!("acl-job-{round}")]);
+        assert_eq!(
+            node.acquire(&job, "tok", TTL).await.unwrap(),
+            Acquire::Acquired
+        );
+        assert_eq!(
+            node.release(&job, "tok").await.unwrap(),
+            1,
+            "the {round} release deletes the key although DELIFEQ is refused"
+        );
+        assert_eq!(server.command(&["EXISTS", &job[0]]).unwrap(), Reply::Int(0));
+    }
+    assert_eq!(
+        server.command_calls("eval") + server.command_calls("evalsha"),
+        2,
+        "both releases ran the script"
+    );
+    assert_eq!(
+        server.command(&["DBSIZE"]).unwrap(),
+        Reply::Int(0),
+        "no key left"
+    );
+    node.quit().await.expect("quit");
+}
+
 /// Several keys, and a substitute release script, stay scripts on Valkey 9;
 /// the built-in extend script is still replaced.
 pub async fn several_keys_and_substitute_scripts_stay_scripts_on_valkey(f: &dyn NativeNodeFactory) {
@@ -469,6 +513,14 @@ macro_rules! native_tests {
             $crate::suites::native::a_user_without_scripting_locks_extends_and_unlocks_on_valkey(
                 &$factory,
                 &$refused_evalsha,
+            )
+            .await;
+        }
+
+        #[tokio::test]
+        async fn a_native_command_the_acl_refuses_gets_the_script_instead() {
+            $crate::suites::native::a_native_command_the_acl_refuses_gets_the_script_instead(
+                &$factory,
             )
             .await;
         }
