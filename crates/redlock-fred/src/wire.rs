@@ -145,7 +145,7 @@ impl Wire {
     async fn run(&self, command: &Command<'_>, slot: u16) -> Result<Reply, NodeError> {
         let secrets = &self.secrets;
         resend_refused(command.clone(), &self.resends, |command| {
-            let sent = self.send(&command, slot);
+            let sent = self.send(command, slot);
             async move {
                 sent.await.map(decode).map_err(|e| Refused {
                     error: node_error(&e, secrets),

@@ -72,7 +72,7 @@ pub async fn resend_refused<'c, S, F>(
     mut send: S,
 ) -> Result<Reply, NodeError>
 where
-    S: FnMut(Command<'c>) -> F,
+    S: FnMut(&Command<'c>) -> F,
     F: std::future::Future<Output = Result<Reply, Refused>>,
 {
     if command.releases() {
@@ -82,7 +82,7 @@ where
     let sent = resends.sending();
     let (mut command, mut redirects) = (command, 0);
     loop {
-        let refused = match send(command.clone()).await {
+        let refused = match send(&command).await {
             Ok(reply) => return Ok(reply),
             Err(refused) => refused,
         };
@@ -123,11 +123,10 @@ impl<R: Router + ?Sized> Pieces<'_, R> {
             source: false,
         };
         let router = self.router;
-        resend_refused(
-            command,
-            &self.resends,
-            |c| async move { router.send(&c).await },
-        )
+        resend_refused(command, &self.resends, |c| {
+            let c = c.clone();
+            async move { router.send(&c).await }
+        })
         .await
     }
 }
